@@ -1,0 +1,192 @@
+//! The `parley` command line: `serve` (the default), `migrate`, `schema`.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use migration::{Migrator, MigratorTrait};
+use tokio::net::TcpListener;
+
+use crate::config::{DbArgs, ServeArgs};
+use crate::{AppState, graphql, observability, router};
+
+/// parley: one durable, unified conversation model for Email and SMS/MMS, served as
+/// GraphQL.
+#[derive(Debug, Parser)]
+#[command(name = "parley", version, about, long_about = None)]
+pub struct Cli {
+    /// Database connection.
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (GraphQL at /graphql, health at /healthz and /readyz, metrics at
+    /// /metrics). Runs pending migrations first unless --no-migrate.
+    Serve(Box<ServeArgs>),
+    /// Apply or revert database migrations.
+    Migrate {
+        /// What to do.
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Print the GraphQL schema (SDL); `parley schema > schema.graphql` regenerates the
+    /// committed file.
+    Schema,
+}
+
+/// `parley migrate` actions.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum MigrateAction {
+    /// Apply all pending migrations.
+    Up,
+    /// Revert the last migration (or --steps N).
+    Down {
+        /// How many migrations to revert.
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// Show which migrations are applied.
+    Status,
+    /// Drop everything and re-apply all migrations (destroys data).
+    Fresh,
+}
+
+/// Entry point of the binary.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    observability::init_tracing(cli.db.log_format);
+    match cli.command {
+        None => serve(&cli.db, &ServeArgs::parse_defaults()).await,
+        Some(Command::Serve(args)) => serve(&cli.db, &args).await,
+        Some(Command::Migrate { action }) => migrate(&cli.db, action).await,
+        Some(Command::Schema) => {
+            print!("{}", graphql::schema::sdl());
+            Ok(())
+        }
+    }
+}
+
+impl ServeArgs {
+    /// `serve`'s arguments from the environment and defaults alone (for a bare `parley`).
+    pub fn parse_defaults() -> ServeArgs {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        Only::parse_from(["parley"]).serve
+    }
+}
+
+async fn connect(db: &DbArgs) -> anyhow::Result<service::DatabaseConnection> {
+    service::db::connect(&db.database_url, &db.db_options())
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to the database at {} (set DATABASE_URL or --database-url)",
+                redact(&db.database_url)
+            )
+        })
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].find(':') {
+            Some(colon) => format!("{}:***{}", &url[..s + 3 + colon], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+async fn serve(db_args: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
+    let config = args.app_config();
+    let db = connect(db_args).await?;
+    if !args.no_migrate {
+        Migrator::up(&db, None)
+            .await
+            .context("running migrations (use --no-migrate to skip)")?;
+    }
+    let state = AppState::new(db, config);
+    let metrics = state.metrics.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            metrics.run_upkeep();
+        }
+    });
+    let app = router(state);
+    let listener = TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("binding {} (set PARLEY_BIND or --bind)", args.bind))?;
+    tracing::info!(
+        address = %args.bind,
+        database = %redact(&db_args.database_url),
+        "parley listening; GraphiQL at http://{}/graphql",
+        args.bind
+    );
+    let grace = args.shutdown_grace();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal(grace))
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("parley stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT; then arms a watchdog that ends the process if in-flight
+/// requests outlive `grace`.
+async fn shutdown_signal(grace: std::time::Duration) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!(
+        grace_seconds = grace.as_secs_f64(),
+        "shutting down: finishing in-flight requests"
+    );
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        tracing::warn!("shutdown grace period over; exiting with requests still in flight");
+        std::process::exit(1);
+    });
+}
+
+async fn migrate(db_args: &DbArgs, action: MigrateAction) -> anyhow::Result<()> {
+    let db = connect(db_args).await?;
+    match action {
+        MigrateAction::Up => Migrator::up(&db, None).await?,
+        MigrateAction::Down { steps } => Migrator::down(&db, Some(steps)).await?,
+        MigrateAction::Status => Migrator::status(&db).await?,
+        MigrateAction::Fresh => Migrator::fresh(&db).await?,
+    }
+    Ok(())
+}

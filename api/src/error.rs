@@ -1,0 +1,110 @@
+//! The one mapping from `service::Error` to what clients see: a GraphQL error with a stable
+//! `extensions.code` (and `field`), or an HTTP status for REST. Database error text is
+//! logged with the request id and never sent.
+
+use async_graphql::ErrorExtensions;
+use service::Error;
+
+/// Stable error codes, the `extensions.code` values clients switch on.
+pub mod code {
+    /// The input is invalid; `extensions.field` names the field.
+    pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+    /// A cursor this server did not issue for this list.
+    pub const INVALID_CURSOR: &str = "INVALID_CURSOR";
+    /// No such record.
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// The query is too deep, too complex, too nested, or has too many directives or
+    /// batched operations.
+    pub const QUERY_TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
+    /// The database is unreachable right now; safe to retry.
+    pub const UNAVAILABLE: &str = "UNAVAILABLE";
+    /// A bug or an unexpected failure; the message carries a request id to report.
+    pub const INTERNAL: &str = "INTERNAL";
+    /// The query text does not parse.
+    pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
+    /// The query does not validate against the schema.
+    pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+    /// A mutation sent over GET, or another method the endpoint does not take.
+    pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
+    /// The request body is over the configured limit.
+    pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
+    /// The request is not JSON (REST).
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
+}
+
+/// A client-facing rendering of a service error: code, message, field, HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError {
+    /// The `extensions.code`.
+    pub code: &'static str,
+    /// A message safe to show.
+    pub message: String,
+    /// The offending input field, for `BAD_USER_INPUT`.
+    pub field: Option<String>,
+    /// The HTTP status for REST.
+    pub status: u16,
+}
+
+impl ClientError {
+    /// Maps a service error; internal errors are logged with `request_id` and replaced by a
+    /// generic message that carries it.
+    pub fn from_service(err: &Error, request_id: Option<&str>) -> Self {
+        let (code, message, field, status) = match err {
+            Error::InvalidInput { field, reason } => (
+                code::BAD_USER_INPUT,
+                format!("{field}: {reason}"),
+                Some(field.clone()),
+                400,
+            ),
+            Error::InvalidCursor(why) => (code::INVALID_CURSOR, why.clone(), None, 400),
+            Error::NotFound { .. } => (code::NOT_FOUND, err.to_string(), None, 404),
+            Error::Unavailable(detail) => {
+                tracing::warn!(request_id, detail, "database unavailable");
+                (
+                    code::UNAVAILABLE,
+                    "the database is unavailable right now; retry shortly".to_owned(),
+                    None,
+                    503,
+                )
+            }
+            Error::Db(db) => {
+                tracing::error!(request_id, error = %db, "internal error");
+                (
+                    code::INTERNAL,
+                    format!(
+                        "internal error; report request id {}",
+                        request_id.unwrap_or("(none)")
+                    ),
+                    None,
+                    500,
+                )
+            }
+        };
+        ClientError {
+            code,
+            message,
+            field,
+            status,
+        }
+    }
+
+    /// As a GraphQL error with `extensions.code` (and `extensions.field`).
+    pub fn into_graphql(self) -> async_graphql::Error {
+        async_graphql::Error::new(self.message).extend_with(|_, ext| {
+            ext.set("code", self.code);
+            if let Some(field) = &self.field {
+                ext.set("field", field.as_str());
+            }
+        })
+    }
+}
+
+/// A GraphQL error with `code` and no field.
+pub fn graphql_error(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(message).extend_with(|_, ext| ext.set("code", code))
+}
+
+/// A `BAD_USER_INPUT` GraphQL error naming `field`.
+pub fn bad_input(field: &str, message: impl Into<String>) -> async_graphql::Error {
+    ClientError::from_service(&Error::invalid(field, message), None).into_graphql()
+}

@@ -1,0 +1,252 @@
+//! The query root.
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, ID, InputObject, Object, Result};
+use chrono::{DateTime, Utc};
+use service::DatabaseConnection;
+use service::cursor::CursorKind;
+use service::query::{self, ConversationFilter as SvcFilter, MessageScope, PageRequest, Window};
+
+use super::ids::{NodeType, decode_any, decode_id};
+use super::loaders::{ConversationLoader, MessageLoader};
+use super::types::connection::{ConversationConnection, MessageConnection, MessageTotal};
+use super::types::conversation::page_complexity;
+use super::types::normalized::NormalizedAddresses;
+use super::types::{Channel, Conversation, Message, Node};
+use super::{ServiceResultExt, gql_err};
+use crate::AppConfig;
+
+/// Which conversations to list.
+#[derive(InputObject, Debug, Clone, Default)]
+pub struct ConversationFilter {
+    /// Only this channel.
+    pub channel: Option<Channel>,
+    /// Only conversations with this participant, in any accepted spelling.
+    pub participant: Option<String>,
+    /// Only conversations whose last activity is at or after this time.
+    pub active_since: Option<DateTime<Utc>>,
+    /// Only conversations whose last activity is before this time.
+    pub active_before: Option<DateTime<Utc>>,
+}
+
+impl From<ConversationFilter> for SvcFilter {
+    fn from(f: ConversationFilter) -> Self {
+        SvcFilter {
+            channel: f.channel.map(Into::into),
+            participant: f.participant,
+            active_since: f.active_since,
+            active_before: f.active_before,
+        }
+    }
+}
+
+/// Reads.
+#[derive(Default)]
+pub struct QueryRoot;
+
+async fn load_conversation(ctx: &Context<'_>, id: i64) -> Result<Option<Conversation>> {
+    let loader = ctx.data::<DataLoader<ConversationLoader>>()?;
+    let c = loader.load_one(id).await.map_err(|e| gql_err(ctx, &e))?;
+    Ok(c.map(Conversation))
+}
+
+async fn load_message(ctx: &Context<'_>, id: i64) -> Result<Option<Message>> {
+    let loader = ctx.data::<DataLoader<MessageLoader>>()?;
+    let m = loader.load_one(id).await.map_err(|e| gql_err(ctx, &e))?;
+    Ok(m.map(Message))
+}
+
+async fn load_node(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
+    Ok(match decode_any(id) {
+        Some((NodeType::Conversation, n)) => {
+            load_conversation(ctx, n).await?.map(Node::Conversation)
+        }
+        Some((NodeType::Message, n)) => load_message(ctx, n).await?.map(Node::Message),
+        None => None,
+    })
+}
+
+fn window(ctx: &Context<'_>, kind: CursorKind, req: PageRequest) -> Result<Window> {
+    let config = ctx.data::<AppConfig>()?;
+    Window::new(kind, &req, &config.settings.limits).gql(ctx)
+}
+
+/// Reads.
+#[Object]
+impl QueryRoot {
+    /// Conversations, most recent activity first (ties: newer id first), as a Relay
+    /// connection with keyset cursors.
+    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
+    async fn conversations(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page forward: at most this many conversations (1..=100) after `after`.")]
+        first: Option<i32>,
+        #[graphql(desc = "Cursor to continue after (from `pageInfo.endCursor`).")] after: Option<
+            String,
+        >,
+        #[graphql(
+            desc = "Page backward: at most this many conversations (1..=100) before `before`."
+        )]
+        last: Option<i32>,
+        #[graphql(desc = "Cursor to continue before (from `pageInfo.startCursor`).")]
+        before: Option<String>,
+        #[graphql(desc = "Only conversations that match.")] filter: Option<ConversationFilter>,
+    ) -> Result<ConversationConnection> {
+        let db = ctx.data::<DatabaseConnection>()?;
+        let config = ctx.data::<AppConfig>()?;
+        let window = window(
+            ctx,
+            CursorKind::Conversation,
+            PageRequest {
+                first: first.map(i64::from),
+                after,
+                last: last.map(i64::from),
+                before,
+            },
+        )?;
+        let filter: SvcFilter = filter.unwrap_or_default().into();
+        let page = query::list_conversations(db, config.settings.default_region, &filter, &window)
+            .await
+            .gql(ctx)?;
+        Ok(ConversationConnection { page, filter })
+    }
+
+    /// A conversation by global id; null when there is none.
+    async fn conversation(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Its global id.")] id: ID,
+    ) -> Result<Option<Conversation>> {
+        match decode_id(NodeType::Conversation, &id) {
+            Some(n) => load_conversation(ctx, n).await,
+            None => Ok(None),
+        }
+    }
+
+    /// A message by global id; null when there is none.
+    async fn message(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Its global id.")] id: ID,
+    ) -> Result<Option<Message>> {
+        match decode_id(NodeType::Message, &id) {
+            Some(n) => load_message(ctx, n).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Any object by global id; null when there is none.
+    async fn node(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "A global id.")] id: ID,
+    ) -> Result<Option<Node>> {
+        load_node(ctx, &id).await
+    }
+
+    /// Objects by global ids, in the order given; null for each id that names none.
+    async fn nodes(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Global ids (100 at most).")] ids: Vec<ID>,
+    ) -> Result<Vec<Option<Node>>> {
+        let max = ctx.data::<AppConfig>()?.settings.limits.max_page_size as usize;
+        if ids.len() > max {
+            return Err(crate::error::bad_input(
+                "ids",
+                format!("at most {max} ids at once (got {})", ids.len()),
+            ));
+        }
+        futures::future::try_join_all(ids.iter().map(|id| load_node(ctx, id))).await
+    }
+
+    /// The conversation these participants share on `channel`, in any spelling and order;
+    /// null when they have none yet.
+    async fn conversation_by_participants(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The channel.")] channel: Channel,
+        #[graphql(desc = "All participant addresses (sender and recipients).")] participants: Vec<
+            String,
+        >,
+    ) -> Result<Option<Conversation>> {
+        let db = ctx.data::<DatabaseConnection>()?;
+        let config = ctx.data::<AppConfig>()?;
+        let limits = &config.settings.limits;
+        if participants.len() > limits.max_recipients + 1 {
+            return Err(crate::error::bad_input(
+                "participants",
+                format!("at most {} participants", limits.max_recipients + 1),
+            ));
+        }
+        query::find_conversation_by_participants(
+            db,
+            config.settings.default_region,
+            channel.into(),
+            &participants,
+        )
+        .await
+        .gql(ctx)
+        .map(|c| c.map(Conversation))
+    }
+
+    /// What parley makes of these addresses on `channel`: each normalized form or the
+    /// reason it is rejected, and the conversation key they map to. Writes nothing.
+    async fn normalize_addresses(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The channel whose rules apply.")] channel: Channel,
+        #[graphql(desc = "Addresses in any spelling.")] addresses: Vec<String>,
+    ) -> Result<NormalizedAddresses> {
+        let config = ctx.data::<AppConfig>()?;
+        let limits = &config.settings.limits;
+        if addresses.len() > limits.max_recipients + 1 {
+            return Err(crate::error::bad_input(
+                "addresses",
+                format!("at most {} addresses", limits.max_recipients + 1),
+            ));
+        }
+        Ok(NormalizedAddresses::new(
+            channel,
+            addresses,
+            config.settings.default_region,
+        ))
+    }
+
+    /// Messages attached to no conversation (inbound messages whose addresses did not
+    /// normalize, and legacy rows awaiting `parley backfill`), oldest first.
+    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
+    async fn unassigned_messages(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page forward: at most this many messages (1..=100) after `after`.")]
+        first: Option<i32>,
+        #[graphql(desc = "Cursor to continue after (from `pageInfo.endCursor`).")] after: Option<
+            String,
+        >,
+        #[graphql(desc = "Page backward: at most this many messages (1..=100) before `before`.")]
+        last: Option<i32>,
+        #[graphql(desc = "Cursor to continue before (from `pageInfo.startCursor`).")]
+        before: Option<String>,
+    ) -> Result<MessageConnection> {
+        let db = ctx.data::<DatabaseConnection>()?;
+        let window = window(
+            ctx,
+            CursorKind::Message,
+            PageRequest {
+                first: first.map(i64::from),
+                after,
+                last: last.map(i64::from),
+                before,
+            },
+        )?;
+        let page = query::list_messages(db, MessageScope::Unassigned, &Default::default(), &window)
+            .await
+            .gql(ctx)?;
+        Ok(MessageConnection {
+            page,
+            total: MessageTotal::Unassigned,
+        })
+    }
+}

@@ -1,0 +1,73 @@
+//! `recordMessage`'s input and payload.
+
+use async_graphql::{InputObject, SimpleObject};
+use chrono::{DateTime, Utc};
+use service::record::{NewMessage, Recorded};
+
+use super::{Channel, Conversation, Direction, Message, MessageKind};
+
+/// A message to record. Addresses may be spelled any accepted way; they are normalized.
+#[derive(InputObject, Debug, Clone)]
+pub struct RecordMessageInput {
+    /// The channel: EMAIL or SMS (SMS covers SMS and MMS).
+    pub channel: Channel,
+    /// SMS, MMS or EMAIL; defaults to the channel's own (SMS or EMAIL).
+    pub kind: Option<MessageKind>,
+    /// INBOUND (from a provider) or OUTBOUND (sent by us). Inbound messages whose
+    /// addresses do not normalize are still stored, unassigned; outbound ones are rejected.
+    pub direction: Direction,
+    /// The sender address.
+    pub from: String,
+    /// The recipient addresses (at least one; 50 at most by default).
+    pub to: Vec<String>,
+    /// The body: plain text, or HTML for email (1 MiB at most by default).
+    pub body: String,
+    /// Attachment URLs, http(s) (10 at most by default).
+    pub attachments: Option<Vec<String>>,
+    /// The provider's message id: recording the same id twice on a channel stores the
+    /// message once and answers `duplicate: true` with the original.
+    pub provider_message_id: Option<String>,
+    /// When the message was sent; the time of recording when omitted.
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+impl From<RecordMessageInput> for NewMessage {
+    fn from(i: RecordMessageInput) -> Self {
+        NewMessage {
+            channel: i.channel.into(),
+            kind: i.kind.map(Into::into),
+            direction: i.direction.into(),
+            from: i.from,
+            to: i.to,
+            body: i.body,
+            attachments: i.attachments.unwrap_or_default(),
+            provider_message_id: i.provider_message_id,
+            sent_at: i.sent_at,
+        }
+    }
+}
+
+/// What `recordMessage` stored.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct RecordMessagePayload {
+    /// The stored message (the original one when `duplicate`).
+    pub message: Message,
+    /// Its conversation after the write; null when the message is unassigned (see
+    /// `message.assignmentError`).
+    pub conversation: Option<Conversation>,
+    /// Whether this call created the conversation.
+    pub conversation_created: bool,
+    /// Whether this provider id was already recorded: nothing new was stored.
+    pub duplicate: bool,
+}
+
+impl From<Recorded> for RecordMessagePayload {
+    fn from(r: Recorded) -> Self {
+        RecordMessagePayload {
+            message: Message(r.message),
+            conversation: r.conversation.map(Conversation),
+            conversation_created: r.conversation_created,
+            duplicate: r.duplicate,
+        }
+    }
+}

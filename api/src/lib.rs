@@ -1,0 +1,13 @@
+//! The parley server: configuration, the axum router, the async-graphql schema, the REST
+//! ingress adapters and the operator subcommands. Domain logic lives in the `service` crate.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod observability;
+
+pub use config::AppConfig;
+pub use graphql::schema::{AppSchema, build_schema};
+pub use http::{AppState, router};

@@ -1,0 +1,22 @@
+//! parley's database migrations. Each migration is one concern, additive, and reversible:
+//! `down` undoes exactly what `up` did.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_create_conversations;
+mod m20261126_000002_create_messages;
+mod m20261126_000003_create_conversation_participants;
+
+/// Runs parley's migrations in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261126_000001_create_conversations::Migration),
+            Box::new(m20261126_000002_create_messages::Migration),
+            Box::new(m20261126_000003_create_conversation_participants::Migration),
+        ]
+    }
+}

@@ -1,0 +1,93 @@
+//! Connecting to the database: pool sizing, timeouts, and the SQLite settings that let
+//! concurrent writers queue instead of failing.
+
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// Maximum pool size. Default 16 (SQLite in memory always uses 1).
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection before failing with
+    /// `Unavailable`. Default 2 s.
+    pub acquire_timeout: Duration,
+    /// PostgreSQL `statement_timeout`. Default 5 s.
+    pub statement_timeout: Duration,
+    /// SQLite `busy_timeout`: how long a writer waits for the write lock. Default 5 s.
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+            sqlite_busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Opens a connection pool for `url` (`sqlite://path?mode=rwc`, `sqlite::memory:`, or
+/// `postgres://...`).
+pub async fn connect(url: &str, options: &DbOptions) -> Result<DatabaseConnection, DbErr> {
+    let mut opt = ConnectOptions::new(url.to_owned());
+    let in_memory = url.starts_with("sqlite::memory:") || url.contains("mode=memory");
+    opt.max_connections(if in_memory {
+        1
+    } else {
+        options.max_connections
+    })
+    .min_connections(if in_memory { 1 } else { 0 })
+    .acquire_timeout(options.acquire_timeout)
+    .connect_timeout(options.acquire_timeout)
+    .sqlx_logging(false);
+    if in_memory {
+        // Each connection to `sqlite::memory:` is its own database: keep the one forever.
+        opt.idle_timeout(None).max_lifetime(None);
+    }
+    if url.starts_with("postgres") {
+        opt.statement_timeout(options.statement_timeout);
+    }
+    let busy = options.sqlite_busy_timeout;
+    opt.map_sqlx_sqlite_opts(move |o| {
+        // WAL lets readers run beside the one writer; busy_timeout makes writers wait for
+        // the lock instead of failing at once; NORMAL sync is durable across process
+        // crashes in WAL mode.
+        o.journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(busy)
+            .foreign_keys(true)
+            .create_if_missing(true)
+    });
+    Database::connect(opt).await
+}
+
+/// Begins a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`: it takes the
+/// write lock up front, so it waits under `busy_timeout` behind other writers. A deferred
+/// transaction that reads and then writes would fail with SQLITE_BUSY at once instead.
+pub async fn begin_write<C: TransactionTrait<Transaction = DatabaseTransaction>>(
+    db: &C,
+) -> Result<DatabaseTransaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
+}
+
+/// Checks that the database answers (for `/readyz`).
+pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
+    db.execute_unprepared("SELECT 1").await.map(|_| ())
+}
+
+/// Which engine a connection talks to.
+pub fn backend(db: &impl ConnectionTrait) -> DbBackend {
+    db.get_database_backend()
+}

@@ -1,0 +1,22 @@
+//! parley's domain, free of HTTP and GraphQL: address normalization and the conversation
+//! key, snippets, the transactional record path, keyset queries, backfill and verify.
+//!
+//! Every function that touches storage takes the connection first and works the same on
+//! SQLite and PostgreSQL.
+
+pub mod cursor;
+pub mod db;
+pub mod error;
+pub mod normalize;
+pub mod query;
+pub mod record;
+pub mod settings;
+pub mod snippet;
+mod sql;
+pub mod types;
+
+pub use entity::{conversation, conversation_participant, message};
+pub use error::{Error, Result};
+pub use sea_orm::{self, DatabaseConnection, DbBackend};
+pub use settings::{Limits, Settings};
+pub use types::{Channel, Direction, Kind};

@@ -1,0 +1,741 @@
+//! Address normalization and the conversation key (SPEC §3).
+//!
+//! Every function here is pure: the same input gives the same output forever, because the
+//! output is stored (participants, participants_key) and hashed (conversation key). A change to
+//! any rule here needs a backfill of the stored keys.
+
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::str::FromStr;
+
+use phonenumber::country::{Id, Source};
+use phonenumber::metadata::DATABASE;
+use phonenumber::{Mode, PhoneNumber};
+use sha2::{Digest, Sha256};
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
+
+use crate::types::Channel;
+
+/// The separator between addresses in a participants key. It is a control character, and
+/// control characters are rejected inside addresses, so the join is unambiguous.
+const KEY_SEPARATOR: char = '\u{1f}';
+
+/// Raw input longer than this (in bytes) is rejected before any other work, so that hostile
+/// input cannot make normalization allocate or scan much.
+const MAX_RAW_BYTES: usize = 1024;
+
+/// Longest phone input (in characters) handed to the phone parser; libphonenumber ports have
+/// had pathological behaviour on long odd inputs, and no real spelling of a number is longer.
+const MAX_PHONE_CHARS: usize = 64;
+
+/// E.164 allows 15 digits; an international dialing prefix adds at most a few more.
+const MAX_PHONE_DIGITS: usize = 20;
+
+/// RFC 5321 §4.5.3.1.1: a local part has at most 64 octets.
+const MAX_LOCAL_BYTES: usize = 64;
+
+/// RFC 5321 path limit (256) minus the angle brackets.
+const MAX_EMAIL_BYTES: usize = 254;
+
+/// RFC 1035: at most 63 octets per label and 253 for the whole name.
+const MAX_LABEL_BYTES: usize = 63;
+const MAX_DOMAIN_BYTES: usize = 253;
+
+/// Default region for phone parsing, e.g. "US": national numbers (without `+`) are read as
+/// numbers of this region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region(pub phonenumber::country::Id);
+
+impl FromStr for Region {
+    type Err = String;
+
+    /// Parses an ISO 3166-1 alpha-2 code (any case, e.g. `us`, `GB`) that libphonenumber has
+    /// metadata for.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let code = s.trim().to_ascii_uppercase();
+        let err = || {
+            format!(
+                "unknown region {s:?}: expected an ISO 3166-1 alpha-2 country code that \
+                 libphonenumber knows, such as US, GB, DE or IN"
+            )
+        };
+        if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(err());
+        }
+        let id = Id::from_str(&code).map_err(|_| err())?;
+        // The parser unwraps the region's metadata, so a region without metadata would panic.
+        if DATABASE.by_id(id.as_ref()).is_none() {
+            return Err(err());
+        }
+        Ok(Region(id))
+    }
+}
+
+impl Default for Region {
+    /// `US`, the default of the `default_region` setting.
+    fn default() -> Self {
+        Region(Id::US)
+    }
+}
+
+impl fmt::Display for Region {
+    /// The upper-case alpha-2 code, e.g. `US`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_ref())
+    }
+}
+
+/// Why an address was rejected. The Display text is a reason meant for the person who sent the
+/// address, and says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// Nothing but whitespace.
+    #[error("address is empty")]
+    Empty,
+    /// The raw input exceeds the byte limit checked before anything else.
+    #[error("address is too long (at most {max} bytes)")]
+    TooLong {
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// A Unicode control character (category Cc), NUL included.
+    #[error("contains a control character (U+{:04X})", u32::from(*.ch))]
+    ControlCharacter {
+        /// The offending character.
+        ch: char,
+    },
+    /// A bidirectional embedding, override or isolate (U+202A..U+202E, U+2066..U+2069), which can
+    /// make an address display as something it is not.
+    #[error("contains a bidirectional override character (U+{:04X})", u32::from(*.ch))]
+    BidiControl {
+        /// The offending character.
+        ch: char,
+    },
+    /// An email address given for an SMS conversation.
+    #[error("looks like an email address, but SMS takes phone numbers and short codes only")]
+    EmailOnSms,
+    /// A phone number given for an email conversation.
+    #[error("looks like a phone number, but EMAIL takes email addresses only")]
+    PhoneOnEmail,
+
+    /// A `Name <address>` form that is not well formed.
+    #[error("malformed \"Name <address>\": {reason}")]
+    DisplayName {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No `@`.
+    #[error("not an email address: missing '@'")]
+    MissingAt,
+    /// More than one `@` (or a list of addresses).
+    #[error("not an email address: more than one '@' (give one address per entry)")]
+    MultipleAt,
+    /// Nothing before the `@`.
+    #[error("not an email address: nothing before '@'")]
+    EmptyLocalPart,
+    /// The local part is only a plus-tag, e.g. `+news@example.com`.
+    #[error("the part before '@' is empty once the plus-tag is removed")]
+    EmptyAfterPlusTag,
+    /// Nothing after the `@`.
+    #[error("not an email address: nothing after '@'")]
+    MissingDomain,
+    /// Whitespace inside the address.
+    #[error("an email address cannot contain spaces")]
+    SpaceInEmail,
+    /// A quoted local part such as `"john doe"@example.com`.
+    #[error("quoted local parts (\"...\"@) are not supported")]
+    QuotedLocalPart,
+    /// A character outside the dot-atom set (RFC 5322 atext, plus letters, digits and marks of
+    /// any script per RFC 6531).
+    #[error("character {ch:?} is not allowed before the '@' of an email address")]
+    LocalPartCharacter {
+        /// The offending character.
+        ch: char,
+    },
+    /// A leading, trailing or doubled dot in the local part.
+    #[error("the part before '@' cannot start or end with '.' or contain '..'")]
+    LocalPartDots,
+    /// Local part longer than 64 bytes.
+    #[error("the part before '@' is longer than {MAX_LOCAL_BYTES} bytes")]
+    LocalPartTooLong,
+    /// Whole address longer than 254 bytes.
+    #[error("email address is longer than {MAX_EMAIL_BYTES} bytes")]
+    EmailTooLong,
+    /// An IP-address literal such as `user@[192.0.2.1]`.
+    #[error("IP-address domains ([...]) are not supported; use a domain name")]
+    DomainLiteral,
+    /// The domain is not a valid (internationalized) host name.
+    #[error("invalid domain: {reason}")]
+    InvalidDomain {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// More than 64 characters of phone input.
+    #[error(
+        "phone number is too long (at most {MAX_PHONE_DIGITS} digits, {MAX_PHONE_CHARS} characters)"
+    )]
+    PhoneTooLong,
+    /// Too few digits to be a number (short codes have 5 or 6).
+    #[error("phone number has too few digits (short codes have 5 or 6 digits)")]
+    PhoneTooShort,
+    /// No digits at all.
+    #[error("not a phone number: it has no digits")]
+    PhoneNoDigits,
+    /// An extension (`x123`, `ext. 12`, `;ext=1`); it is rejected rather than dropped, because
+    /// the number without it may reach someone else.
+    #[error("phone extensions are not supported; give the number without the extension")]
+    PhoneExtension,
+    /// Letters, e.g. a vanity number.
+    #[error(
+        "letters are not accepted in phone numbers; write vanity numbers like 1-800-FLOWERS as digits"
+    )]
+    PhoneLetters,
+    /// A `+` that is not the first character, or more than one.
+    #[error("'+' may only appear once, at the start of a phone number")]
+    MisplacedPlus,
+    /// A character that has no place in a phone number.
+    #[error("character {ch:?} is not allowed in a phone number")]
+    PhoneCharacter {
+        /// The offending character.
+        ch: char,
+    },
+    /// The country calling code after `+` (or after the international dialing prefix) is not
+    /// assigned.
+    #[error("phone number starts with an unknown country calling code")]
+    UnknownCountryCode,
+    /// The number parses but is not a valid number of its region.
+    #[error("phone number is not valid for region {region}")]
+    InvalidPhone {
+        /// The region the number was checked against (the default region for national numbers,
+        /// the number's own region for international ones, or `+CC` when it has none).
+        region: String,
+    },
+    /// The phone parser failed internally on this input.
+    #[error("phone number could not be parsed")]
+    PhoneUnparsable,
+}
+
+/// Normalizes an email address: accepts `addr`, `Name <addr>` and `"Quoted, Name" <addr>`;
+/// returns the lower-case address with any plus-tag removed from the local part and the domain
+/// in ASCII (punycode) form, e.g. `Jane+news@Example.COM` -> `jane@example.com`.
+///
+/// Rules and their reasons: dots in the local part are kept (they are significant for most
+/// providers); the local part must be a dot-atom (RFC 5322 atext, or letters, digits and marks
+/// of any script per RFC 6531), so quoted local parts and `..` are rejected; the domain needs at
+/// least one dot (`localhost` and other single-label names are not deliverable from the
+/// internet); IP-address literals are rejected; one trailing dot (`example.com.`) is dropped.
+pub fn normalize_email(raw: &str) -> Result<String, AddressError> {
+    email_from_clean(&clean(raw)?)
+}
+
+/// Normalizes a phone number to E.164 (`+14155552671`), or returns an SMS short code (5 or 6
+/// ASCII digits, optionally spaced with spaces or dashes, no `+`) as its digits (`12345`).
+///
+/// National numbers are read in `region`; `+CC...` and the region's international dialing
+/// prefix (e.g. `011` in the US) select another country. The number must be valid for its
+/// region, not merely parse. Extensions are rejected, never dropped. Letters are rejected:
+/// vanity numbers (`1-800-FLOWERS`) map letters to digits ambiguously (extra letters are
+/// commonly appended for readability), and providers always send digits. Fullwidth and
+/// Arabic-Indic digits are read as digits; a `(0)` trunk prefix after `+CC` is dropped.
+pub fn normalize_phone(raw: &str, region: Region) -> Result<String, AddressError> {
+    phone_from_clean(&clean(raw)?, region)
+}
+
+/// Normalizes an address for a channel: `EMAIL` takes email addresses only, `SMS` phone
+/// numbers and short codes only. An address of the other kind is rejected with a reason that
+/// names the channel.
+pub fn normalize_address(
+    channel: Channel,
+    raw: &str,
+    region: Region,
+) -> Result<String, AddressError> {
+    let cleaned = clean(raw)?;
+    match channel {
+        Channel::Email => {
+            if !cleaned.contains('@') && looks_like_phone(&cleaned) {
+                return Err(AddressError::PhoneOnEmail);
+            }
+            email_from_clean(&cleaned)
+        }
+        Channel::Sms => {
+            if cleaned.contains('@') {
+                return Err(AddressError::EmailOnSms);
+            }
+            phone_from_clean(&cleaned, region)
+        }
+    }
+}
+
+/// The normalized, deduplicated, sorted participant list of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Participants {
+    /// The normalized sender.
+    pub from: String,
+    /// Each recipient normalized, in the order given and with the same length (duplicates kept,
+    /// so that index `i` still names `to[i]`).
+    pub to: Vec<String>,
+    /// `{from} ∪ to`, deduplicated and sorted by bytes: the conversation's participants.
+    pub sorted: Vec<String>,
+}
+
+/// An address of a message that could not be normalized.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ParticipantError {
+    /// `from`, or `to[i]` with `i` the 0-based index into the given `to` list.
+    pub field: String,
+    /// Why the address was rejected.
+    pub reason: AddressError,
+}
+
+/// Normalizes the sender and recipients of one message for `channel` and returns them with the
+/// sorted, deduplicated participant list. An empty `to` is accepted here (the caller checks
+/// that a message has recipients).
+pub fn participants(
+    channel: Channel,
+    from: &str,
+    to: &[String],
+    region: Region,
+) -> Result<Participants, ParticipantError> {
+    let from = normalize_address(channel, from, region).map_err(|reason| ParticipantError {
+        field: "from".to_owned(),
+        reason,
+    })?;
+    let to = to
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            normalize_address(channel, raw, region).map_err(|reason| ParticipantError {
+                field: format!("to[{i}]"),
+                reason,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut sorted = Vec::with_capacity(to.len() + 1);
+    sorted.push(from.clone());
+    sorted.extend(to.iter().cloned());
+    sorted.sort();
+    sorted.dedup();
+    Ok(Participants { from, to, sorted })
+}
+
+/// The canonical text key of a participant list: the sorted list joined by U+001F (unit
+/// separator), which is rejected inside addresses, so the join is unambiguous.
+pub fn participants_key(sorted: &[String]) -> String {
+    let mut sep = [0u8; 4];
+    sorted.join(&*KEY_SEPARATOR.encode_utf8(&mut sep))
+}
+
+/// The inverse of [`participants_key`]: the addresses of a key (none for the empty key).
+pub fn split_participants_key(key: &str) -> Vec<String> {
+    if key.is_empty() {
+        return Vec::new();
+    }
+    key.split(KEY_SEPARATOR).map(str::to_owned).collect()
+}
+
+/// A stable, log-safe hash of a conversation's channel and participants key: the lower-case hex
+/// of SHA-256 over `CHANNEL + U+001F + participants_key` (e.g. `"EMAIL\u{1f}a@x.com\u{1f}b@y.com"`),
+/// truncated to its first 32 hex digits (128 bits).
+///
+/// This value is stable forever: it is shown to users and support staff, logged and shared, so
+/// the formula must never change (a new formula would be a new field).
+pub fn conversation_key(channel: Channel, participants_key: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(channel.as_str().as_bytes());
+    hasher.update([KEY_SEPARATOR as u8]);
+    hasher.update(participants_key.as_bytes());
+    let digest = hasher.finalize();
+    let mut hex = String::with_capacity(32);
+    for byte in &digest[..16] {
+        hex.push(hex_digit(byte >> 4));
+        hex.push(hex_digit(byte & 0x0f));
+    }
+    hex
+}
+
+fn hex_digit(nibble: u8) -> char {
+    char::from(b"0123456789abcdef"[usize::from(nibble & 0x0f)])
+}
+
+/// Common first steps for every address (SPEC §3): reject control and bidi-override
+/// characters before anything else, bound the size, then NFC and trim.
+fn clean(raw: &str) -> Result<String, AddressError> {
+    for ch in raw.chars() {
+        if ch.is_control() {
+            return Err(AddressError::ControlCharacter { ch });
+        }
+        if matches!(ch, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') {
+            return Err(AddressError::BidiControl { ch });
+        }
+    }
+    if raw.len() > MAX_RAW_BYTES {
+        return Err(AddressError::TooLong { max: MAX_RAW_BYTES });
+    }
+    let nfc: String = raw.nfc().collect();
+    let trimmed = nfc.trim();
+    if trimmed.is_empty() {
+        return Err(AddressError::Empty);
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Whether an address without `@` is plainly a phone number (digits and phone punctuation), so
+/// that EMAIL can say "wrong channel" instead of "missing '@'".
+fn looks_like_phone(s: &str) -> bool {
+    let mut digits = 0;
+    for c in s.chars() {
+        if phone_digit(c).is_some() {
+            digits += 1;
+        } else if !(is_plus(c) || is_phone_separator(c)) {
+            return false;
+        }
+    }
+    digits >= 3
+}
+
+fn email_from_clean(s: &str) -> Result<String, AddressError> {
+    let addr = addr_spec(s)?;
+    if addr.is_empty() {
+        return Err(AddressError::Empty);
+    }
+    let mut parts = addr.split('@');
+    let (local, domain) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(_), None, _) => return Err(AddressError::MissingAt),
+        (Some(local), Some(domain), None) => (local, domain),
+        _ => return Err(AddressError::MultipleAt),
+    };
+    let local = normalize_local_part(local)?;
+    let domain = normalize_domain(domain)?;
+    let address = format!("{local}@{domain}");
+    if address.len() > MAX_EMAIL_BYTES {
+        return Err(AddressError::EmailTooLong);
+    }
+    Ok(address)
+}
+
+/// The address inside `Name <addr>` or `"Quoted, Name" <addr>`, or the whole input if it has no
+/// angle brackets.
+fn addr_spec(s: &str) -> Result<&str, AddressError> {
+    let mut in_quote = false;
+    let mut escaped = false;
+    let mut open = None;
+    for (i, c) in s.char_indices() {
+        if in_quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_quote = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => in_quote = true,
+            '<' => {
+                open = Some(i);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let Some(open) = open else {
+        if in_quote {
+            return Err(AddressError::DisplayName {
+                reason: "unterminated quote",
+            });
+        }
+        return Ok(s);
+    };
+    let Some(inner) = s[open + 1..].strip_suffix('>') else {
+        return Err(AddressError::DisplayName {
+            reason: "it must end with '>'",
+        });
+    };
+    if inner.contains(['<', '>']) {
+        return Err(AddressError::DisplayName {
+            reason: "more than one '<' or '>'",
+        });
+    }
+    Ok(inner.trim())
+}
+
+fn normalize_local_part(local: &str) -> Result<String, AddressError> {
+    if local.is_empty() {
+        return Err(AddressError::EmptyLocalPart);
+    }
+    if local.starts_with('"') {
+        return Err(AddressError::QuotedLocalPart);
+    }
+    for ch in local.chars() {
+        if ch.is_whitespace() {
+            return Err(AddressError::SpaceInEmail);
+        }
+        if !is_local_part_char(ch) {
+            return Err(AddressError::LocalPartCharacter { ch });
+        }
+    }
+    // Validate the whole local part first, so junk in a tag is not silently accepted.
+    check_dots(local)?;
+    let untagged = local.split('+').next().unwrap_or_default();
+    if untagged.is_empty() {
+        return Err(AddressError::EmptyAfterPlusTag);
+    }
+    check_dots(untagged)?;
+    // Lower-casing can leave text that is not in NFC (it maps single characters), so compose
+    // again to keep normalization idempotent.
+    let lowered: String = untagged.to_lowercase().nfc().collect();
+    if lowered.len() > MAX_LOCAL_BYTES {
+        return Err(AddressError::LocalPartTooLong);
+    }
+    Ok(lowered)
+}
+
+fn check_dots(local: &str) -> Result<(), AddressError> {
+    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return Err(AddressError::LocalPartDots);
+    }
+    Ok(())
+}
+
+/// RFC 5322 atext and `.`, and for non-ASCII (RFC 6531) letters, digits and combining marks;
+/// symbols, punctuation and invisible format characters of other scripts are refused because
+/// they make look-alike addresses.
+fn is_local_part_char(ch: char) -> bool {
+    if ch.is_ascii() {
+        ch.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(ch)
+    } else {
+        ch.is_alphanumeric() || is_combining_mark(ch)
+    }
+}
+
+fn normalize_domain(domain: &str) -> Result<String, AddressError> {
+    if domain.is_empty() {
+        return Err(AddressError::MissingDomain);
+    }
+    if domain.starts_with('[') {
+        return Err(AddressError::DomainLiteral);
+    }
+    if domain.chars().any(char::is_whitespace) {
+        return Err(AddressError::SpaceInEmail);
+    }
+    // A single trailing dot is the fully-qualified spelling of the same name.
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    let ascii = idna::domain_to_ascii(domain).map_err(|_| AddressError::InvalidDomain {
+        reason: "it is not a valid internationalized domain name",
+    })?;
+    let invalid = |reason| Err(AddressError::InvalidDomain { reason });
+    if ascii.is_empty() {
+        return Err(AddressError::MissingDomain);
+    }
+    if ascii.len() > MAX_DOMAIN_BYTES {
+        return invalid("it is longer than 253 characters");
+    }
+    let labels: Vec<&str> = ascii.split('.').collect();
+    for label in &labels {
+        if label.is_empty() {
+            return invalid("it has an empty label (a leading dot or two dots in a row)");
+        }
+        if label.len() > MAX_LABEL_BYTES {
+            return invalid("a label is longer than 63 characters");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return invalid("it may only contain letters, digits, '-' and '.'");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return invalid("a label cannot start or end with '-'");
+        }
+    }
+    if labels.len() < 2 {
+        return invalid("it needs at least one dot, like example.com");
+    }
+    if labels
+        .last()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return invalid("it looks like an IP address; use a domain name");
+    }
+    Ok(ascii)
+}
+
+fn is_plus(c: char) -> bool {
+    matches!(c, '+' | '\u{FF0B}')
+}
+
+/// Visual separators people put in phone numbers: whitespace, ASCII `-./()`, Unicode dashes and
+/// minus, and their fullwidth forms.
+fn is_phone_separator(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '-' | '.' | '(' | ')' | '/' | '\u{2010}'
+                ..='\u{2015}' | '\u{2212}' | '\u{FF08}' | '\u{FF09}' | '\u{FF0D}' | '\u{FF0E}'
+        )
+}
+
+/// The ASCII digit for ASCII, fullwidth and Arabic-Indic digits (the ones phones and keyboards
+/// produce).
+fn phone_digit(c: char) -> Option<char> {
+    let zero = match c {
+        '0'..='9' => '0',
+        '\u{FF10}'..='\u{FF19}' => '\u{FF10}',
+        '\u{0660}'..='\u{0669}' => '\u{0660}',
+        '\u{06F0}'..='\u{06F9}' => '\u{06F0}',
+        _ => return None,
+    };
+    let offset = u32::from(c) - u32::from(zero);
+    char::from_digit(offset, 10)
+}
+
+fn phone_from_clean(s: &str, region: Region) -> Result<String, AddressError> {
+    if s.chars().count() > MAX_PHONE_CHARS {
+        return Err(AddressError::PhoneTooLong);
+    }
+    let s = strip_prefix_ignore_case(s, "tel:")
+        .unwrap_or(s)
+        .trim_start();
+    let mut plus = false;
+    let mut digits = String::with_capacity(s.len());
+    let mut letters = false;
+    let mut odd_char = None;
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if let Some(d) = phone_digit(c) {
+            digits.push(d);
+        } else if is_plus(c) {
+            if plus || !digits.is_empty() {
+                return Err(AddressError::MisplacedPlus);
+            }
+            plus = true;
+        } else if plus && c == '(' && s[i..].starts_with("(0)") {
+            // `+44 (0)20 ...`: the bracketed national trunk prefix is not dialled from abroad.
+            chars.next();
+            chars.next();
+        } else if is_phone_separator(c) {
+        } else if c.is_alphabetic() {
+            letters = true;
+        } else {
+            odd_char.get_or_insert(c);
+        }
+    }
+    if letters || odd_char.is_some() {
+        // Extension markers come in many spellings and languages; the parser knows them.
+        if let Ok(Ok(n)) = guarded(|| phonenumber::parse(Some(region.0), s))
+            && n.extension().is_some()
+        {
+            return Err(AddressError::PhoneExtension);
+        }
+        return Err(match odd_char {
+            Some(ch) if !letters => AddressError::PhoneCharacter { ch },
+            _ => AddressError::PhoneLetters,
+        });
+    }
+    if digits.is_empty() {
+        return Err(AddressError::PhoneNoDigits);
+    }
+    if digits.len() > MAX_PHONE_DIGITS {
+        return Err(AddressError::PhoneTooLong);
+    }
+    let short_code_spelling = s.chars().all(|c| matches!(c, '0'..='9' | ' ' | '-'));
+    if !plus && short_code_spelling && (5..=6).contains(&digits.len()) {
+        return Ok(digits);
+    }
+    if digits.len() < 3 {
+        return Err(AddressError::PhoneTooShort);
+    }
+    guarded(|| parse_phone(&digits, plus, region)).unwrap_or(Err(AddressError::PhoneUnparsable))
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+/// Runs the phone library, turning a panic into an error: it unwraps and slices internally,
+/// and a bad address must never take the process (or a request) down.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, AddressError> {
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|_| AddressError::PhoneUnparsable)
+}
+
+/// Parses the digits (with `plus` for international form) and returns the valid E.164 form.
+fn parse_phone(digits: &str, plus: bool, region: Region) -> Result<String, AddressError> {
+    let number = if plus {
+        // The parser applies the default region's national-prefix rule even to `+CC` numbers
+        // (`+49 1512...` under US loses its `1`), so international input is parsed without one.
+        phonenumber::parse(None, format!("+{digits}")).map_err(|e| parse_error(e, None))?
+    } else {
+        let n =
+            phonenumber::parse(Some(region.0), digits).map_err(|e| parse_error(e, Some(region)))?;
+        if n.code().source() == Source::Idd {
+            // Same bug after an international dialing prefix (`011 49 1512...` from the US):
+            // cut the prefix and parse the rest as `+CC...`.
+            let international = after_idd(region, digits, n.code().value())
+                .ok_or_else(|| invalid_for(&n, Some(region)))?;
+            phonenumber::parse(None, international).map_err(|e| parse_error(e, None))?
+        } else {
+            n
+        }
+    };
+    let own_region = if number.code().source() == Source::Default {
+        Some(region)
+    } else {
+        None
+    };
+    if number.extension().is_some() {
+        return Err(AddressError::PhoneExtension);
+    }
+    if !phonenumber::is_valid(&number) {
+        return Err(invalid_for(&number, own_region));
+    }
+    let e164 = number.format().mode(Mode::E164).to_string();
+    // The stored form must read back as itself; the parser is not always consistent (leading
+    // zeros, some ranges), and such a number is rejected rather than stored unstable.
+    let again = phonenumber::parse(None, &e164)
+        .ok()
+        .filter(phonenumber::is_valid)
+        .map(|n| n.format().mode(Mode::E164).to_string());
+    if again.as_deref() != Some(e164.as_str()) {
+        return Err(invalid_for(&number, own_region));
+    }
+    Ok(e164)
+}
+
+/// `+` and the digits after the region's international dialing prefix, if the digits start
+/// with that prefix followed by `code`.
+fn after_idd(region: Region, digits: &str, code: u16) -> Option<String> {
+    let idd = DATABASE.by_id(region.0.as_ref())?.international_prefix()?;
+    let code = code.to_string();
+    (1..digits.len().min(8)).find_map(|k| {
+        let (prefix, rest) = digits.split_at(k);
+        let m = idd.find(prefix)?;
+        (m.start() == 0 && m.end() == k && rest.starts_with(&code)).then(|| format!("+{rest}"))
+    })
+}
+
+fn invalid_for(number: &PhoneNumber, region: Option<Region>) -> AddressError {
+    let region = match (region, number.country().id()) {
+        (Some(region), _) => region.to_string(),
+        (None, Some(id)) => id.as_ref().to_owned(),
+        (None, None) => format!("+{}", number.code().value()),
+    };
+    AddressError::InvalidPhone { region }
+}
+
+fn parse_error(e: phonenumber::ParseError, region: Option<Region>) -> AddressError {
+    use phonenumber::ParseError as E;
+    match e {
+        E::InvalidCountryCode => AddressError::UnknownCountryCode,
+        E::TooShortAfterIdd | E::TooShortNsn => AddressError::PhoneTooShort,
+        E::TooLong => AddressError::PhoneTooLong,
+        _ => AddressError::InvalidPhone {
+            region: region.map_or_else(|| "its country code".to_owned(), |r| r.to_string()),
+        },
+    }
+}

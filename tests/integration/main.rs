@@ -1,0 +1,6 @@
+//! Black-box tests of parley. Storage tests run on SQLite and on PostgreSQL (when
+//! `TEST_DATABASE_URL` is set) through `on_both_engines!`.
+
+mod graphql;
+mod hostile;
+mod service_layer;

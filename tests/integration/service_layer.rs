@@ -1,0 +1,725 @@
+//! The service layer on a real database: the record path, its invariants under
+//! concurrency, reads, and migrations both ways.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use migration::{Migrator, MigratorTrait};
+use parley_tests::{TestDb, on_both_engines};
+use service::query::{self, ConversationFilter, MessageFilter, MessageScope, PageRequest, Window};
+use service::record::{NewMessage, record_message};
+use service::{Channel, Direction, Error, Kind, Settings};
+
+fn at(minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 11, 1, 14, minute, 0).unwrap()
+}
+
+fn sms(direction: Direction, from: &str, to: &str, body: &str, minute: u32) -> NewMessage {
+    NewMessage {
+        channel: Channel::Sms,
+        kind: Some(Kind::Sms),
+        direction,
+        from: from.into(),
+        to: vec![to.into()],
+        body: body.into(),
+        attachments: vec![],
+        provider_message_id: None,
+        sent_at: Some(at(minute)),
+    }
+}
+
+on_both_engines!(
+    outbound_then_inbound_reply_share_one_conversation,
+    out_of_order_arrival_keeps_latest_message_as_last,
+    replayed_provider_id_is_stored_once,
+    inbound_with_bad_addresses_is_stored_unassigned,
+    outbound_with_bad_addresses_is_rejected_and_nothing_stored,
+    structurally_bad_input_stores_nothing,
+    concurrent_first_messages_create_one_conversation,
+    concurrent_replays_of_one_provider_id_store_one_message,
+    conversations_page_by_activity_in_both_directions,
+    threads_page_oldest_first_in_both_directions,
+    batched_thread_pages_equal_single_pages,
+    email_conversations_normalize_and_snippet_html,
+    migrations_go_down_and_up_again,
+);
+
+async fn outbound_then_inbound_reply_share_one_conversation(t: &TestDb) {
+    let s = Settings::default();
+    let out = record_message(
+        &t.db,
+        &s,
+        sms(
+            Direction::Outbound,
+            "+12016661234",
+            "(804) 555-1234",
+            "Hello there",
+            0,
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(out.conversation_created);
+    assert!(!out.duplicate);
+    let reply = record_message(
+        &t.db,
+        &s,
+        sms(
+            Direction::Inbound,
+            "+1 804 555 1234",
+            "2016661234",
+            "Hi back",
+            5,
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(!reply.conversation_created);
+    let c = reply.conversation.unwrap();
+    assert_eq!(Some(c.id), out.conversation.as_ref().map(|c| c.id));
+    assert_eq!(c.message_count, 2);
+    assert_eq!(c.first_message_at, at(0));
+    assert_eq!(c.last_message_at, at(5));
+    assert_eq!(c.last_message_id, Some(reply.message.id));
+    assert_eq!(c.snippet, "Hi back");
+    assert_eq!(c.channel, "SMS");
+    assert_eq!(
+        service::normalize::split_participants_key(&c.participants_key),
+        vec!["+12016661234", "+18045551234"]
+    );
+    assert_eq!(reply.message.from_address.as_deref(), Some("+18045551234"));
+    assert_eq!(t.count("conversations").await, 1);
+    assert_eq!(t.count("messages").await, 2);
+    assert_eq!(t.count("conversation_participants").await, 2);
+}
+
+async fn out_of_order_arrival_keeps_latest_message_as_last(t: &TestDb) {
+    let s = Settings::default();
+    let late = record_message(
+        &t.db,
+        &s,
+        sms(
+            Direction::Outbound,
+            "+12016661234",
+            "+18045551234",
+            "latest",
+            30,
+        ),
+    )
+    .await
+    .unwrap();
+    let early = record_message(
+        &t.db,
+        &s,
+        sms(
+            Direction::Inbound,
+            "+18045551234",
+            "+12016661234",
+            "earliest",
+            10,
+        ),
+    )
+    .await
+    .unwrap();
+    let c = early.conversation.unwrap();
+    assert_eq!(c.message_count, 2);
+    assert_eq!(c.first_message_at, at(10));
+    assert_eq!(c.last_message_at, at(30));
+    assert_eq!(c.last_message_id, Some(late.message.id));
+    assert_eq!(c.snippet, "latest");
+    // A tie on sent_at goes to the higher id: the later-stored message becomes last.
+    let tie = record_message(
+        &t.db,
+        &s,
+        sms(
+            Direction::Inbound,
+            "+18045551234",
+            "+12016661234",
+            "tie",
+            30,
+        ),
+    )
+    .await
+    .unwrap();
+    let c = tie.conversation.unwrap();
+    assert_eq!(c.last_message_id, Some(tie.message.id));
+    assert_eq!(c.snippet, "tie");
+    assert_eq!(c.message_count, 3);
+}
+
+async fn replayed_provider_id_is_stored_once(t: &TestDb) {
+    let s = Settings::default();
+    let mut m = sms(
+        Direction::Inbound,
+        "+18045551234",
+        "+12016661234",
+        "once",
+        1,
+    );
+    m.provider_message_id = Some("message-1".into());
+    let first = record_message(&t.db, &s, m.clone()).await.unwrap();
+    let again = record_message(&t.db, &s, m.clone()).await.unwrap();
+    assert!(!first.duplicate);
+    assert!(again.duplicate);
+    assert!(!again.conversation_created);
+    assert_eq!(again.message, first.message);
+    assert_eq!(again.conversation.unwrap().message_count, 1);
+    // The same provider id on the other channel is a different message.
+    let email = NewMessage {
+        channel: Channel::Email,
+        kind: None,
+        direction: Direction::Inbound,
+        from: "a@example.com".into(),
+        to: vec!["b@example.com".into()],
+        body: "x".into(),
+        attachments: vec![],
+        provider_message_id: Some("message-1".into()),
+        sent_at: None,
+    };
+    assert!(!record_message(&t.db, &s, email).await.unwrap().duplicate);
+    assert_eq!(t.count("messages").await, 2);
+}
+
+async fn inbound_with_bad_addresses_is_stored_unassigned(t: &TestDb) {
+    let s = Settings::default();
+    let r = record_message(
+        &t.db,
+        &s,
+        sms(Direction::Inbound, "not-a-number", "+12016661234", "odd", 2),
+    )
+    .await
+    .unwrap();
+    assert!(r.conversation.is_none());
+    assert!(!r.conversation_created);
+    assert_eq!(r.message.conversation_id, None);
+    let reason = r.message.assignment_error.clone().unwrap();
+    assert!(reason.starts_with("from:"), "{reason}");
+    assert_eq!(r.message.from_raw, "not-a-number");
+    assert_eq!(t.count("conversations").await, 0);
+    let w = Window::new(
+        service::cursor::CursorKind::Message,
+        &PageRequest::default(),
+        &s.limits,
+    )
+    .unwrap();
+    let page = query::list_messages(
+        &t.db,
+        MessageScope::Unassigned,
+        &MessageFilter::default(),
+        &w,
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.items, vec![r.message]);
+    assert_eq!(query::count_unassigned(&t.db).await.unwrap(), 1);
+}
+
+async fn outbound_with_bad_addresses_is_rejected_and_nothing_stored(t: &TestDb) {
+    let s = Settings::default();
+    let mut m = sms(Direction::Outbound, "+12016661234", "+18045551234", "x", 1);
+    m.to.push("jane@example.com".into());
+    match record_message(&t.db, &s, m).await {
+        Err(Error::InvalidInput { field, .. }) => assert_eq!(field, "to[1]"),
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+    assert_eq!(t.count("messages").await, 0);
+    assert_eq!(t.count("conversations").await, 0);
+}
+
+async fn structurally_bad_input_stores_nothing(t: &TestDb) {
+    let s = Settings::default();
+    let base = sms(Direction::Inbound, "+12016661234", "+18045551234", "x", 1);
+    let cases: Vec<(&str, NewMessage)> = vec![
+        (
+            "to",
+            NewMessage {
+                to: vec![],
+                ..base.clone()
+            },
+        ),
+        (
+            "to",
+            NewMessage {
+                to: vec!["+18045551234".into(); 51],
+                ..base.clone()
+            },
+        ),
+        (
+            "body",
+            NewMessage {
+                body: "a".repeat(1024 * 1024 + 1),
+                ..base.clone()
+            },
+        ),
+        (
+            "body",
+            NewMessage {
+                body: "nul\0byte".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "from",
+            NewMessage {
+                from: "+1201\u{0}6661234".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "kind",
+            NewMessage {
+                kind: Some(Kind::Email),
+                ..base.clone()
+            },
+        ),
+        (
+            "attachments",
+            NewMessage {
+                attachments: vec!["https://x.test/a".into(); 11],
+                ..base.clone()
+            },
+        ),
+        (
+            "attachments[0]",
+            NewMessage {
+                attachments: vec!["ftp://x".into()],
+                ..base.clone()
+            },
+        ),
+        (
+            "sentAt",
+            NewMessage {
+                sent_at: Some(Utc::now() + Duration::days(3)),
+                ..base.clone()
+            },
+        ),
+    ];
+    for (field, m) in cases {
+        match record_message(&t.db, &s, m).await {
+            Err(Error::InvalidInput { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("expected InvalidInput on {field}, got {other:?}"),
+        }
+    }
+    // At the limits, it passes.
+    let at_limits = NewMessage {
+        to: vec!["+18045551234".into(); 50],
+        body: "a".repeat(1024 * 1024),
+        attachments: vec!["https://x.test/a".into(); 10],
+        ..base
+    };
+    record_message(&t.db, &s, at_limits).await.unwrap();
+    assert_eq!(t.count("messages").await, 1);
+}
+
+async fn concurrent_first_messages_create_one_conversation(t: &TestDb) {
+    let s = Settings::default();
+    let spellings = [
+        ("+1 415-555-2671", "jane"),
+        ("(415) 555-2671", "jane"),
+        ("4155552671", "jane"),
+    ];
+    let mut tasks = Vec::new();
+    for i in 0..100u32 {
+        let db = t.db.clone();
+        let (from, _) = spellings[i as usize % 3];
+        let to = ["+1 (201) 666-1234", "2016661234", "+12016661234"][(i as usize / 3) % 3];
+        let m = NewMessage {
+            channel: Channel::Sms,
+            kind: Some(if i % 2 == 0 { Kind::Sms } else { Kind::Mms }),
+            direction: if i % 2 == 0 {
+                Direction::Inbound
+            } else {
+                Direction::Outbound
+            },
+            from: if i % 2 == 0 { from.into() } else { to.into() },
+            to: vec![if i % 2 == 0 { to.into() } else { from.into() }],
+            body: format!("message {i}"),
+            attachments: vec![],
+            provider_message_id: Some(format!("race-{i}")),
+            sent_at: Some(at(0) + Duration::seconds(i64::from(i))),
+        };
+        tasks.push(tokio::spawn(
+            async move { record_message(&db, &s, m).await },
+        ));
+    }
+    let mut created = 0;
+    for task in tasks {
+        let r = task.await.unwrap().expect("no caller sees an error");
+        created += usize::from(r.conversation_created);
+    }
+    assert_eq!(created, 1, "exactly one caller created the conversation");
+    assert_eq!(t.count("conversations").await, 1);
+    assert_eq!(t.count("messages").await, 100);
+    let w = Window::new(
+        service::cursor::CursorKind::Conversation,
+        &PageRequest::default(),
+        &s.limits,
+    )
+    .unwrap();
+    let page =
+        query::list_conversations(&t.db, s.default_region, &ConversationFilter::default(), &w)
+            .await
+            .unwrap();
+    let c = &page.items[0];
+    assert_eq!(c.message_count, 100);
+    assert_eq!(c.first_message_at, at(0));
+    assert_eq!(c.last_message_at, at(0) + Duration::seconds(99));
+    assert_eq!(c.snippet, "message 99");
+}
+
+async fn concurrent_replays_of_one_provider_id_store_one_message(t: &TestDb) {
+    let s = Settings::default();
+    let mut m = sms(
+        Direction::Inbound,
+        "+18045551234",
+        "+12016661234",
+        "redelivered",
+        1,
+    );
+    m.provider_message_id = Some("webhook-7".into());
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (db, m) = (t.db.clone(), m.clone());
+            tokio::spawn(async move { record_message(&db, &s, m).await })
+        })
+        .collect();
+    let mut originals = 0;
+    let mut ids = std::collections::HashSet::new();
+    for task in tasks {
+        let r = task.await.unwrap().expect("replays succeed");
+        originals += usize::from(!r.duplicate);
+        ids.insert(r.message.id);
+    }
+    assert_eq!(originals, 1);
+    assert_eq!(ids.len(), 1, "every caller sees the same message");
+    assert_eq!(t.count("messages").await, 1);
+    assert_eq!(t.count("conversations").await, 1);
+}
+
+async fn conversations_page_by_activity_in_both_directions(t: &TestDb) {
+    let s = Settings::default();
+    // 23 conversations, conversation i last active at minute i.
+    for i in 0..23u32 {
+        record_message(
+            &t.db,
+            &s,
+            sms(
+                Direction::Outbound,
+                "+12016661234",
+                &format!("+1804555{:04}", 1000 + i),
+                "x",
+                i,
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    let limits = s.limits;
+    let page = |req: PageRequest| {
+        let db = t.db.clone();
+        async move {
+            let w = Window::new(service::cursor::CursorKind::Conversation, &req, &limits).unwrap();
+            query::list_conversations(&db, s.default_region, &ConversationFilter::default(), &w)
+                .await
+                .unwrap()
+        }
+    };
+    let mut seen = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let p = page(PageRequest {
+            first: Some(10),
+            after: after.clone(),
+            ..Default::default()
+        })
+        .await;
+        pages += 1;
+        assert_eq!(p.has_previous_page, after.is_some());
+        seen.extend(p.items.iter().map(|c| c.last_message_at));
+        after = p.items.last().map(query::conversation_cursor);
+        if !p.has_next_page {
+            assert_eq!(p.items.len(), 3);
+            break;
+        }
+        assert_eq!(p.items.len(), 10);
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<_> = (0..23).rev().map(at).collect();
+    assert_eq!(seen, expected);
+
+    let mut back = Vec::new();
+    let mut before = None;
+    loop {
+        let p = page(PageRequest {
+            last: Some(10),
+            before: before.clone(),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(p.has_next_page, before.is_some());
+        let mut chunk: Vec<_> = p.items.iter().map(|c| c.last_message_at).collect();
+        chunk.extend(back);
+        back = chunk;
+        before = p.items.first().map(query::conversation_cursor);
+        if !p.has_previous_page {
+            break;
+        }
+    }
+    assert_eq!(back, expected);
+
+    let filtered = {
+        let w = Window::new(
+            service::cursor::CursorKind::Conversation,
+            &PageRequest::default(),
+            &limits,
+        )
+        .unwrap();
+        let f = ConversationFilter {
+            participant: Some("(804) 555-1005".into()),
+            ..Default::default()
+        };
+        query::list_conversations(&t.db, s.default_region, &f, &w)
+            .await
+            .unwrap()
+    };
+    assert_eq!(filtered.items.len(), 1);
+    assert_eq!(filtered.items[0].last_message_at, at(5));
+    let window_filter = ConversationFilter {
+        active_since: Some(at(10)),
+        active_before: Some(at(20)),
+        channel: Some(Channel::Sms),
+        ..Default::default()
+    };
+    assert_eq!(
+        query::count_conversations(&t.db, s.default_region, &window_filter)
+            .await
+            .unwrap(),
+        10
+    );
+    let email_only = ConversationFilter {
+        channel: Some(Channel::Email),
+        ..Default::default()
+    };
+    assert_eq!(
+        query::count_conversations(&t.db, s.default_region, &email_only)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+async fn threads_page_oldest_first_in_both_directions(t: &TestDb) {
+    let s = Settings::default();
+    let mut cid = 0;
+    for i in 0..12u32 {
+        let d = if i % 3 == 0 {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        };
+        let r = record_message(
+            &t.db,
+            &s,
+            sms(d, "+12016661234", "+18045551234", &format!("m{i}"), i),
+        )
+        .await
+        .unwrap();
+        cid = r.conversation.unwrap().id;
+    }
+    let scope = MessageScope::Conversation(cid);
+    let get = |req: PageRequest, filter: MessageFilter| {
+        let db = t.db.clone();
+        async move {
+            let w = Window::new(service::cursor::CursorKind::Message, &req, &s.limits).unwrap();
+            query::list_messages(&db, scope, &filter, &w).await.unwrap()
+        }
+    };
+    let last5 = get(
+        PageRequest {
+            last: Some(5),
+            ..Default::default()
+        },
+        MessageFilter::default(),
+    )
+    .await;
+    let bodies: Vec<_> = last5.items.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["m7", "m8", "m9", "m10", "m11"]);
+    assert!(last5.has_previous_page);
+    assert!(!last5.has_next_page);
+    let before = query::message_cursor(&last5.items[0]);
+    let prev = get(
+        PageRequest {
+            last: Some(5),
+            before: Some(before),
+            ..Default::default()
+        },
+        MessageFilter::default(),
+    )
+    .await;
+    let bodies: Vec<_> = prev.items.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["m2", "m3", "m4", "m5", "m6"]);
+    assert!(prev.has_previous_page);
+    assert!(prev.has_next_page);
+    let first = get(
+        PageRequest {
+            first: Some(12),
+            ..Default::default()
+        },
+        MessageFilter::default(),
+    )
+    .await;
+    assert_eq!(first.items.len(), 12);
+    assert!(!first.has_next_page);
+    let inbound = get(
+        PageRequest::default(),
+        MessageFilter {
+            direction: Some(Direction::Inbound),
+            kind: None,
+        },
+    )
+    .await;
+    let bodies: Vec<_> = inbound.items.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["m0", "m3", "m6", "m9"]);
+}
+
+async fn batched_thread_pages_equal_single_pages(t: &TestDb) {
+    let s = Settings::default();
+    let mut ids = Vec::new();
+    for c in 0..4u32 {
+        for i in 0..(c * 3) {
+            let r = record_message(
+                &t.db,
+                &s,
+                sms(
+                    Direction::Outbound,
+                    "+12016661234",
+                    &format!("+1804555{:04}", 2000 + c),
+                    &format!("c{c}m{i}"),
+                    i,
+                ),
+            )
+            .await
+            .unwrap();
+            if i == 0 {
+                ids.push(r.conversation.unwrap().id);
+            }
+        }
+    }
+    for req in [
+        PageRequest {
+            last: Some(3),
+            ..Default::default()
+        },
+        PageRequest {
+            first: Some(2),
+            ..Default::default()
+        },
+    ] {
+        let w = Window::new(service::cursor::CursorKind::Message, &req, &s.limits).unwrap();
+        let batch = query::list_messages_batch(&t.db, &ids, &MessageFilter::default(), &w)
+            .await
+            .unwrap();
+        for id in &ids {
+            let single = query::list_messages(
+                &t.db,
+                MessageScope::Conversation(*id),
+                &MessageFilter::default(),
+                &w,
+            )
+            .await
+            .unwrap();
+            assert_eq!(batch[id], single);
+        }
+    }
+    let counts = query::count_messages_batch(&t.db, &ids, &MessageFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        ids.iter().map(|id| counts[id]).collect::<Vec<_>>(),
+        [3, 6, 9]
+    );
+}
+
+async fn email_conversations_normalize_and_snippet_html(t: &TestDb) {
+    let s = Settings::default();
+    let m = |from: &str, to: &str, body: &str| NewMessage {
+        channel: Channel::Email,
+        kind: None,
+        direction: Direction::Outbound,
+        from: from.into(),
+        to: vec![to.into()],
+        body: body.into(),
+        attachments: vec!["https://files.example.com/a.pdf".into()],
+        provider_message_id: None,
+        sent_at: None,
+    };
+    let a = record_message(
+        &t.db,
+        &s,
+        m(
+            "Support <Support+tickets@UseHatchApp.com>",
+            "Jane.Doe@Gmail.com",
+            "<html><body><p>Hello&nbsp;<b>Jane</b>,</p>\n<p>thanks</p></body></html>",
+        ),
+    )
+    .await
+    .unwrap();
+    let b = record_message(
+        &t.db,
+        &s,
+        m(
+            "jane.doe@gmail.com",
+            "support@usehatchapp.com",
+            "plain reply",
+        ),
+    )
+    .await
+    .unwrap();
+    let (ca, cb) = (a.conversation.unwrap(), b.conversation.unwrap());
+    assert_eq!(ca.id, cb.id);
+    assert_eq!(ca.snippet, "Hello Jane, thanks");
+    assert_eq!(cb.message_count, 2);
+    assert_eq!(
+        service::normalize::split_participants_key(&cb.participants_key),
+        vec!["jane.doe@gmail.com", "support@usehatchapp.com"]
+    );
+    let found = query::find_conversation_by_participants(
+        &t.db,
+        s.default_region,
+        Channel::Email,
+        &[
+            "SUPPORT@usehatchapp.com".into(),
+            "jane.doe+x@gmail.com".into(),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(found.map(|c| c.id), Some(ca.id));
+}
+
+async fn migrations_go_down_and_up_again(t: &TestDb) {
+    let s = Settings::default();
+    record_message(
+        &t.db,
+        &s,
+        sms(Direction::Outbound, "+12016661234", "+18045551234", "x", 1),
+    )
+    .await
+    .unwrap();
+    Migrator::down(&t.db, None).await.unwrap();
+    let status = Migrator::get_pending_migrations(&t.db).await.unwrap();
+    assert_eq!(status.len(), 3);
+    Migrator::up(&t.db, None).await.unwrap();
+    assert_eq!(
+        Migrator::get_pending_migrations(&t.db).await.unwrap().len(),
+        0
+    );
+    assert_eq!(t.count("messages").await, 0);
+    record_message(
+        &t.db,
+        &s,
+        sms(Direction::Outbound, "+12016661234", "+18045551234", "x", 1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(t.count("conversations").await, 1);
+}
