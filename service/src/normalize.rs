@@ -360,10 +360,15 @@ fn hex_digit(nibble: u8) -> char {
     char::from(b"0123456789abcdef"[usize::from(nibble & 0x0f)])
 }
 
-/// Common first steps for every address (SPEC §3): reject control and bidi-override
-/// characters before anything else, bound the size, then NFC and trim.
+/// Common first steps for every address (SPEC §3): bound the size, NFC, trim, then reject
+/// control and bidi-override characters before any parsing.
 fn clean(raw: &str) -> Result<String, AddressError> {
-    for ch in raw.chars() {
+    if raw.len() > MAX_RAW_BYTES {
+        return Err(AddressError::TooLong { max: MAX_RAW_BYTES });
+    }
+    let nfc: String = raw.nfc().collect();
+    let trimmed = nfc.trim();
+    for ch in trimmed.chars() {
         if ch.is_control() {
             return Err(AddressError::ControlCharacter { ch });
         }
@@ -371,11 +376,6 @@ fn clean(raw: &str) -> Result<String, AddressError> {
             return Err(AddressError::BidiControl { ch });
         }
     }
-    if raw.len() > MAX_RAW_BYTES {
-        return Err(AddressError::TooLong { max: MAX_RAW_BYTES });
-    }
-    let nfc: String = raw.nfc().collect();
-    let trimmed = nfc.trim();
     if trimmed.is_empty() {
         return Err(AddressError::Empty);
     }
@@ -626,9 +626,12 @@ fn phone_from_clean(s: &str, region: Region) -> Result<String, AddressError> {
     }
     if letters || odd_char.is_some() {
         // Extension markers come in many spellings and languages; the parser knows them.
-        if let Ok(Ok(n)) = guarded(|| phonenumber::parse(Some(region.0), s))
-            && n.extension().is_some()
-        {
+        // Only a valid number with an extension is reported as such ("*123#" is not one).
+        let has_extension = guarded(|| {
+            phonenumber::parse(Some(region.0), s)
+                .is_ok_and(|n| n.extension().is_some() && phonenumber::is_valid(&n))
+        });
+        if has_extension == Ok(true) {
             return Err(AddressError::PhoneExtension);
         }
         return Err(match odd_char {
@@ -720,10 +723,14 @@ fn after_idd(region: Region, digits: &str, code: u16) -> Option<String> {
 }
 
 fn invalid_for(number: &PhoneNumber, region: Option<Region>) -> AddressError {
-    let region = match (region, number.country().id()) {
-        (Some(region), _) => region.to_string(),
-        (None, Some(id)) => id.as_ref().to_owned(),
-        (None, None) => format!("+{}", number.code().value()),
+    let code = number.code().value();
+    let region = match region {
+        Some(region) => region.to_string(),
+        // An invalid number has no region of its own; name the main region of its code.
+        None => DATABASE
+            .region(&code)
+            .and_then(|regions| regions.first().map(|r| (*r).to_owned()))
+            .unwrap_or_else(|| format!("+{code}")),
     };
     AddressError::InvalidPhone { region }
 }
@@ -737,5 +744,819 @@ fn parse_error(e: phonenumber::ParseError, region: Option<Region>) -> AddressErr
         _ => AddressError::InvalidPhone {
             region: region.map_or_else(|| "its country code".to_owned(), |r| r.to_string()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn us() -> Region {
+        Region::default()
+    }
+
+    fn key(channel: Channel, from: &str, to: &[&str]) -> String {
+        let to: Vec<String> = to.iter().map(|s| (*s).to_owned()).collect();
+        let p = participants(channel, from, &to, us()).expect("valid participants");
+        conversation_key(channel, &participants_key(&p.sorted))
+    }
+
+    #[test]
+    fn us_spellings_of_one_number_normalize_to_one_e164() {
+        for raw in [
+            "(415) 555-2671",
+            "4155552671",
+            "+1 415-555-2671",
+            "1-415-555-2671",
+            "+1.415.555.2671",
+            "tel:+1-415-555-2671",
+            "  415 555 2671 ",
+            "+1 (415) 555\u{2011}2671",
+            "\u{FF0B}\u{FF11} \u{FF14}\u{FF11}\u{FF15} \u{FF15}\u{FF15}\u{FF15} \u{FF12}\u{FF16}\u{FF17}\u{FF11}",
+        ] {
+            assert_eq!(
+                normalize_phone(raw, us()).as_deref(),
+                Ok("+14155552671"),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn us_spellings_of_one_number_give_one_conversation_key() {
+        let keys: Vec<String> = [
+            "(415) 555-2671",
+            "4155552671",
+            "+1 415-555-2671",
+            "1-415-555-2671",
+            "+1.415.555.2671",
+        ]
+        .iter()
+        .map(|from| key(Channel::Sms, from, &["+44 20 7946 0958"]))
+        .collect();
+        assert!(keys.windows(2).all(|w| w[0] == w[1]), "{keys:?}");
+        assert_eq!(keys[0].len(), 32);
+    }
+
+    #[test]
+    fn a_to_b_and_b_to_a_are_one_conversation() {
+        assert_eq!(
+            key(
+                Channel::Email,
+                "Alice <alice@example.com>",
+                &["bob@example.org"]
+            ),
+            key(Channel::Email, "BOB@example.org", &["alice+x@Example.com"]),
+        );
+        assert_eq!(
+            key(Channel::Sms, "+14155552671", &["12345"]),
+            key(Channel::Sms, "12345", &["(415) 555-2671"]),
+        );
+    }
+
+    #[test]
+    fn participants_are_normalized_deduplicated_and_sorted() {
+        let to = vec![
+            "Bob <bob@example.org>".to_owned(),
+            "alice+cc@example.com".to_owned(),
+            "carol@example.net".to_owned(),
+            "BOB@example.org".to_owned(),
+        ];
+        let p = participants(Channel::Email, "Alice@Example.com", &to, us()).unwrap();
+        assert_eq!(
+            p,
+            Participants {
+                from: "alice@example.com".to_owned(),
+                to: vec![
+                    "bob@example.org".to_owned(),
+                    "alice@example.com".to_owned(),
+                    "carol@example.net".to_owned(),
+                    "bob@example.org".to_owned(),
+                ],
+                sorted: vec![
+                    "alice@example.com".to_owned(),
+                    "bob@example.org".to_owned(),
+                    "carol@example.net".to_owned(),
+                ],
+            }
+        );
+        let key = participants_key(&p.sorted);
+        assert_eq!(
+            key,
+            "alice@example.com\u{1f}bob@example.org\u{1f}carol@example.net"
+        );
+        assert_eq!(split_participants_key(&key), p.sorted);
+    }
+
+    #[test]
+    fn participants_accepts_an_empty_to_list() {
+        let p = participants(Channel::Sms, "12345", &[], us()).unwrap();
+        assert_eq!(p.sorted, vec!["12345".to_owned()]);
+        assert!(p.to.is_empty());
+    }
+
+    #[test]
+    fn participant_errors_name_the_field() {
+        let to = vec!["bob@example.org".to_owned(), "not an address".to_owned()];
+        let err = participants(Channel::Email, "alice@example.com", &to, us()).unwrap_err();
+        assert_eq!(
+            err,
+            ParticipantError {
+                field: "to[1]".to_owned(),
+                reason: AddressError::MissingAt,
+            }
+        );
+        assert_eq!(err.to_string(), "to[1]: not an email address: missing '@'");
+        let err = participants(Channel::Sms, "bob@example.org", &[], us()).unwrap_err();
+        assert_eq!(err.field, "from");
+        assert_eq!(err.reason, AddressError::EmailOnSms);
+    }
+
+    #[test]
+    fn plus_tags_are_stripped_and_dots_kept() {
+        assert_eq!(
+            normalize_email("Jane+news@Example.COM").as_deref(),
+            Ok("jane@example.com")
+        );
+        assert_eq!(
+            normalize_email("J.a.n.e+a+b@example.com").as_deref(),
+            Ok("j.a.n.e@example.com")
+        );
+        assert_ne!(
+            normalize_email("jane.doe@example.com"),
+            normalize_email("janedoe@example.com")
+        );
+    }
+
+    #[test]
+    fn participants_key_round_trips() {
+        assert_eq!(participants_key(&[]), "");
+        assert!(split_participants_key("").is_empty());
+        let one = vec!["12345".to_owned()];
+        assert_eq!(split_participants_key(&participants_key(&one)), one);
+    }
+
+    #[test]
+    fn conversation_key_is_the_documented_hash() {
+        // Computed independently (`printf 'SMS\x1f12345\x1f+14155552671' | sha256sum`); changing this
+        // value breaks every stored and shared key.
+        let key = conversation_key(Channel::Sms, "12345\u{1f}+14155552671");
+        assert_eq!(key, "a81d3821d3516fd9186cf0a6679efaac");
+        assert!(
+            key.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_ne!(
+            key,
+            conversation_key(Channel::Email, "12345\u{1f}+14155552671")
+        );
+        assert_eq!(
+            conversation_key(Channel::Email, "a@example.com"),
+            GOLDEN_EMAIL_KEY
+        );
+    }
+
+    const GOLDEN_EMAIL_KEY: &str = "c2812464d8ff7b68e7795a8bde54b61b";
+
+    #[test]
+    fn region_parses_alpha2_codes_case_insensitively() {
+        assert_eq!("us".parse::<Region>(), Ok(Region(Id::US)));
+        assert_eq!(" GB ".parse::<Region>(), Ok(Region(Id::GB)));
+        assert_eq!(Region(Id::DE).to_string(), "DE");
+        assert_eq!(Region::default().to_string(), "US");
+        for bad in ["", "U", "USA", "ZZ", "1A", "u s"] {
+            let err = bad.parse::<Region>().unwrap_err();
+            assert!(err.contains("ISO 3166-1 alpha-2"), "{bad:?}: {err}");
+        }
+    }
+
+    /// Real-world spellings and their stored form.
+    const ACCEPTED: &[(Channel, &str, &str)] = &[
+        // Email
+        (Channel::Email, "Jane+news@Example.COM", "jane@example.com"),
+        (Channel::Email, "jane.doe@gmail.com", "jane.doe@gmail.com"),
+        (
+            Channel::Email,
+            "J.Doe+tag+more@Sub.Example.co.uk",
+            "j.doe@sub.example.co.uk",
+        ),
+        (
+            Channel::Email,
+            "Jane Doe <Jane.Doe@Example.com>",
+            "jane.doe@example.com",
+        ),
+        (
+            Channel::Email,
+            "\"Doe, Jane\" <jane@example.com>",
+            "jane@example.com",
+        ),
+        (
+            Channel::Email,
+            "\"Jane \\\"JD\\\" Doe\" <jd@example.com>",
+            "jd@example.com",
+        ),
+        (Channel::Email, "<bob@example.org>", "bob@example.org"),
+        (Channel::Email, "Bob < bob@example.org >", "bob@example.org"),
+        (Channel::Email, "  alice@example.com\t", "alice@example.com"),
+        (Channel::Email, "\tjane@example.com\r\n", "jane@example.com"),
+        (Channel::Email, "user@bücher.de", "user@xn--bcher-kva.de"),
+        (Channel::Email, "user@BÜCHER.de", "user@xn--bcher-kva.de"),
+        (
+            Channel::Email,
+            "info@xn--bcher-kva.de",
+            "info@xn--bcher-kva.de",
+        ),
+        (
+            Channel::Email,
+            "jose\u{301}@example.com",
+            "jos\u{e9}@example.com",
+        ),
+        (Channel::Email, "ÜBER@Example.com", "über@example.com"),
+        (Channel::Email, "Støre@Example.NO", "støre@example.no"),
+        (
+            Channel::Email,
+            "用户@例子.广告",
+            "用户@xn--fsqu00a.xn--4rr70v",
+        ),
+        (Channel::Email, "test@example.com.", "test@example.com"),
+        (Channel::Email, "o'brien@example.ie", "o'brien@example.ie"),
+        (
+            Channel::Email,
+            "user_name-1@my-domain.io",
+            "user_name-1@my-domain.io",
+        ),
+        (
+            Channel::Email,
+            "first.last@mail.example.com.br",
+            "first.last@mail.example.com.br",
+        ),
+        (
+            Channel::Email,
+            "Ivan <Иван@пример.рф>",
+            "иван@xn--e1afmkfd.xn--p1ai",
+        ),
+        (Channel::Email, "x@x.io", "x@x.io"),
+        // SMS, international form
+        (Channel::Sms, "+44 20 7946 0958", "+442079460958"),
+        (Channel::Sms, "+44 (0)20 7946 0958", "+442079460958"),
+        (Channel::Sms, "+44 7911 123456", "+447911123456"),
+        (Channel::Sms, "+49 30 901820", "+4930901820"),
+        (Channel::Sms, "+49 1512 3456789", "+4915123456789"),
+        (Channel::Sms, "+33 1 42 68 53 00", "+33142685300"),
+        (Channel::Sms, "+33 6 12 34 56 78", "+33612345678"),
+        (Channel::Sms, "+91 98765 43210", "+919876543210"),
+        (Channel::Sms, "+91 22 2778 1234", "+912227781234"),
+        (Channel::Sms, "+55 11 91234-5678", "+5511912345678"),
+        (Channel::Sms, "+55 (21) 3000-1234", "+552130001234"),
+        (Channel::Sms, "+81 3-1234-5678", "+81312345678"),
+        (Channel::Sms, "+81 90-1234-5678", "+819012345678"),
+        (Channel::Sms, "+61 2 9374 4000", "+61293744000"),
+        (Channel::Sms, "+39 06 6982 1234", "+390669821234"),
+        (Channel::Sms, "+٩٧١ ٥٠ ١٢٣ ٤٥٦٧", "+971501234567"),
+        // SMS, national form under the US default
+        (Channel::Sms, "(212) 736-5000", "+12127365000"),
+        (Channel::Sms, "202.456.1111", "+12024561111"),
+        (Channel::Sms, "1 (800) 356-9377", "+18003569377"),
+        (Channel::Sms, "011 44 20 7946 0958", "+442079460958"),
+        (Channel::Sms, "011 49 1512 3456789", "+4915123456789"),
+        (Channel::Sms, "011 33 1 42 68 53 00", "+33142685300"),
+        // Short codes
+        (Channel::Sms, "12345", "12345"),
+        (Channel::Sms, "123-456", "123456"),
+        (Channel::Sms, " 98 765 ", "98765"),
+    ];
+
+    #[test]
+    fn real_world_addresses_normalize_to_their_stored_form() {
+        let mut failures = Vec::new();
+        for &(channel, raw, expected) in ACCEPTED {
+            let got = normalize_address(channel, raw, us());
+            if got.as_deref() != Ok(expected) {
+                failures.push(format!(
+                    "{channel} {raw:?}: expected {expected:?}, got {got:?}"
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert!(ACCEPTED.len() >= 40);
+    }
+
+    #[test]
+    fn national_numbers_follow_the_default_region() {
+        let cases = [
+            (Id::GB, "020 7946 0958", "+442079460958"),
+            (Id::GB, "07911 123456", "+447911123456"),
+            (Id::DE, "030 901820", "+4930901820"),
+            (Id::DE, "0151 23456789", "+4915123456789"),
+            (Id::DE, "00 44 20 7946 0958", "+442079460958"),
+            (Id::FR, "01 42 68 53 00", "+33142685300"),
+            (Id::IN, "098765 43210", "+919876543210"),
+            (Id::BR, "(11) 91234-5678", "+5511912345678"),
+            (Id::JP, "03-1234-5678", "+81312345678"),
+            (Id::JP, "090-1234-5678", "+819012345678"),
+        ];
+        for (region, raw, expected) in cases {
+            assert_eq!(
+                normalize_phone(raw, Region(region)).as_deref(),
+                Ok(expected),
+                "{region:?} {raw:?}"
+            );
+        }
+    }
+
+    /// Each rejection, with the reason shown to the user.
+    const REJECTED: &[(Channel, &str, &str)] = &[
+        (Channel::Email, "", "address is empty"),
+        (Channel::Sms, " \u{a0} ", "address is empty"),
+        (
+            Channel::Email,
+            "a\0b@example.com",
+            "contains a control character (U+0000)",
+        ),
+        (
+            Channel::Email,
+            "a\u{1f}b@example.com",
+            "contains a control character (U+001F)",
+        ),
+        (
+            Channel::Sms,
+            "+1 415\n555 2671",
+            "contains a control character (U+000A)",
+        ),
+        (
+            Channel::Sms,
+            "+1\u{85}4155552671",
+            "contains a control character (U+0085)",
+        ),
+        (
+            Channel::Email,
+            "moc.elpmaxe@\u{202e}evil",
+            "contains a bidirectional override character (U+202E)",
+        ),
+        (
+            Channel::Sms,
+            "\u{2066}+14155552671\u{2069}",
+            "contains a bidirectional override character (U+2066)",
+        ),
+        (
+            Channel::Sms,
+            "jane@example.com",
+            "looks like an email address, but SMS takes phone numbers and short codes only",
+        ),
+        (
+            Channel::Email,
+            "+1 415 555 2671",
+            "looks like a phone number, but EMAIL takes email addresses only",
+        ),
+        (
+            Channel::Email,
+            "jane.example.com",
+            "not an email address: missing '@'",
+        ),
+        (
+            Channel::Email,
+            "a@b@example.com",
+            "not an email address: more than one '@' (give one address per entry)",
+        ),
+        (
+            Channel::Email,
+            "@example.com",
+            "not an email address: nothing before '@'",
+        ),
+        (
+            Channel::Email,
+            "jane@",
+            "not an email address: nothing after '@'",
+        ),
+        (
+            Channel::Email,
+            "+news@example.com",
+            "the part before '@' is empty once the plus-tag is removed",
+        ),
+        (
+            Channel::Email,
+            "jane doe@example.com",
+            "an email address cannot contain spaces",
+        ),
+        (
+            Channel::Email,
+            "jane@exa mple.com",
+            "an email address cannot contain spaces",
+        ),
+        (
+            Channel::Email,
+            "\"jane doe\"@example.com",
+            "quoted local parts (\"...\"@) are not supported",
+        ),
+        (
+            Channel::Email,
+            "jane(work)@example.com",
+            "character '(' is not allowed before the '@' of an email address",
+        ),
+        (
+            Channel::Email,
+            "jane\u{200b}@example.com",
+            "character '\\u{200b}' is not allowed before the '@' of an email address",
+        ),
+        (
+            Channel::Email,
+            ".jane@example.com",
+            "the part before '@' cannot start or end with '.' or contain '..'",
+        ),
+        (
+            Channel::Email,
+            "jane..doe@example.com",
+            "the part before '@' cannot start or end with '.' or contain '..'",
+        ),
+        (
+            Channel::Email,
+            "jane.+tag@example.com",
+            "the part before '@' cannot start or end with '.' or contain '..'",
+        ),
+        (
+            Channel::Email,
+            "Jane <jane@example.com",
+            "malformed \"Name <address>\": it must end with '>'",
+        ),
+        (
+            Channel::Email,
+            "\"Jane <jane@example.com>",
+            "malformed \"Name <address>\": unterminated quote",
+        ),
+        (
+            Channel::Email,
+            "Jane <jane@example.com> <x@example.com>",
+            "malformed \"Name <address>\": more than one '<' or '>'",
+        ),
+        (
+            Channel::Email,
+            "jane@[192.0.2.1]",
+            "IP-address domains ([...]) are not supported; use a domain name",
+        ),
+        (
+            Channel::Email,
+            "jane@localhost",
+            "invalid domain: it needs at least one dot, like example.com",
+        ),
+        (
+            Channel::Email,
+            "jane@192.0.2.1",
+            "invalid domain: it looks like an IP address; use a domain name",
+        ),
+        (
+            Channel::Email,
+            "jane@-example.com",
+            "invalid domain: a label cannot start or end with '-'",
+        ),
+        (
+            Channel::Email,
+            "jane@ex_ample.com",
+            "invalid domain: it may only contain letters, digits, '-' and '.'",
+        ),
+        (
+            Channel::Email,
+            "jane@example..com",
+            "invalid domain: it has an empty label (a leading dot or two dots in a row)",
+        ),
+        (
+            Channel::Email,
+            "jane@xn--zz.com",
+            "invalid domain: it is not a valid internationalized domain name",
+        ),
+        (
+            Channel::Sms,
+            "1-800-FLOWERS",
+            "letters are not accepted in phone numbers; write vanity numbers like 1-800-FLOWERS as digits",
+        ),
+        (
+            Channel::Sms,
+            "+1 415 555 2671 ext. 12",
+            "phone extensions are not supported; give the number without the extension",
+        ),
+        (
+            Channel::Sms,
+            "415-555-2671 x12",
+            "phone extensions are not supported; give the number without the extension",
+        ),
+        (
+            Channel::Sms,
+            "tel:+1-415-555-2671;ext=12",
+            "phone extensions are not supported; give the number without the extension",
+        ),
+        (
+            Channel::Sms,
+            "1+4155552671",
+            "'+' may only appear once, at the start of a phone number",
+        ),
+        (
+            Channel::Sms,
+            "*123#",
+            "character '*' is not allowed in a phone number",
+        ),
+        (Channel::Sms, "(--)", "not a phone number: it has no digits"),
+        (
+            Channel::Sms,
+            "12",
+            "phone number has too few digits (short codes have 5 or 6 digits)",
+        ),
+        (
+            Channel::Sms,
+            "+999 123 4567",
+            "phone number starts with an unknown country calling code",
+        ),
+        (
+            Channel::Sms,
+            "555-1234",
+            "phone number is not valid for region US",
+        ),
+        (
+            Channel::Sms,
+            "+1 415 555 267",
+            "phone number is not valid for region US",
+        ),
+        (
+            Channel::Sms,
+            "+44 20 7946 095",
+            "phone number is not valid for region GB",
+        ),
+        (
+            Channel::Sms,
+            "+1 415 555 2671 555 2671 555 2671 555",
+            "phone number is too long (at most 20 digits, 64 characters)",
+        ),
+    ];
+
+    #[test]
+    fn each_rejection_gives_its_reason() {
+        let mut failures = Vec::new();
+        for &(channel, raw, reason) in REJECTED {
+            match normalize_address(channel, raw, us()) {
+                Err(e) if e.to_string() == reason => {}
+                other => failures.push(format!(
+                    "{channel} {raw:?}: expected {reason:?}, got {other:?}"
+                )),
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn length_limits_pass_at_n_and_fail_at_n_plus_one() {
+        let local = "a".repeat(64);
+        assert_eq!(
+            normalize_email(&format!("{local}@example.com")),
+            Ok(format!("{local}@example.com"))
+        );
+        assert_eq!(
+            normalize_email(&format!("{local}b@example.com")),
+            Err(AddressError::LocalPartTooLong)
+        );
+        // 64 + 1 + 189 = 254 bytes.
+        let domain = format!(
+            "{}.{}.{}.com",
+            "d".repeat(63),
+            "e".repeat(63),
+            "f".repeat(57)
+        );
+        let at_limit = format!("{local}@{domain}");
+        assert_eq!(at_limit.len(), 254);
+        assert_eq!(normalize_email(&at_limit), Ok(at_limit.clone()));
+        let domain = format!(
+            "{}.{}.{}.com",
+            "d".repeat(63),
+            "e".repeat(63),
+            "f".repeat(58)
+        );
+        let over = format!("{local}@{domain}");
+        assert_eq!(normalize_email(&over), Err(AddressError::EmailTooLong));
+        let long_label = format!("jane@{}.com", "l".repeat(64));
+        assert_eq!(
+            normalize_email(&long_label),
+            Err(AddressError::InvalidDomain {
+                reason: "a label is longer than 63 characters"
+            })
+        );
+        let raw = format!("{}{}", " ".repeat(MAX_RAW_BYTES - 12), "a@example.com");
+        assert_eq!(
+            normalize_email(&raw),
+            Err(AddressError::TooLong { max: 1024 })
+        );
+        let raw = format!("{}{}", " ".repeat(MAX_RAW_BYTES - 13), "a@example.com");
+        assert_eq!(normalize_email(&raw).as_deref(), Ok("a@example.com"));
+        let phone = format!("+1{}4155552671", " ".repeat(64 - 12));
+        assert_eq!(normalize_phone(&phone, us()).as_deref(), Ok("+14155552671"));
+        let phone = format!("+1{}4155552671", " ".repeat(64 - 11));
+        assert_eq!(
+            normalize_phone(&phone, us()),
+            Err(AddressError::PhoneTooLong)
+        );
+    }
+
+    #[test]
+    fn short_codes_are_five_or_six_plain_digits() {
+        assert_eq!(normalize_phone("12345", us()).as_deref(), Ok("12345"));
+        assert_eq!(normalize_phone("123456", us()).as_deref(), Ok("123456"));
+        assert_eq!(normalize_phone("12 34-56", us()).as_deref(), Ok("123456"));
+        assert!(normalize_phone("1234", us()).is_err());
+        assert!(normalize_phone("1234567", us()).is_err());
+        assert!(normalize_phone("+12345", us()).is_err());
+        assert!(normalize_phone("(123) 45", us()).is_err());
+    }
+
+    #[test]
+    fn odd_phone_inputs_do_not_panic() {
+        for raw in [
+            "+",
+            "++",
+            "+0",
+            "00",
+            "000",
+            "0000000",
+            "011",
+            "+1",
+            "+12",
+            "+123",
+            "+882",
+            "+88212",
+            "#",
+            "x",
+            "ext",
+            "+1 ext 1",
+            "tel:",
+            "tel:;ext=1",
+            ";phone-context=+1",
+            "tel:+1;phone-context=+1",
+            "(0)",
+            "+(0)",
+            "+0 (0) 0",
+            "1".repeat(20).as_str(),
+            "0".repeat(20).as_str(),
+            "+٠٠٠",
+            "9".repeat(64).as_str(),
+        ] {
+            let _ = normalize_phone(raw, us());
+            let _ = normalize_phone(raw, Region(Id::GB));
+        }
+    }
+
+    fn plausible_email() -> impl Strategy<Value = String> {
+        let local = "[a-zA-Z0-9]{1,8}(\\.[a-zA-Z0-9_-]{1,8}){0,2}";
+        let tag = proptest::option::of("\\+[a-zA-Z0-9]{0,3}(\\.[a-zA-Z0-9]{1,3})?");
+        let domain = prop_oneof![
+            "[a-zA-Z0-9]{1,10}(\\.[a-zA-Z0-9]{1,6}){0,2}\\.[a-zA-Z]{2,6}",
+            Just("bücher.de".to_owned()),
+            Just("Пример.РФ".to_owned()),
+            Just("例子.广告".to_owned()),
+        ];
+        let local = prop_oneof![
+            4 => local.prop_map(|s| s),
+            1 => Just("José.Ünicode".to_owned()),
+            1 => Just("jose\u{301}".to_owned()),
+        ];
+        let wrap = 0..4u8;
+        (local, tag, domain, wrap, "[ \t]{0,2}").prop_map(|(local, tag, domain, wrap, pad)| {
+            let addr = format!("{local}{}@{domain}", tag.unwrap_or_default());
+            let spelled = match wrap {
+                0 => addr,
+                1 => format!("Some Name <{addr}>"),
+                2 => format!("\"Last, First\" <{addr}>"),
+                _ => format!("<{addr}>"),
+            };
+            format!("{pad}{spelled}{pad}")
+        })
+    }
+
+    /// Valid numbers (E.164) and a way to spell each in international form.
+    const NUMBERS: &[&str] = &[
+        "+14155552671",
+        "+12127365000",
+        "+442079460958",
+        "+447911123456",
+        "+4930901820",
+        "+4915123456789",
+        "+33142685300",
+        "+919876543210",
+        "+5511912345678",
+        "+81312345678",
+        "+61293744000",
+    ];
+
+    fn spell(e164: &str, seps: &[u8]) -> String {
+        let mut out = String::from("+");
+        for (i, d) in e164[1..].chars().enumerate() {
+            out.push(d);
+            match seps.get(i).copied().unwrap_or(0) % 6 {
+                0 | 1 => {}
+                2 => out.push(' '),
+                3 => out.push('-'),
+                4 => out.push('.'),
+                _ => out.push_str(" "),
+            }
+        }
+        out
+    }
+
+    fn spelled_number() -> impl Strategy<Value = (String, String)> {
+        (
+            0..NUMBERS.len(),
+            proptest::collection::vec(any::<u8>(), 15),
+            any::<bool>(),
+        )
+            .prop_map(|(i, seps, tel)| {
+                let e164 = NUMBERS[i];
+                let spelled = spell(e164, &seps);
+                let spelled = if tel {
+                    format!("tel:{spelled}")
+                } else {
+                    spelled
+                };
+                (e164.to_owned(), spelled)
+            })
+    }
+
+    fn phoneish() -> impl Strategy<Value = String> {
+        "[+]?[0-9 ()./x#*+-]{0,24}"
+    }
+
+    fn emailish() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9 .+_@<>\"ü-]{0,30}"
+    }
+
+    proptest! {
+        #[test]
+        fn email_normalization_is_idempotent(raw in plausible_email()) {
+            let once = normalize_email(&raw);
+            prop_assert!(once.is_ok(), "{raw:?}: {once:?}");
+            let once = once.unwrap();
+            prop_assert_eq!(normalize_email(&once), Ok(once.clone()));
+            prop_assert_eq!(normalize_email(&once.to_uppercase()).map(|s| s.len()), Ok(once.len()));
+        }
+
+        #[test]
+        fn phone_normalization_is_idempotent_and_ignores_spelling((e164, spelled) in spelled_number()) {
+            prop_assert_eq!(normalize_phone(&spelled, us()), Ok(e164.clone()));
+            prop_assert_eq!(normalize_phone(&e164, us()), Ok(e164.clone()));
+            prop_assert_eq!(normalize_phone(&e164, Region(Id::JP)), Ok(e164));
+        }
+
+        #[test]
+        fn arbitrary_strings_never_panic_and_ok_is_idempotent(raw in any::<String>()) {
+            for channel in [Channel::Email, Channel::Sms] {
+                if let Ok(once) = normalize_address(channel, &raw, us()) {
+                    prop_assert_eq!(normalize_address(channel, &once, us()), Ok(once));
+                }
+            }
+        }
+
+        #[test]
+        fn address_like_strings_never_panic_and_ok_is_idempotent(
+            phone in phoneish(),
+            email in emailish(),
+        ) {
+            if let Ok(once) = normalize_phone(&phone, us()) {
+                prop_assert_eq!(normalize_phone(&once, us()), Ok(once));
+            }
+            if let Ok(once) = normalize_email(&email) {
+                prop_assert_eq!(normalize_email(&once), Ok(once));
+            }
+        }
+
+        #[test]
+        fn key_is_independent_of_order_case_and_spelling(
+            picks in proptest::collection::vec((0..NUMBERS.len(), proptest::collection::vec(any::<u8>(), 15)), 1..5),
+            rotate in 0..5usize,
+        ) {
+            let canonical: Vec<String> = picks.iter().map(|(i, _)| NUMBERS[*i].to_owned()).collect();
+            let mut spelled: Vec<String> = picks.iter().map(|(i, seps)| spell(NUMBERS[*i], seps)).collect();
+            let n = spelled.len();
+            spelled.rotate_left(rotate % n);
+            let from = spelled.remove(0);
+            let a = participants(Channel::Sms, &canonical[0], &canonical[1..], us()).unwrap();
+            let b = participants(Channel::Sms, &from, &spelled, us()).unwrap();
+            prop_assert_eq!(&a.sorted, &b.sorted);
+            prop_assert_eq!(
+                conversation_key(Channel::Sms, &participants_key(&a.sorted)),
+                conversation_key(Channel::Sms, &participants_key(&b.sorted))
+            );
+        }
+
+        #[test]
+        fn email_key_is_independent_of_order_and_case(
+            emails in proptest::collection::vec(plausible_email(), 1..5),
+            rotate in 0..5usize,
+        ) {
+            let upper: Vec<String> = emails.iter().map(|e| e.to_uppercase()).collect();
+            let mut rotated = upper.clone();
+            let n = rotated.len();
+            rotated.rotate_left(rotate % n);
+            let a = participants(Channel::Email, &emails[0], &emails[1..], us()).unwrap();
+            let b = participants(Channel::Email, &rotated[0], &rotated[1..], us()).unwrap();
+            prop_assert_eq!(&a.sorted, &b.sorted);
+            let mut sorted = a.sorted.clone();
+            sorted.sort();
+            sorted.dedup();
+            prop_assert_eq!(&sorted, &a.sorted);
+        }
     }
 }

@@ -423,3 +423,430 @@ fn starts_with_ignore_case(bytes: &[u8], prefix: &[u8]) -> bool {
 fn is_one_of(name: &str, names: &[&str]) -> bool {
     names.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::{Duration, Instant};
+
+    const MIB: usize = 1024 * 1024;
+
+    fn clusters(s: &str) -> usize {
+        s.graphemes(true).count()
+    }
+
+    /// The specification, written the slow and obvious way.
+    fn reference(text: &str, max: usize) -> String {
+        let max = max.clamp(1, MAX_SNIPPET_LENGTH);
+        let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let all: Vec<&str> = collapsed.graphemes(true).collect();
+        if all.len() <= max {
+            return collapsed;
+        }
+        let mut kept: Vec<&str> = all[..max - 1].to_vec();
+        if kept.last() == Some(&" ") {
+            kept.pop();
+        }
+        kept.concat() + "…"
+    }
+
+    fn assert_fast(what: &str, f: impl FnOnce() -> String) -> String {
+        let start = Instant::now();
+        let out = f();
+        let took = start.elapsed();
+        // Debug build; typically a few milliseconds. Generous so a loaded CI box does not flake,
+        // tight enough to catch quadratic behaviour (which takes minutes here).
+        assert!(took < Duration::from_secs(1), "{what} took {took:?}");
+        out
+    }
+
+    #[test]
+    fn whitespace_of_every_kind_collapses_to_single_spaces() {
+        let body = "  Hello,\r\n\tworld\u{a0}\u{a0}again\u{2003}\u{3000}and\u{2028}more \r\n";
+        assert_eq!(snippet(body, false, 64), "Hello, world again and more");
+        assert_eq!(snippet(" \r\n\t\u{a0} ", false, 64), "");
+        assert_eq!(snippet("", true, 64), "");
+    }
+
+    #[test]
+    fn cuts_count_the_ellipsis_inside_the_limit() {
+        assert_eq!(snippet("abcdef", false, 6), "abcdef");
+        assert_eq!(snippet("abcdef", false, 5), "abcd…");
+        assert_eq!(snippet("abcdef", false, 2), "a…");
+        assert_eq!(snippet("hello world", false, 7), "hello…");
+        assert_eq!(snippet("hello world", false, 8), "hello w…");
+        assert_eq!(snippet("hello  world", false, 11), "hello world");
+    }
+
+    #[test]
+    fn length_one_and_the_maximum_are_the_edges() {
+        assert_eq!(snippet("a", false, 1), "a");
+        assert_eq!(snippet("ab", false, 1), "…");
+        assert_eq!(snippet("ab", false, 0), "…", "0 is clamped to 1");
+        let long = "x".repeat(5000);
+        let at_max = snippet(&long, false, MAX_SNIPPET_LENGTH);
+        assert_eq!(at_max, format!("{}…", "x".repeat(4095)));
+        assert_eq!(clusters(&at_max), 4096);
+        assert_eq!(
+            snippet(&long, false, MAX_SNIPPET_LENGTH + 1),
+            at_max,
+            "clamped to 4096"
+        );
+        let exact = "y".repeat(4096);
+        assert_eq!(snippet(&exact, false, MAX_SNIPPET_LENGTH), exact);
+        assert_eq!(snippet(&long, false, usize::MAX), at_max);
+        assert_eq!(DEFAULT_SNIPPET_LENGTH, 64);
+    }
+
+    #[test]
+    fn emoji_zwj_sequences_are_never_split() {
+        let family = "👩\u{200d}👩\u{200d}👧\u{200d}👦";
+        let body = family.repeat(3);
+        assert_eq!(snippet(&body, false, 3), body);
+        assert_eq!(snippet(&body, false, 2), format!("{family}…"));
+        assert_eq!(snippet(&body, false, 1), "…");
+        let skin = "👍🏽👍🏽👍🏽";
+        assert_eq!(snippet(skin, false, 2), "👍🏽…");
+    }
+
+    #[test]
+    fn flags_are_never_split() {
+        assert_eq!(snippet("🇺🇸🇫🇷🇩🇪", false, 3), "🇺🇸🇫🇷🇩🇪");
+        assert_eq!(snippet("🇺🇸🇫🇷🇩🇪", false, 2), "🇺🇸…");
+        assert_eq!(snippet("🇺🇸🇫🇷🇩🇪", false, 1), "…");
+    }
+
+    #[test]
+    fn combining_marks_stay_with_their_base() {
+        let e = "e\u{301}";
+        let body = format!("{e}{e}{e}{e}");
+        assert_eq!(snippet(&body, false, 4), body);
+        assert_eq!(snippet(&body, false, 3), format!("{e}{e}…"));
+        let stacked = "a\u{301}\u{302}\u{303}\u{304}b";
+        assert_eq!(snippet(stacked, false, 2), stacked);
+        assert_eq!(
+            snippet(&format!("{stacked}c"), false, 2),
+            "a\u{301}\u{302}\u{303}\u{304}…"
+        );
+    }
+
+    #[test]
+    fn hangul_jamo_syllables_are_one_character() {
+        let gak = "\u{1100}\u{1161}\u{11a8}";
+        let body = gak.repeat(5);
+        assert_eq!(snippet(&body, false, 5), body);
+        assert_eq!(snippet(&body, false, 3), format!("{gak}{gak}…"));
+        assert_eq!(snippet("한국어 텍스트", false, 4), "한국어…");
+    }
+
+    #[test]
+    fn right_to_left_text_is_cut_in_logical_order() {
+        assert_eq!(snippet("مرحبا بالعالم", false, 7), "مرحبا…");
+        assert_eq!(snippet("مرحبا بالعالم", false, 64), "مرحبا بالعالم");
+        assert_eq!(snippet("שלום עולם", false, 6), "שלום…");
+        let shalom = "\u{5e9}\u{5c1}\u{5b8}\u{5dc}\u{5d5}\u{5b9}\u{5dd}";
+        assert_eq!(clusters(shalom), 4);
+        assert_eq!(snippet(shalom, false, 3), "\u{5e9}\u{5c1}\u{5b8}\u{5dc}…");
+    }
+
+    #[test]
+    fn html_drops_hidden_content_and_decodes_entities() {
+        let html = "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Subject</title>\
+                    <style>p { color: red }</style></head><body>\
+                    <p>Hello&nbsp;<b>world</b> &amp; friends</p>\
+                    <script type=\"text/javascript\">alert('<p>no</p>');</script>\
+                    <div>next<br/>line</div><!-- a comment --><table><tr><td>cell</td><td>two</td></tr></table>\
+                    </body></html>";
+        assert_eq!(
+            snippet(html, true, 64),
+            "Hello world & friends next line cell two"
+        );
+    }
+
+    #[test]
+    fn html_entities_of_every_form_decode() {
+        assert_eq!(
+            snippet(
+                "<p>5 &lt; 6 &amp;&amp; 7 &gt; 2 &quot;q&quot; &#39;s&#x27;</p>",
+                true,
+                64
+            ),
+            "5 < 6 && 7 > 2 \"q\" 's'"
+        );
+        assert_eq!(
+            snippet("&#x1F600;&#128512;&hellip;&eacute;", true, 64),
+            "😀😀…é"
+        );
+        assert_eq!(
+            snippet("a&#32;b&Tab;c&NewLine;d&nbsp;e", true, 64),
+            "a b c d e"
+        );
+        assert_eq!(
+            snippet("&bogus; & &#; &#xZZ; AT&T", true, 64),
+            "&bogus; & &#; &#xZZ; AT&T"
+        );
+        assert_eq!(
+            snippet("&lt;b&gt;not a tag&lt;/b&gt;", true, 64),
+            "<b>not a tag</b>"
+        );
+    }
+
+    #[test]
+    fn html_inline_tags_join_and_block_tags_separate() {
+        assert_eq!(snippet("<b>Bold</b>face", true, 64), "Boldface");
+        assert_eq!(snippet("<p>one</p><p>two</p>", true, 64), "one two");
+        assert_eq!(
+            snippet(
+                "<div><div><span><a href=\"x\">deep</a></span></div></div>tail",
+                true,
+                64
+            ),
+            "deep tail"
+        );
+        assert_eq!(snippet("<ul><li>a<li>b</ul>", true, 64), "a b");
+        assert_eq!(
+            snippet("line<br>break<BR/>again", true, 64),
+            "line break again"
+        );
+    }
+
+    #[test]
+    fn malformed_html_degrades_to_text() {
+        assert_eq!(snippet("a < b and c > d", true, 64), "a < b and c > d");
+        assert_eq!(snippet("I <3 you", true, 64), "I <3 you");
+        assert_eq!(snippet("text <span foo", true, 64), "text");
+        assert_eq!(
+            snippet("<a title=\"x>y\" href='z'>link</a>", true, 64),
+            "link"
+        );
+        assert_eq!(snippet("<SCRIPT>x</SCRIPT >ok", true, 64), "ok");
+        assert_eq!(snippet("ok<script>never closed <p>hidden", true, 64), "ok");
+        assert_eq!(snippet("kept<!-- never closed", true, 64), "kept");
+        assert_eq!(
+            snippet("<head><meta charset=utf-8><p>Hi</p>", true, 64),
+            "Hi"
+        );
+        assert_eq!(
+            snippet("<head><title>t</title></head>body", true, 64),
+            "body"
+        );
+        assert_eq!(snippet("<head>hidden<body>shown", true, 64), "shown");
+        assert_eq!(
+            snippet("<![CDATA[x]]>y<?xml version=\"1.0\"?>z", true, 64),
+            "yz"
+        );
+    }
+
+    #[test]
+    fn html_is_cut_like_text() {
+        let html = "<p>The quick <b>brown</b> fox</p><p>jumps over the lazy dog</p>";
+        assert_eq!(snippet(html, true, 16), "The quick brown…");
+        assert_eq!(snippet("<p>🇺🇸🇫🇷</p><p>🇩🇪</p>", true, 3), "🇺🇸🇫🇷…");
+    }
+
+    #[test]
+    fn plain_text_is_not_parsed_as_html() {
+        assert_eq!(
+            snippet("<p>kept &amp; literal</p>", false, 64),
+            "<p>kept &amp; literal</p>"
+        );
+    }
+
+    #[test]
+    fn one_mebibyte_plain_bodies_are_fast() {
+        let words = "word ".repeat(MIB / 5);
+        let out = assert_fast("1 MiB of words", || snippet(&words, false, 64));
+        assert_eq!(out, reference(&words, 64));
+        let spaces = " \u{a0}\r\n".repeat(MIB / 5);
+        assert_eq!(
+            assert_fast("1 MiB of whitespace", || snippet(&spaces, false, 64)),
+            ""
+        );
+        let zalgo = format!("e{}", "\u{301}".repeat(MIB / 2));
+        assert_eq!(
+            assert_fast("one 1 MiB cluster", || snippet(&zalgo, false, 64)),
+            zalgo
+        );
+        let flags = "🇺🇸".repeat(MIB / 8);
+        let out = assert_fast("1 MiB of flags", || snippet(&flags, false, 4096));
+        assert_eq!(out, format!("{}…", "🇺🇸".repeat(4095)));
+        let long = "ab ".repeat(MIB / 3);
+        let out = assert_fast("1 MiB at the maximum length", || {
+            snippet(&long, false, MAX_SNIPPET_LENGTH)
+        });
+        assert_eq!(out, reference(&long, MAX_SNIPPET_LENGTH));
+    }
+
+    #[test]
+    fn one_mebibyte_html_bodies_are_fast() {
+        let style = format!(
+            "<html><head><style>{}</style></head><body><p>Hi &amp; welcome</p></body></html>",
+            "p{color:red}\n".repeat(MIB / 14)
+        );
+        let out = assert_fast("1 MiB of style", || snippet(&style, true, 64));
+        assert_eq!(out, "Hi & welcome");
+        let paragraphs = "<p>Hello <b>world</b> &amp; more</p>\n".repeat(MIB / 36);
+        let out = assert_fast("1 MiB of paragraphs", || snippet(&paragraphs, true, 4096));
+        assert_eq!(clusters(&out), 4096);
+        assert!(out.starts_with("Hello world & more Hello world & more"));
+        let hostile = [
+            ("unterminated tags", "<a".repeat(MIB / 2)),
+            ("unterminated quotes", "<a x=\"".repeat(MIB / 6)),
+            ("tags only", "<span>".repeat(MIB / 6)),
+            ("unclosed heads", "<head>".repeat(MIB / 6)),
+            ("entities", "&amp;".repeat(MIB / 5)),
+            ("long entity names", format!("&{}", "a".repeat(MIB))),
+            ("lone ampersands", "& ".repeat(MIB / 2)),
+            ("lone brackets", "< ".repeat(MIB / 2)),
+            ("closing tags", "</p>".repeat(MIB / 4)),
+            ("unterminated comments", "<!--".repeat(MIB / 4)),
+            ("scripts", "<script>x</script>".repeat(MIB / 18)),
+        ];
+        for (what, body) in hostile {
+            let out = assert_fast(what, || snippet(&body, true, 4096));
+            assert!(clusters(&out) <= 4096, "{what}");
+            assert_fast(what, || looks_like_html(&body).to_string());
+        }
+        let text = "plain < text ".repeat(MIB / 13);
+        assert_eq!(
+            assert_fast("plain text", || looks_like_html(&text).to_string()),
+            "false"
+        );
+    }
+
+    #[test]
+    fn looks_like_html_recognizes_markup_and_not_prose() {
+        for html in [
+            "<html><body>x</body></html>",
+            "<!DOCTYPE html><p>x",
+            "<p>Hello</p>",
+            "Hi<br>there",
+            "Hi<br/>there",
+            "<div class=\"x\">y</div>",
+            "see <a href=\"https://example.com\">this</a>",
+            "<span>x",
+            "<TABLE border=1>",
+            "<custom-tag attr=1>x</custom-tag>",
+            "<b>bold</b>",
+        ] {
+            assert!(looks_like_html(html), "{html:?}");
+        }
+        for text in [
+            "",
+            "a < b",
+            "a < b and c > d",
+            "I <3 you",
+            "x<y>z",
+            "if a<b then",
+            "use the <a> element",
+            "<unclosed> thought",
+            "2 << 3 >> 1",
+            "Reply above this line </end>",
+            "email me at <jane@example.com>",
+        ] {
+            assert!(!looks_like_html(text), "{text:?}");
+        }
+    }
+
+    fn cluster_soup() -> impl Strategy<Value = String> {
+        let pieces = prop::sample::select(vec![
+            "a",
+            "Z",
+            "é",
+            "e\u{301}",
+            "\u{301}",
+            "👩\u{200d}👩\u{200d}👧\u{200d}👦",
+            "\u{200d}",
+            "🇺",
+            "🇸",
+            "🇺🇸",
+            "각",
+            "\u{1100}",
+            "\u{1161}",
+            "\u{11a8}",
+            "ש",
+            "م",
+            "👍🏽",
+            "\u{600}",
+            "…",
+            "<",
+            "&",
+            "中",
+            "\u{fe0f}",
+            "a\u{308}",
+        ]);
+        prop::collection::vec(pieces, 0..40).prop_map(|v| v.concat())
+    }
+
+    fn spaced_soup() -> impl Strategy<Value = String> {
+        let pieces = prop::sample::select(vec![
+            "a",
+            "é",
+            "e\u{301}",
+            "\u{301}",
+            "🇺",
+            "🇸",
+            "👩\u{200d}👧",
+            "\u{200d}",
+            "각",
+            "م",
+            " ",
+            "  ",
+            "\t",
+            "\r\n",
+            "\u{a0}",
+            "\u{3000}",
+            "\u{600}",
+            "\u{85}",
+        ]);
+        prop::collection::vec(pieces, 0..60).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn output_is_a_cluster_prefix_within_the_limit(body in cluster_soup(), max in 1usize..12) {
+            let out = snippet(&body, false, max);
+            prop_assert!(clusters(&out) <= max, "{out:?}");
+            let input: Vec<&str> = body.graphemes(true).collect();
+            if input.len() <= max {
+                prop_assert_eq!(out, body);
+            } else {
+                let prefix = out.strip_suffix('…').expect("cut output ends with '…'");
+                prop_assert_eq!(prefix, input[..max - 1].concat());
+            }
+        }
+
+        #[test]
+        fn plain_snippet_matches_the_reference(body in spaced_soup(), max in 1usize..16) {
+            prop_assert_eq!(snippet(&body, false, max), reference(&body, max));
+        }
+
+        #[test]
+        fn html_without_markup_matches_the_reference(body in spaced_soup(), max in 1usize..16) {
+            prop_assert_eq!(snippet(&body, true, max), reference(&body, max));
+        }
+
+        #[test]
+        fn arbitrary_input_never_panics_and_respects_the_limit(
+            body in any::<String>(),
+            max in 0usize..70,
+            html in any::<bool>(),
+        ) {
+            let out = snippet(&body, html, max);
+            prop_assert!(clusters(&out) <= max.max(1));
+            prop_assert!(!out.starts_with(' ') && !out.ends_with(' '));
+            let _ = looks_like_html(&body);
+        }
+
+        #[test]
+        fn markup_like_input_never_panics(
+            body in "[<>/a-z \"'=&;#x0-9!-]{0,80}",
+            max in 1usize..20,
+        ) {
+            let out = snippet(&body, true, max);
+            prop_assert!(clusters(&out) <= max);
+            let _ = looks_like_html(&body);
+        }
+    }
+}

@@ -3,6 +3,7 @@
 pub mod ids;
 pub mod loaders;
 pub mod mutation;
+pub mod prefetch;
 pub mod query;
 pub mod schema;
 pub mod types;

@@ -9,6 +9,7 @@ use service::query::{self, ConversationFilter as SvcFilter, MessageScope, PageRe
 
 use super::ids::{NodeType, decode_any, decode_id};
 use super::loaders::{ConversationLoader, MessageLoader};
+use super::prefetch::prefetch;
 use super::types::connection::{ConversationConnection, MessageConnection, MessageTotal};
 use super::types::conversation::page_complexity;
 use super::types::normalized::NormalizedAddresses;
@@ -47,13 +48,13 @@ pub struct QueryRoot;
 async fn load_conversation(ctx: &Context<'_>, id: i64) -> Result<Option<Conversation>> {
     let loader = ctx.data::<DataLoader<ConversationLoader>>()?;
     let c = loader.load_one(id).await.map_err(|e| gql_err(ctx, &e))?;
-    Ok(c.map(Conversation))
+    Ok(c.map(Conversation::new))
 }
 
 async fn load_message(ctx: &Context<'_>, id: i64) -> Result<Option<Message>> {
     let loader = ctx.data::<DataLoader<MessageLoader>>()?;
     let m = loader.load_one(id).await.map_err(|e| gql_err(ctx, &e))?;
-    Ok(m.map(Message))
+    Ok(m.map(|m| Message(m, None)))
 }
 
 async fn load_node(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
@@ -109,7 +110,12 @@ impl QueryRoot {
         let page = query::list_conversations(db, config.settings.default_region, &filter, &window)
             .await
             .gql(ctx)?;
-        Ok(ConversationConnection { page, filter })
+        let prefetched = prefetch(ctx, db, &page.items).await?;
+        Ok(ConversationConnection {
+            page,
+            filter,
+            prefetched,
+        })
     }
 
     /// A conversation by global id; null when there is none.
@@ -188,7 +194,7 @@ impl QueryRoot {
         )
         .await
         .gql(ctx)
-        .map(|c| c.map(Conversation))
+        .map(|c| c.map(Conversation::new))
     }
 
     /// What parley makes of these addresses on `channel`: each normalized form or the
@@ -246,6 +252,7 @@ impl QueryRoot {
             .gql(ctx)?;
         Ok(MessageConnection {
             page,
+            parent: None,
             total: MessageTotal::Unassigned,
         })
     }

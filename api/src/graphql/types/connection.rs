@@ -6,9 +6,12 @@ use async_graphql::{Context, Object, Result, SimpleObject};
 use service::query::{self, ConversationFilter, MessageFilter, Page};
 use service::{DatabaseConnection, conversation, message};
 
+use std::sync::Arc;
+
 use super::{Conversation, Message};
 use crate::AppConfig;
 use crate::graphql::loaders::ThreadCountLoader;
+use crate::graphql::prefetch::Prefetched;
 use crate::graphql::{ServiceResultExt, gql_err};
 
 /// Where a page stands in its list (Relay Cursor Connections spec).
@@ -47,6 +50,7 @@ pub struct ConversationEdge {
 /// A page of conversations, most recent activity first.
 pub struct ConversationConnection {
     pub(crate) page: Page<conversation::Model>,
+    pub(crate) prefetched: Option<Arc<Prefetched>>,
     pub(crate) filter: ConversationFilter,
 }
 
@@ -60,14 +64,18 @@ impl ConversationConnection {
             .iter()
             .map(|c| ConversationEdge {
                 cursor: query::conversation_cursor(c),
-                node: Conversation(c.clone()),
+                node: Conversation(c.clone(), self.prefetched.clone()),
             })
             .collect()
     }
 
     /// The conversations of this page (the edges' nodes, without cursors).
     async fn nodes(&self) -> Vec<Conversation> {
-        self.page.items.iter().cloned().map(Conversation).collect()
+        self.page
+            .items
+            .iter()
+            .map(|c| Conversation(c.clone(), self.prefetched.clone()))
+            .collect()
     }
 
     /// Where this page stands in the list.
@@ -109,6 +117,8 @@ pub(crate) enum MessageTotal {
 /// A page of messages, oldest first.
 pub struct MessageConnection {
     pub(crate) page: Page<message::Model>,
+    /// The conversation of every message on the page, when it is one thread.
+    pub(crate) parent: Option<conversation::Model>,
     pub(crate) total: MessageTotal,
 }
 
@@ -122,14 +132,18 @@ impl MessageConnection {
             .iter()
             .map(|m| MessageEdge {
                 cursor: query::message_cursor(m),
-                node: Message(m.clone()),
+                node: Message(m.clone(), self.parent.clone()),
             })
             .collect()
     }
 
     /// The messages of this page (the edges' nodes, without cursors).
     async fn nodes(&self) -> Vec<Message> {
-        self.page.items.iter().cloned().map(Message).collect()
+        self.page
+            .items
+            .iter()
+            .map(|m| Message(m.clone(), self.parent.clone()))
+            .collect()
     }
 
     /// Where this page stands in the list.

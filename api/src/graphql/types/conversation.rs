@@ -1,5 +1,7 @@
 //! The `Conversation` type.
 
+use std::sync::Arc;
+
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, InputObject, Object, Result};
 use chrono::{DateTime, Utc};
@@ -12,6 +14,7 @@ use super::{Channel, Direction, Message, MessageKind};
 use crate::AppConfig;
 use crate::graphql::ids::{NodeType, encode_id};
 use crate::graphql::loaders::{MessageLoader, ThreadPageKey, ThreadPageLoader};
+use crate::graphql::prefetch::Prefetched;
 use crate::graphql::{ServiceResultExt, gql_err};
 
 /// Which messages of a thread to list.
@@ -56,7 +59,18 @@ pub(crate) fn page_complexity(first: Option<i32>, last: Option<i32>, child: usiz
 
 /// A conversation: one channel and one set of participants, with all their messages.
 #[derive(Debug, Clone)]
-pub struct Conversation(pub conversation::Model);
+pub struct Conversation(
+    pub conversation::Model,
+    /// What the page this conversation came on already loaded for all its conversations.
+    pub Option<Arc<Prefetched>>,
+);
+
+impl Conversation {
+    /// A conversation with nothing prefetched.
+    pub fn new(model: conversation::Model) -> Self {
+        Conversation(model, None)
+    }
+}
 
 /// A conversation: one channel and one set of participants, with all their messages.
 #[Object]
@@ -125,9 +139,12 @@ impl Conversation {
         let Some(id) = self.0.last_message_id else {
             return Ok(None);
         };
+        if let Some(m) = self.1.as_ref().and_then(|p| p.last_messages.get(&id)) {
+            return Ok(Some(Message(m.clone(), Some(self.0.clone()))));
+        }
         let loader = ctx.data::<DataLoader<MessageLoader>>()?;
         let m = loader.load_one(id).await.map_err(|e| gql_err(ctx, &e))?;
-        Ok(m.map(Message))
+        Ok(m.map(|m| Message(m, Some(self.0.clone()))))
     }
 
     /// The conversation's messages, oldest first. A chat view asks for `last: 20` and
@@ -156,22 +173,28 @@ impl Conversation {
         };
         let window = Window::new(CursorKind::Message, &req, &config.settings.limits).gql(ctx)?;
         let filter: SvcMessageFilter = filter.unwrap_or_default().into();
-        let loader = ctx.data::<DataLoader<ThreadPageLoader>>()?;
-        let page = loader
-            .load_one(ThreadPageKey {
-                conversation_id: self.0.id,
-                filter,
-                window,
-            })
-            .await
-            .map_err(|e| gql_err(ctx, &e))?
-            .unwrap_or(service::query::Page {
-                items: Vec::new(),
-                has_next_page: false,
-                has_previous_page: false,
-            });
+        let key = ThreadPageKey {
+            conversation_id: self.0.id,
+            filter,
+            window,
+        };
+        let prefetched = self.1.as_ref().and_then(|p| p.thread_page(&key));
+        let page = match prefetched {
+            Some(page) => page,
+            None => ctx
+                .data::<DataLoader<ThreadPageLoader>>()?
+                .load_one(key)
+                .await
+                .map_err(|e| gql_err(ctx, &e))?
+                .unwrap_or(service::query::Page {
+                    items: Vec::new(),
+                    has_next_page: false,
+                    has_previous_page: false,
+                }),
+        };
         Ok(MessageConnection {
             page,
+            parent: Some(self.0.clone()),
             total: MessageTotal::Thread {
                 conversation_id: self.0.id,
                 message_count: self.0.message_count,

@@ -3,7 +3,7 @@
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, Object, Result};
 use chrono::{DateTime, Utc};
-use service::{message, snippet};
+use service::{conversation, message, snippet};
 
 use super::conversation::snippet_length;
 use super::{Channel, Conversation, Direction, MessageKind};
@@ -11,9 +11,10 @@ use crate::graphql::gql_err;
 use crate::graphql::ids::{NodeType, encode_id};
 use crate::graphql::loaders::ConversationLoader;
 
-/// One message, inbound or outbound.
+/// One message, inbound or outbound, with its conversation when the caller already has it
+/// (a thread page, a conversation's last message), so `conversation` costs nothing then.
 #[derive(Debug, Clone)]
-pub struct Message(pub message::Model);
+pub struct Message(pub message::Model, pub Option<conversation::Model>);
 
 fn strings(v: &serde_json::Value) -> Vec<String> {
     v.as_array()
@@ -38,9 +39,12 @@ impl Message {
         let Some(id) = self.0.conversation_id else {
             return Ok(None);
         };
+        if let Some(parent) = self.1.as_ref().filter(|c| c.id == id) {
+            return Ok(Some(Conversation::new(parent.clone())));
+        }
         let loader = ctx.data::<DataLoader<ConversationLoader>>()?;
         let c = loader.load_one(id).await.map_err(|e| gql_err(ctx, &e))?;
-        Ok(c.map(Conversation))
+        Ok(c.map(Conversation::new))
     }
 
     /// The channel it travelled on.

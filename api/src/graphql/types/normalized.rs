@@ -106,6 +106,6 @@ impl NormalizedAddresses {
         )
         .await
         .gql(ctx)?;
-        Ok(found.map(Conversation))
+        Ok(found.map(Conversation::new))
     }
 }

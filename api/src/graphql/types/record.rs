@@ -64,8 +64,8 @@ pub struct RecordMessagePayload {
 impl From<Recorded> for RecordMessagePayload {
     fn from(r: Recorded) -> Self {
         RecordMessagePayload {
-            message: Message(r.message),
-            conversation: r.conversation.map(Conversation),
+            message: Message(r.message, r.conversation.clone()),
+            conversation: r.conversation.map(Conversation::new),
             conversation_created: r.conversation_created,
             duplicate: r.duplicate,
         }
