@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::rest::routes())
         .with_state(state)
         // The async-graphql extractor reads the raw body stream, so axum's default limit
         // does not apply to it: the tower-http layer caps every body before parsing.
