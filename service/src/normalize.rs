@@ -1451,7 +1451,7 @@ mod tests {
                 2 => out.push(' '),
                 3 => out.push('-'),
                 4 => out.push('.'),
-                _ => out.push_str(" "),
+                _ => out.push('\u{2011}'),
             }
         }
         out

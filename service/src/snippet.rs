@@ -112,10 +112,10 @@ pub fn looks_like_html(body: &str) -> bool {
         if name_len == 0 || name_len > 32 {
             continue;
         }
-        let name = body[lt + 1 + name_start..lt + 1 + name_start + name_len].to_ascii_lowercase();
+        let name = &body[lt + 1 + name_start..lt + 1 + name_start + name_len];
         let after = rest.get(name_start + name_len).copied();
         if closing {
-            if after == Some(b'>') && opened.contains(&name) {
+            if after == Some(b'>') && opened.contains(&name.to_ascii_lowercase()) {
                 return true;
             }
             continue;
@@ -127,6 +127,7 @@ pub fn looks_like_html(body: &str) -> bool {
         if !delimited {
             continue;
         }
+        let name = name.to_ascii_lowercase();
         // `a` needs an attribute ("<a href"): a bare "<a>" occurs in prose.
         if HTML_MARKER_TAGS.contains(&name.as_str()) && !(name == "a" && after == Some(b'>')) {
             return true;
