@@ -139,8 +139,9 @@ pub struct ServeArgs {
     /// Deepest nesting of brackets and braces in the query text, checked before parsing.
     #[arg(long, env = "PARLEY_MAX_NESTING", default_value_t = 32)]
     pub max_nesting: usize,
-    /// Most directives on one field.
-    #[arg(long, env = "PARLEY_MAX_DIRECTIVES", default_value_t = 5)]
+    /// Most directives on one field (@skip and @include are the only executable ones, so
+    /// a field never needs more than 2).
+    #[arg(long, env = "PARLEY_MAX_DIRECTIVES", default_value_t = 2)]
     pub max_directives: usize,
     /// Most operations in one JSON batch (1 turns batching off).
     #[arg(long, env = "PARLEY_MAX_BATCH", default_value_t = 10)]
@@ -206,7 +207,7 @@ impl Default for GraphqlLimits {
             max_depth: 10,
             max_complexity: 1000,
             max_nesting: 32,
-            max_directives: 5,
+            max_directives: 2,
             max_batch: 10,
             introspection: true,
             suggestions: true,

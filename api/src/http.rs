@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{
-    BatchRequest, BatchResponse, ErrorExtensionValues, Request, Response, ServerError,
+    BatchRequest, BatchResponse, ErrorExtensionValues, ParseRequestError, Request, Response,
+    ServerError,
 };
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
 use axum::Router;
@@ -82,7 +83,7 @@ impl MakeRequestId for NextRequestId {
             let t = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
-            (t.subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff_ffff
+            t.subsec_nanos() ^ std::process::id().rotate_left(16)
         });
         let n = self.0.fetch_add(1, Ordering::Relaxed);
         HeaderValue::from_str(&format!("{prefix:08x}-{n:x}"))
@@ -121,7 +122,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 async fn graphql_post(
     State(state): State<AppState>,
     headers: HeaderMap,
-    request: GraphQLBatchRequest,
+    request: GraphQLBatchRequest<BodyRejection>,
 ) -> axum::response::Response {
     let rid = request_id(&headers);
     let batch = request.into_inner();
@@ -147,6 +148,49 @@ async fn graphql_post(
         }
     };
     GraphQLResponse::from(response).into_response()
+}
+
+/// Why a GraphQL request body could not be read, as a GraphQL-shaped JSON error: 413
+/// `PAYLOAD_TOO_LARGE` when the body outgrew the limit while streaming (a body announced
+/// with a too-large Content-Length is refused earlier by the limit layer), 400 otherwise.
+pub struct BodyRejection(ParseRequestError);
+
+impl From<ParseRequestError> for BodyRejection {
+    fn from(err: ParseRequestError) -> Self {
+        BodyRejection(err)
+    }
+}
+
+impl IntoResponse for BodyRejection {
+    fn into_response(self) -> axum::response::Response {
+        let too_large = match &self.0 {
+            ParseRequestError::PayloadTooLarge => true,
+            // The body stream's length-limit error reaches us only as text.
+            ParseRequestError::Io(e) => e.to_string().contains("length limit exceeded"),
+            _ => false,
+        };
+        let (status, err) = if too_large {
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                rejected(
+                    code::PAYLOAD_TOO_LARGE,
+                    "the request body is over the server's limit; send less (PARLEY_MAX_REQUEST_BYTES)",
+                ),
+            )
+        } else {
+            (
+                StatusCode::BAD_REQUEST,
+                rejected(
+                    code::GRAPHQL_PARSE_FAILED,
+                    format!(
+                        "the request is not a GraphQL request: {}; send JSON {{\"query\": ...}}",
+                        self.0
+                    ),
+                ),
+            )
+        };
+        (status, GraphQLResponse::from(err)).into_response()
+    }
 }
 
 async fn graphql_get(

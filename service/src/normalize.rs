@@ -172,7 +172,7 @@ pub enum AddressError {
         reason: &'static str,
     },
 
-    /// More than 64 characters of phone input.
+    /// More than 64 characters of phone input, or more than 20 digits.
     #[error(
         "phone number is too long (at most {MAX_PHONE_DIGITS} digits, {MAX_PHONE_CHARS} characters)"
     )]
@@ -212,6 +212,9 @@ pub enum AddressError {
         /// the number's own region for international ones, or `+CC` when it has none).
         region: String,
     },
+    /// International input that the parser cannot read as a number.
+    #[error("not a valid phone number")]
+    NotAPhoneNumber,
     /// The phone parser failed internally on this input.
     #[error("phone number could not be parsed")]
     PhoneUnparsable,
@@ -604,7 +607,7 @@ fn phone_from_clean(s: &str, region: Region) -> Result<String, AddressError> {
     let mut digits = String::with_capacity(s.len());
     let mut letters = false;
     let mut odd_char = None;
-    let mut chars = s.char_indices().peekable();
+    let mut chars = s.char_indices();
     while let Some((i, c)) = chars.next() {
         if let Some(d) = phone_digit(c) {
             digits.push(d);
@@ -618,6 +621,7 @@ fn phone_from_clean(s: &str, region: Region) -> Result<String, AddressError> {
             chars.next();
             chars.next();
         } else if is_phone_separator(c) {
+            // Formatting only; the digits carry the number.
         } else if c.is_alphabetic() {
             letters = true;
         } else {
@@ -669,33 +673,32 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, AddressError> {
 
 /// Parses the digits (with `plus` for international form) and returns the valid E.164 form.
 fn parse_phone(digits: &str, plus: bool, region: Region) -> Result<String, AddressError> {
-    let number = if plus {
+    // The region a failure is reported against: the default region for national numbers;
+    // for international ones the number's own (found from its country code).
+    let (number, checked_region) = if plus {
         // The parser applies the default region's national-prefix rule even to `+CC` numbers
         // (`+49 1512...` under US loses its `1`), so international input is parsed without one.
-        phonenumber::parse(None, format!("+{digits}")).map_err(|e| parse_error(e, None))?
+        let n = phonenumber::parse(None, format!("+{digits}")).map_err(|e| parse_error(e, None))?;
+        (n, None)
     } else {
         let n =
             phonenumber::parse(Some(region.0), digits).map_err(|e| parse_error(e, Some(region)))?;
         if n.code().source() == Source::Idd {
             // Same bug after an international dialing prefix (`011 49 1512...` from the US):
             // cut the prefix and parse the rest as `+CC...`.
-            let international = after_idd(region, digits, n.code().value())
-                .ok_or_else(|| invalid_for(&n, Some(region)))?;
-            phonenumber::parse(None, international).map_err(|e| parse_error(e, None))?
+            let international =
+                after_idd(region, digits, n.code().value()).ok_or_else(|| invalid_for(&n, None))?;
+            let n = phonenumber::parse(None, international).map_err(|e| parse_error(e, None))?;
+            (n, None)
         } else {
-            n
+            (n, Some(region))
         }
-    };
-    let own_region = if number.code().source() == Source::Default {
-        Some(region)
-    } else {
-        None
     };
     if number.extension().is_some() {
         return Err(AddressError::PhoneExtension);
     }
     if !phonenumber::is_valid(&number) {
-        return Err(invalid_for(&number, own_region));
+        return Err(invalid_for(&number, checked_region));
     }
     let e164 = number.format().mode(Mode::E164).to_string();
     // The stored form must read back as itself; the parser is not always consistent (leading
@@ -705,7 +708,7 @@ fn parse_phone(digits: &str, plus: bool, region: Region) -> Result<String, Addre
         .filter(phonenumber::is_valid)
         .map(|n| n.format().mode(Mode::E164).to_string());
     if again.as_deref() != Some(e164.as_str()) {
-        return Err(invalid_for(&number, own_region));
+        return Err(invalid_for(&number, checked_region));
     }
     Ok(e164)
 }
@@ -741,8 +744,11 @@ fn parse_error(e: phonenumber::ParseError, region: Option<Region>) -> AddressErr
         E::InvalidCountryCode => AddressError::UnknownCountryCode,
         E::TooShortAfterIdd | E::TooShortNsn => AddressError::PhoneTooShort,
         E::TooLong => AddressError::PhoneTooLong,
-        _ => AddressError::InvalidPhone {
-            region: region.map_or_else(|| "its country code".to_owned(), |r| r.to_string()),
+        _ => match region {
+            Some(region) => AddressError::InvalidPhone {
+                region: region.to_string(),
+            },
+            None => AddressError::NotAPhoneNumber,
         },
     }
 }
@@ -1476,7 +1482,10 @@ mod tests {
     }
 
     fn phoneish() -> impl Strategy<Value = String> {
-        "[+]?[0-9 ()./x#*+-]{0,24}"
+        prop_oneof![
+            "[+]?[0-9 ()./x#*+-]{0,24}",
+            "(\\+|011 ?|00)?[0-9]{1,3}[ -]?(\\(0\\))?[0-9]{2,4}[ .-]?[0-9]{3,8}( ?(x|ext\\.?|#) ?[0-9]{1,4})?",
+        ]
     }
 
     fn emailish() -> impl Strategy<Value = String> {
