@@ -36,6 +36,14 @@ pub enum Command {
     /// Print the GraphQL schema (SDL); `parley schema > schema.graphql` regenerates the
     /// committed file.
     Schema,
+    /// Attach messages that have no conversation (legacy rows, and unassigned inbound
+    /// messages whose addresses now normalize) to their conversations, in batches.
+    Backfill(crate::ops::BackfillArgs),
+    /// Recompute every conversation's count, activity, last message and snippet from its
+    /// messages and report drift (exit code 1 when there is any); --repair fixes it.
+    Verify(crate::ops::VerifyArgs),
+    /// Bulk-load messages from a JSON Lines file in the recordMessage input shape.
+    Import(crate::ops::ImportArgs),
 }
 
 /// `parley migrate` actions.
@@ -75,6 +83,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", graphql::schema::sdl());
             Ok(())
         }
+        Some(Command::Backfill(args)) => {
+            crate::ops::backfill(&connect(&cli.db).await?, &args).await
+        }
+        Some(Command::Verify(args)) => crate::ops::verify(&connect(&cli.db).await?, &args).await,
+        Some(Command::Import(args)) => crate::ops::import(&connect(&cli.db).await?, &args).await,
     }
 }
 

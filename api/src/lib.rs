@@ -7,6 +7,7 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod observability;
+pub mod ops;
 pub mod rest;
 
 pub use config::AppConfig;
