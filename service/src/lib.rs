@@ -4,9 +4,11 @@
 //! Every function that touches storage takes the connection first and works the same on
 //! SQLite and PostgreSQL.
 
+pub mod backfill;
 pub mod cursor;
 pub mod db;
 pub mod error;
+pub mod import;
 pub mod normalize;
 pub mod query;
 pub mod record;
@@ -14,6 +16,7 @@ pub mod settings;
 pub mod snippet;
 mod sql;
 pub mod types;
+pub mod verify;
 
 pub use entity::{conversation, conversation_participant, message};
 pub use error::{Error, Result};

@@ -3,4 +3,5 @@
 
 mod graphql;
 mod hostile;
+mod ops;
 mod service_layer;
