@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{
     BatchRequest, BatchResponse, ErrorExtensionValues, ParseRequestError, Request, Response,
@@ -15,7 +14,7 @@ use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use service::DatabaseConnection;
@@ -58,6 +57,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_request_bytes;
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/graphql/assets/{name}", get(crate::graphiql::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -200,13 +200,7 @@ async fn graphql_get(
 ) -> axum::response::Response {
     let raw = raw.unwrap_or_default();
     if raw.is_empty() {
-        return Html(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .title("parley GraphiQL")
-                .finish(),
-        )
-        .into_response();
+        return crate::graphiql::page().into_response();
     }
     let rid = request_id(&headers);
     let request = match async_graphql::http::parse_query_string(&raw) {

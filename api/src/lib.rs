@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod graphiql;
 pub mod graphql;
 pub mod http;
 pub mod observability;
