@@ -22,6 +22,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId as HttpRequestId, SetRequestIdLayer,
 };
+use tower_http::trace::TraceLayer;
 
 use crate::error::code;
 use crate::graphql::RequestId;
@@ -67,8 +68,31 @@ pub fn router(state: AppState) -> Router {
         // does not apply to it: the tower-http layer caps every body before parsing.
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            max_body,
+            crate::rest::json_payload_too_large,
+        ))
+        // Failures are logged where they are classified (UNAVAILABLE, INTERNAL), with the
+        // request id; a second, generic line per 5xx would only be noise during an outage.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_failure(()),
+        )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(NextRequestId::default()))
+}
+
+/// Every request runs in an `info` span that carries its request id, so each event logged
+/// while serving it (a recorded message, an UNAVAILABLE, an INTERNAL) names the request.
+/// Only the path is kept: a GET query string can carry GraphQL variables, and so addresses.
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        request_id = %request_id(request.headers()),
+        method = %request.method(),
+        path = request.uri().path(),
+    )
 }
 
 /// Request ids: a per-process random-ish prefix plus a counter; cheap and unique enough to

@@ -4,4 +4,5 @@
 mod graphql;
 mod hostile;
 mod ops;
+mod rest;
 mod service_layer;
