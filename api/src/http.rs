@@ -33,6 +33,8 @@ use crate::{AppConfig, AppSchema, build_schema, observability};
 pub struct AppState {
     /// The GraphQL schema.
     pub schema: AppSchema,
+    /// The same schema with the deeper limit that introspection-only operations get.
+    pub introspection_schema: AppSchema,
     /// The database.
     pub db: DatabaseConnection,
     /// The configuration.
@@ -46,6 +48,10 @@ impl AppState {
     pub fn new(db: DatabaseConnection, config: AppConfig) -> Self {
         AppState {
             schema: build_schema(db.clone(), config),
+            introspection_schema: crate::graphql::schema::build_introspection_schema(
+                db.clone(),
+                config,
+            ),
             db,
             config,
             metrics: observability::metrics_handle(),
@@ -271,7 +277,12 @@ async fn execute(state: &AppState, request: Request, rid: &str, via_get: bool) -
         )
     } else {
         let request = request.data(RequestId(rid.to_owned()));
-        let mut response = state.schema.execute(request).await;
+        let schema = if is_introspection_only(&request) {
+            &state.introspection_schema
+        } else {
+            &state.schema
+        };
+        let mut response = schema.execute(request).await;
         for err in &mut response.errors {
             classify(err);
         }
@@ -350,6 +361,44 @@ fn classify(err: &mut ServerError) {
     let mut ext = err.extensions.take().unwrap_or_default();
     ext.set("code", code);
     err.extensions = Some(ext);
+}
+
+/// Whether the operation selects only `__schema`, `__type` and `__typename` at its root.
+fn is_introspection_only(request: &Request) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, Selection};
+    if !request.query.contains("__schema") && !request.query.contains("__type") {
+        return false;
+    }
+    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
+        return false;
+    };
+    let op = match (&doc.operations, request.operation_name.as_deref()) {
+        (DocumentOperations::Single(op), _) => op,
+        (DocumentOperations::Multiple(ops), Some(name)) => match ops.get(name) {
+            Some(op) => op,
+            None => return false,
+        },
+        // A single named operation is stored as `Multiple` too.
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => match ops.values().next() {
+            Some(op) => op,
+            None => return false,
+        },
+        (DocumentOperations::Multiple(_), None) => return false,
+    };
+    op.node.ty == OperationType::Query
+        && op
+            .node
+            .selection_set
+            .node
+            .items
+            .iter()
+            .all(|s| match &s.node {
+                Selection::Field(f) => matches!(
+                    f.node.name.node.as_str(),
+                    "__schema" | "__type" | "__typename"
+                ),
+                _ => false,
+            })
 }
 
 fn is_mutation(request: &Request) -> bool {

@@ -328,3 +328,51 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// graphql-js's `getIntrospectionQuery()`, as GraphiQL and codegen tools send it.
+const INTROSPECTION_QUERY: &str = r#"
+query IntrospectionQuery {
+  __schema {
+    queryType { name } mutationType { name } subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) {
+    name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason
+  }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type {
+  kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }
+}"#;
+
+#[tokio::test]
+async fn tools_standard_introspection_query_passes_the_depth_limit() {
+    let (_t, app) = app(AppConfig::default()).await;
+    let body = app.graphql(INTROSPECTION_QUERY, json!({})).await;
+    assert!(body.get("errors").is_none(), "{}", &body.to_string()[..300]);
+    let depth = body["extensions"]["analyzer"]["depth"].as_u64().unwrap();
+    assert!(
+        depth > AppConfig::default().graphql.max_depth as u64,
+        "{depth}"
+    );
+    let types = body["data"]["__schema"]["types"].as_array().unwrap();
+    assert!(types.iter().any(|t| t["name"] == "Conversation"));
+    // Data queries keep the ordinary limit, even with introspection fields beside them.
+    let mixed = format!(
+        "{{ __typename {} }}",
+        deep(AppConfig::default().graphql.max_depth + 1)
+            .trim_start_matches('{')
+            .trim_end_matches('}')
+    );
+    let over = app.graphql(&mixed, json!({})).await;
+    assert_eq!(error_code(&over), "QUERY_TOO_COMPLEX", "{over:#}");
+}

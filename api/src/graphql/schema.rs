@@ -41,6 +41,19 @@ pub fn build_schema(db: DatabaseConnection, config: AppConfig) -> AppSchema {
     builder.finish()
 }
 
+/// Depth allowed to introspection-only operations. Tools' standard introspection query
+/// (GraphiQL, codegen) unwraps `ofType` many levels deep and would fail the ordinary depth
+/// limit; introspection reads no data, so a deeper limit costs nothing.
+pub const INTROSPECTION_DEPTH: usize = 32;
+
+/// The schema that serves introspection-only operations: the same as [`build_schema`]
+/// with the depth limit raised to [`INTROSPECTION_DEPTH`] (introspection itself stays off
+/// when the configuration turns it off).
+pub fn build_introspection_schema(db: DatabaseConnection, mut config: AppConfig) -> AppSchema {
+    config.graphql.max_depth = config.graphql.max_depth.max(INTROSPECTION_DEPTH);
+    build_schema(db, config)
+}
+
 /// The SDL of the schema, as committed in `schema.graphql`.
 pub fn sdl() -> String {
     Schema::build(QueryRoot, MutationRoot, EmptySubscription)
