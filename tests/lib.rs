@@ -1,8 +1,14 @@
 //! Test harness shared by parley's black-box tests: a fresh migrated database per test on
 //! SQLite and, when `TEST_DATABASE_URL` is set, on PostgreSQL (created from a migrated
-//! template), and an in-process router to send GraphQL and HTTP requests through.
+//! template), an in-process router to send GraphQL and HTTP requests through, and for
+//! the operational tests the real `parley` binary ([`Server`]) and a throwaway PostgreSQL
+//! cluster ([`TempCluster`]).
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -309,4 +315,449 @@ pub fn error_code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"]
         .as_str()
         .unwrap_or_else(|| panic!("no error code in {body:#}"))
+}
+
+/// The `parley` binary of this build, next to the test executable
+/// (`target/<profile>/parley`). Under `cargo test` (which sets `CARGO`) it is built first,
+/// once per test process, so a plain `cargo test` works on a fresh checkout.
+pub fn parley_binary() -> &'static Path {
+    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BINARY.get_or_init(build_parley) {
+        Ok(path) => path,
+        Err(why) => panic!("cannot provide the parley binary: {why}"),
+    }
+}
+
+fn build_parley() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // target/<profile>/deps/<test binary>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("{} is not in target/<profile>/deps", exe.display()))?;
+    let binary = profile_dir.join(format!("parley{}", std::env::consts::EXE_SUFFIX));
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        // Run outside cargo: use what is there.
+        return if binary.exists() {
+            Ok(binary)
+        } else {
+            Err(format!(
+                "{} is missing and CARGO is not set to build it",
+                binary.display()
+            ))
+        };
+    };
+    let target_dir = profile_dir
+        .parent()
+        .ok_or_else(|| format!("{} has no parent", profile_dir.display()))?;
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("the tests crate has no parent directory")?;
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(workspace)
+        .args(["build", "--quiet", "-p", "parley-api", "--bin", "parley"])
+        .arg("--target-dir")
+        .arg(target_dir);
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => {}
+        Some("release") => {
+            build.arg("--release");
+        }
+        Some(other) => {
+            build.args(["--profile", other]);
+        }
+        None => return Err(format!("odd profile dir {}", profile_dir.display())),
+    }
+    let out = build
+        .output()
+        .map_err(|e| format!("running cargo build: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo build -p parley-api --bin parley failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    if binary.exists() {
+        Ok(binary)
+    } else {
+        Err(format!("built, but {} is missing", binary.display()))
+    }
+}
+
+/// The URL of a SQLite database file `parley.sqlite` in `dir` (created on first use).
+pub fn sqlite_url_in(dir: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join("parley.sqlite").display())
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; callers retry on a lost race).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}
+
+/// A `parley serve` process of the real binary on a free local port, logging JSON to a
+/// file; killed on drop.
+pub struct Server {
+    child: std::process::Child,
+    /// The port it listens on.
+    pub port: u16,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `parley --database-url URL --log-format json GLOBAL.. serve --bind .. SERVE..`
+    /// and waits until `/healthz` answers. Panics, with the server's log, when it does not
+    /// come up within 60 s.
+    pub async fn start(database_url: &str, global: &[&str], serve: &[&str]) -> Server {
+        let binary = tokio::task::spawn_blocking(parley_binary)
+            .await
+            .expect("building parley");
+        let mut last_log = String::new();
+        // A port found free can be taken before the server binds it: try a few.
+        for _attempt in 0..3 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = dir.path().join("parley.log");
+            let port = free_port();
+            let stderr = std::fs::File::create(&log).expect("log file");
+            let mut cmd = Command::new(binary);
+            for var in [
+                "DATABASE_URL",
+                "PARLEY_BIND",
+                "PARLEY_LOG_FORMAT",
+                "PARLEY_DB_ACQUIRE_TIMEOUT",
+                "PARLEY_DB_STATEMENT_TIMEOUT",
+                "PARLEY_DB_MAX_CONNECTIONS",
+                "PARLEY_SHUTDOWN_GRACE",
+                "PARLEY_NO_MIGRATE",
+            ] {
+                cmd.env_remove(var);
+            }
+            cmd.env("RUST_LOG", "info")
+                .current_dir(dir.path())
+                .args(["--database-url", database_url, "--log-format", "json"])
+                .args(global)
+                .arg("serve")
+                .args(["--bind", &format!("127.0.0.1:{port}")])
+                .args(serve)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr);
+            let child = cmd.spawn().expect("spawning parley");
+            let mut server = Server {
+                child,
+                port,
+                base: format!("http://127.0.0.1:{port}"),
+                log,
+                _dir: dir,
+            };
+            if server.wait_healthy(Duration::from_secs(60)).await {
+                return server;
+            }
+            last_log = server.logs();
+            if !last_log.contains("binding") {
+                break;
+            }
+        }
+        panic!("parley did not come up; its log:\n{last_log}");
+    }
+
+    async fn wait_healthy(&mut self, within: Duration) -> bool {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
+            let url = format!("{}/healthz", self.base);
+            if let Ok(r) = client.get(url).send().await
+                && r.status().is_success()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Everything the server logged so far (stderr).
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits up to `within` for the process to exit; its status, or `None` if it is still
+    /// running.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Where the PostgreSQL 15 server programs live (Debian layout).
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A throwaway PostgreSQL cluster the test starts itself: `initdb` in a temp dir, listening
+/// on a free port of 127.0.0.1 only (and a Unix socket in the temp dir), so it never
+/// touches a shared server. PostgreSQL refuses to run as root, so when the tests do, every
+/// command runs as the `postgres` OS user (`runuser`) and the temp dir is handed to it.
+/// Stopped (immediately) and removed on drop.
+pub struct TempCluster {
+    dir: tempfile::TempDir,
+    /// The port it listens on.
+    pub port: u16,
+    as_postgres: bool,
+}
+
+impl TempCluster {
+    /// Creates and starts a cluster, or says why it cannot (no PostgreSQL 15 installed, no
+    /// `postgres` user while running as root) so the caller can skip.
+    pub async fn start() -> Result<TempCluster, String> {
+        let initdb = Path::new(PG_BIN).join("initdb");
+        if !initdb.exists() {
+            return Err(format!("{} is missing", initdb.display()));
+        }
+        let as_postgres = run_capture("id", &["-u"])?.trim() == "0";
+        let dir = tempfile::Builder::new()
+            .prefix("parley-pg-")
+            .tempdir()
+            .map_err(|e| format!("tempdir: {e}"))?;
+        if as_postgres {
+            let uid = run_capture("id", &["-u", "postgres"])
+                .map_err(|e| format!("running as root and no postgres user: {e}"))?;
+            let gid = run_capture("id", &["-g", "postgres"])?;
+            let parse = |s: &str| s.trim().parse::<u32>().map_err(|e| format!("{s}: {e}"));
+            std::os::unix::fs::chown(dir.path(), Some(parse(&uid)?), Some(parse(&gid)?))
+                .map_err(|e| format!("chown {}: {e}", dir.path().display()))?;
+        }
+        let mut cluster = TempCluster {
+            dir,
+            port: 0,
+            as_postgres,
+        };
+        let data = cluster.data();
+        cluster
+            .pg(
+                "initdb",
+                &[
+                    "-D",
+                    &data,
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
+            )
+            .await?;
+        let mut last = String::new();
+        for _attempt in 0..3 {
+            cluster.port = free_port();
+            // After a crash PostgreSQL fsyncs every file of the data directory before redo;
+            // syncfs does it in one call (seconds faster on a busy disk), fsync stays on.
+            let conf = format!(
+                "\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+                 recovery_init_sync_method = syncfs\n",
+                cluster.port,
+                cluster.dir.path().display()
+            );
+            // Later settings win, so a retry's port overrides the previous one.
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(Path::new(&data).join("postgresql.conf"))
+                .and_then(|mut f| std::io::Write::write_all(&mut f, conf.as_bytes()))
+                .map_err(|e| format!("writing postgresql.conf: {e}"))?;
+            match cluster.start_again().await {
+                Ok(()) => return Ok(cluster),
+                Err(e) => last = e,
+            }
+        }
+        Err(format!("the temporary cluster did not start: {last}"))
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn log(&self) -> String {
+        self.dir.path().join("server.log").display().to_string()
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Kills the server the way a crash would: `pg_ctl stop -m immediate` (no checkpoint;
+    /// the next start replays the WAL).
+    pub async fn stop_immediate(&self) -> Result<(), String> {
+        self.pg(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        )
+        .await
+    }
+
+    /// Starts the (stopped) server and waits until it accepts connections.
+    pub async fn start_again(&self) -> Result<(), String> {
+        self.pg(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &self.log(),
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ],
+        )
+        .await
+    }
+
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let program = Path::new(PG_BIN).join(program);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        };
+        cmd.args(args).current_dir(self.dir.path());
+        cmd
+    }
+
+    async fn pg(&self, program: &str, args: &[&str]) -> Result<(), String> {
+        let out = tokio::process::Command::from(self.command(program, args))
+            .output()
+            .await
+            .map_err(|e| format!("{program}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{program} {args:?}: {}\n{}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
+impl Drop for TempCluster {
+    fn drop(&mut self) {
+        let _ = self
+            .command(
+                "pg_ctl",
+                &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+            )
+            .output();
+    }
+}
+
+fn run_capture(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The value of one Prometheus series in `/metrics` text: `name` with exactly `labels`
+/// (in any order); `None` when the series is absent.
+pub fn prometheus_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut want: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    want.sort();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, mut got) = match series.split_once('{') {
+                Some((n, rest)) => (n, parse_labels(rest.strip_suffix('}')?)?),
+                None => (series, Vec::new()),
+            };
+            got.sort();
+            (series_name == name && got == want)
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+}
+
+fn parse_labels(s: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (i, '"') => break i,
+                (_, '\\') => value.push(chars.next()?.1),
+                (_, c) => value.push(c),
+            }
+        };
+        out.push((key.trim_start_matches(',').to_owned(), value));
+        rest = &after[end + 1..];
+    }
+    Some(out)
 }

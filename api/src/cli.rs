@@ -1,5 +1,8 @@
 //! The `parley` command line: `serve` (the default), `migrate`, `schema`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use migration::{Migrator, MigratorTrait};
@@ -133,7 +136,7 @@ async fn serve(db_args: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
             .await
             .context("running migrations (use --no-migrate to skip)")?;
     }
-    let state = AppState::new(db, config);
+    let state = AppState::new(db.clone(), config);
     let metrics = state.metrics.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -153,19 +156,37 @@ async fn serve(db_args: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
         args.bind
     );
     let grace = args.shutdown_grace();
+    let drained = Arc::new(AtomicBool::new(false));
+    // On the signal axum drops the listener (new connections are refused), closes idle
+    // keep-alive connections, and resolves once every in-flight request has been answered.
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal(grace))
+        .with_graceful_shutdown(shutdown_signal(grace, drained.clone()))
         .await
         .context("serving HTTP")?;
-    tracing::info!("parley stopped");
+    drained.store(true, Ordering::SeqCst);
+    // Every request is answered: hand the connections back to the database cleanly
+    // (bounded, so a wedged connection cannot hold the exit).
+    if tokio::time::timeout(std::time::Duration::from_secs(5), db.close_by_ref())
+        .await
+        .is_err()
+    {
+        tracing::warn!("closing the database pool timed out");
+    }
+    tracing::info!("parley stopped: every in-flight request was answered");
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT; then arms a watchdog that ends the process if in-flight
-/// requests outlive `grace`.
-async fn shutdown_signal(grace: std::time::Duration) {
+/// Resolves on SIGTERM or SIGINT, which starts the drain. It also arms a watchdog: if
+/// in-flight requests outlive `grace` (`--shutdown-grace`), the process exits with status 1
+/// without waiting for them (they get no answer; a message whose transaction had not
+/// committed is not stored, so clients may safely retry). A drain that finishes in time
+/// ends `serve` normally, with status 0: the watchdog stands down once `drained` is set.
+async fn shutdown_signal(grace: std::time::Duration, drained: Arc<AtomicBool>) {
     let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
     };
     #[cfg(unix)]
     let term = async {
@@ -173,23 +194,33 @@ async fn shutdown_signal(grace: std::time::Duration) {
             Ok(mut s) => {
                 s.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
         }
     };
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
+    let signal = tokio::select! {
+        _ = ctrl_c => "SIGINT",
+        _ = term => "SIGTERM",
+    };
     tracing::info!(
+        signal,
         grace_seconds = grace.as_secs_f64(),
-        "shutting down: finishing in-flight requests"
+        "shutting down: no new connections; finishing in-flight requests"
     );
-    tokio::spawn(async move {
-        tokio::time::sleep(grace).await;
-        tracing::warn!("shutdown grace period over; exiting with requests still in flight");
-        std::process::exit(1);
+    // A plain thread, not a task: it must fire even if a stuck request starves the runtime.
+    std::thread::spawn(move || {
+        std::thread::sleep(grace);
+        if !drained.load(Ordering::SeqCst) {
+            tracing::warn!(
+                grace_seconds = grace.as_secs_f64(),
+                "shutdown grace period over; exiting with status 1 with requests still in flight"
+            );
+            std::process::exit(1);
+        }
     });
 }
 

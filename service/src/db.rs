@@ -47,6 +47,10 @@ pub async fn connect(url: &str, options: &DbOptions) -> Result<DatabaseConnectio
     .min_connections(if in_memory { 1 } else { 0 })
     .acquire_timeout(options.acquire_timeout)
     .connect_timeout(options.acquire_timeout)
+    // Ping each pooled connection before handing it out: after a database restart every
+    // idle connection is dead, and this is what lets the pool drop them and reconnect by
+    // itself (a refused connect is retried until the acquire timeout, then UNAVAILABLE).
+    .test_before_acquire(true)
     .sqlx_logging(false);
     if in_memory {
         // Each connection to `sqlite::memory:` is its own database: keep the one forever.

@@ -57,35 +57,160 @@ impl From<DbErr> for Error {
 }
 
 /// Whether a database error means "cannot reach the database" (pool timeout, refused or
-/// broken connection, server shutting down, statement timeout) rather than a bug.
+/// broken connection, server shutting down or restarting, statement timeout) rather than a
+/// bug. These become `UNAVAILABLE`: the request did not happen (or its commit's answer was
+/// lost, and a retry is idempotent), and retrying later is safe.
 fn is_unavailable(err: &DbErr) -> bool {
     use sea_orm::sqlx::Error as SqlxError;
     match err {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
         DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
             match e.as_ref() {
+                // Io: refused, reset by peer, EOF mid-message (what a killed server looks
+                // like from here).
                 SqlxError::Io(_)
                 | SqlxError::PoolTimedOut
                 | SqlxError::PoolClosed
                 | SqlxError::WorkerCrashed
                 | SqlxError::Tls(_) => true,
-                SqlxError::Database(db) => {
-                    let code = db.code();
-                    let code = code.as_deref().unwrap_or("");
-                    // PostgreSQL: 57P01..57P03 admin shutdown / cannot connect now, 57014
-                    // statement timeout, 08xxx connection exceptions, 53300 too many
-                    // connections. SQLite: 5 SQLITE_BUSY, 6 SQLITE_LOCKED after busy_timeout.
-                    code.starts_with("08")
-                        || code.starts_with("57P")
-                        || code == "57014"
-                        || code == "53300"
-                        || code == "5"
-                        || code == "6"
-                        || code == "517"
-                }
+                SqlxError::Database(db) => db.code().is_some_and(|c| unavailable_code(&c)),
                 _ => false,
             }
         }
         _ => false,
+    }
+}
+
+/// Whether a database error code (PostgreSQL SQLSTATE, or SQLite extended result code)
+/// means the database cannot serve right now.
+fn unavailable_code(code: &str) -> bool {
+    // A SQLSTATE is always five characters (and often all digits); SQLite's extended codes
+    // are numbers below 10000.
+    if code.len() < 5
+        && let Ok(sqlite) = code.parse::<u32>()
+    {
+        // SQLite reports extended codes (e.g. 517 SQLITE_BUSY_SNAPSHOT, 773
+        // SQLITE_BUSY_TIMEOUT, 262 SQLITE_LOCKED_SHAREDCACHE): the primary code is the low
+        // byte. BUSY/LOCKED: the write lock stayed taken past busy_timeout. IOERR/CANTOPEN:
+        // the file cannot be read or written right now (volume gone, disk error).
+        return matches!(sqlite & 0xff, 5 | 6 | 10 | 14);
+    }
+    // PostgreSQL: class 08 connection exceptions; 57P01..57P05 admin/crash shutdown,
+    // cannot connect now (starting up, shutting down, in recovery); 57014 query cancelled
+    // (statement_timeout); class 53 insufficient resources (53300 too many connections,
+    // 53100 disk full); 25006 read-only transaction (a failover left us on a standby).
+    code.starts_with("08")
+        || code.starts_with("57P")
+        || code == "57014"
+        || code.starts_with("53")
+        || code == "25006"
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::sync::Arc;
+
+    use sea_orm::sqlx::Error as SqlxError;
+    use sea_orm::sqlx::error::{DatabaseError, ErrorKind};
+    use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr};
+
+    use super::{Error, is_unavailable, unavailable_code};
+
+    #[derive(Debug)]
+    struct Coded(&'static str);
+
+    impl std::fmt::Display for Coded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "error {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Coded {}
+
+    impl DatabaseError for Coded {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn query(e: SqlxError) -> DbErr {
+        DbErr::Query(RuntimeErr::SqlxError(Arc::new(e)))
+    }
+
+    fn exec(e: SqlxError) -> DbErr {
+        DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e)))
+    }
+
+    fn coded(code: &'static str) -> DbErr {
+        query(SqlxError::Database(Box::new(Coded(code))))
+    }
+
+    #[test]
+    fn a_vanished_database_is_unavailable() {
+        use std::io::{Error as IoError, ErrorKind as Io};
+        // What the outage test sees when the server is killed and while it is down.
+        for err in [
+            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+            DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
+            DbErr::Conn(RuntimeErr::SqlxError(Arc::new(SqlxError::Io(
+                IoError::from(Io::ConnectionRefused),
+            )))),
+            query(SqlxError::Io(IoError::from(Io::ConnectionReset))),
+            exec(SqlxError::Io(IoError::from(Io::UnexpectedEof))),
+            query(SqlxError::PoolTimedOut),
+            query(SqlxError::PoolClosed),
+            coded("57P01"),
+            coded("57P03"),
+            coded("57014"),
+            coded("08006"),
+            coded("53300"),
+            coded("25006"),
+            coded("5"),
+            coded("517"),
+            coded("773"),
+            coded("262"),
+            coded("10"),
+            coded("8714"), // SQLITE_IOERR_IN_PAGE
+        ] {
+            assert!(is_unavailable(&err), "{err}");
+            assert!(matches!(Error::from(err), Error::Unavailable(_)));
+        }
+    }
+
+    #[test]
+    fn bugs_and_bad_data_are_not_unavailable() {
+        for err in [
+            coded("23505"), // unique violation
+            coded("42P01"), // undefined table
+            coded("40P01"), // deadlock: a locking bug, not an outage
+            coded("XX000"),
+            coded("1"),    // SQLITE_ERROR (no such table, syntax)
+            coded("2067"), // SQLITE_CONSTRAINT_UNIQUE
+            coded("40001"),
+            query(SqlxError::Protocol("unexpected message".into())),
+            query(SqlxError::RowNotFound),
+            DbErr::Custom("boom".into()),
+            DbErr::RecordNotFound("x".into()),
+        ] {
+            assert!(!is_unavailable(&err), "{err}");
+            assert!(matches!(Error::from(err), Error::Db(_)));
+        }
+        assert!(!unavailable_code(""));
     }
 }

@@ -4,5 +4,6 @@
 mod graphql;
 mod hostile;
 mod ops;
+mod ops_runtime;
 mod rest;
 mod service_layer;
