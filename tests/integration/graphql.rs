@@ -724,3 +724,50 @@ fn committed_schema_matches_the_code() {
         "schema.graphql is out of date: run `cargo run -p parley-api -- schema > schema.graphql`"
     );
 }
+
+/// SPEC: the race holds "with two server processes on one PostgreSQL". Two real `parley`
+/// processes (two pools, no shared memory) take 100 concurrent first messages between one
+/// new pair, spelled three ways, alternating between the processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_server_processes_on_one_postgres_create_one_conversation() {
+    let Some(t) = TestDb::postgres().await else {
+        return;
+    };
+    let a = parley_tests::Server::start(&t.url, &[], &[]).await;
+    let b = parley_tests::Server::start(&t.url, &[], &["--no-migrate"]).await;
+    let client = reqwest::Client::new();
+    let spellings = [
+        ("+1 415-555-2671", "+12016661234"),
+        ("(415) 555-2671", "201.666.1234"),
+        ("4155552671", "1-201-666-1234"),
+    ];
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let client = client.clone();
+            let url = if i % 2 == 0 { a.url("/graphql") } else { b.url("/graphql") };
+            let (x, y) = spellings[i % 3];
+            let (from, to) = if i % 4 < 2 { (x, y) } else { (y, x) };
+            let body = json!({ "query": RECORD, "variables": sms(from, to, &format!("p{i}"), "OUTBOUND", (i % 60) as u32) });
+            tokio::spawn(async move {
+                let r = client.post(url).json(&body).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                r.json::<Value>().await.unwrap()
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        let body = task.await.unwrap();
+        assert!(body.get("errors").is_none(), "{body:#}");
+        created += usize::from(body["data"]["recordMessage"]["conversationCreated"] == true);
+    }
+    assert_eq!(
+        created, 1,
+        "exactly one request, on one of the two processes, created it"
+    );
+    assert_eq!(t.count("conversations").await, 1);
+    assert_eq!(t.count("messages").await, 100);
+    assert_eq!(t.count("conversations WHERE message_count = 100").await, 1);
+    drop((a, b));
+    t.cleanup().await;
+}
