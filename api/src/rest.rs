@@ -15,7 +15,7 @@ use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{MethodRouter, any, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -34,19 +34,19 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
             "/api/messages/sms",
-            post(send_sms).fallback(method_not_allowed),
+            ingress(Channel::Sms, Direction::Outbound),
         )
         .route(
             "/api/messages/email",
-            post(send_email).fallback(method_not_allowed),
+            ingress(Channel::Email, Direction::Outbound),
         )
         .route(
             "/api/webhooks/sms",
-            post(sms_webhook).fallback(method_not_allowed),
+            ingress(Channel::Sms, Direction::Inbound),
         )
         .route(
             "/api/webhooks/email",
-            post(email_webhook).fallback(method_not_allowed),
+            ingress(Channel::Email, Direction::Inbound),
         )
         .route(
             "/api/conversations",
@@ -406,52 +406,15 @@ async fn record(
     }
 }
 
-async fn send_sms(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    payload: JsonObject,
-) -> Result<Response, RestError> {
-    let ingress = Ingress {
-        channel: Channel::Sms,
-        direction: Direction::Outbound,
-    };
-    record(&state, &headers, ingress, payload).await
-}
-
-async fn send_email(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    payload: JsonObject,
-) -> Result<Response, RestError> {
-    let ingress = Ingress {
-        channel: Channel::Email,
-        direction: Direction::Outbound,
-    };
-    record(&state, &headers, ingress, payload).await
-}
-
-async fn sms_webhook(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    payload: JsonObject,
-) -> Result<Response, RestError> {
-    let ingress = Ingress {
-        channel: Channel::Sms,
-        direction: Direction::Inbound,
-    };
-    record(&state, &headers, ingress, payload).await
-}
-
-async fn email_webhook(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    payload: JsonObject,
-) -> Result<Response, RestError> {
-    let ingress = Ingress {
-        channel: Channel::Email,
-        direction: Direction::Inbound,
-    };
-    record(&state, &headers, ingress, payload).await
+/// The POST route that records messages arriving on `channel` in `direction`.
+fn ingress(channel: Channel, direction: Direction) -> MethodRouter<AppState> {
+    let ingress = Ingress { channel, direction };
+    post(
+        move |State(state): State<AppState>, headers: HeaderMap, payload: JsonObject| async move {
+            record(&state, &headers, ingress, payload).await
+        },
+    )
+    .fallback(method_not_allowed)
 }
 
 /// `?first=&after=&last=&before=`; empty values count as absent, other parameters are

@@ -67,8 +67,22 @@ async fn load_node(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
     })
 }
 
-fn window(ctx: &Context<'_>, kind: CursorKind, req: PageRequest) -> Result<Window> {
+/// Validates a connection field's `first`/`after`/`last`/`before` for a list of `kind`.
+pub(crate) fn page_window(
+    ctx: &Context<'_>,
+    kind: CursorKind,
+    first: Option<i32>,
+    after: Option<String>,
+    last: Option<i32>,
+    before: Option<String>,
+) -> Result<Window> {
     let config = ctx.data::<AppConfig>()?;
+    let req = PageRequest {
+        first: first.map(i64::from),
+        after,
+        last: last.map(i64::from),
+        before,
+    };
     Window::new(kind, &req, &config.settings.limits).gql(ctx)
 }
 
@@ -96,16 +110,7 @@ impl QueryRoot {
     ) -> Result<ConversationConnection> {
         let db = ctx.data::<DatabaseConnection>()?;
         let config = ctx.data::<AppConfig>()?;
-        let window = window(
-            ctx,
-            CursorKind::Conversation,
-            PageRequest {
-                first: first.map(i64::from),
-                after,
-                last: last.map(i64::from),
-                before,
-            },
-        )?;
+        let window = page_window(ctx, CursorKind::Conversation, first, after, last, before)?;
         let filter: SvcFilter = filter.unwrap_or_default().into();
         let page = query::list_conversations(db, config.settings.default_region, &filter, &window)
             .await
@@ -237,16 +242,7 @@ impl QueryRoot {
         before: Option<String>,
     ) -> Result<MessageConnection> {
         let db = ctx.data::<DatabaseConnection>()?;
-        let window = window(
-            ctx,
-            CursorKind::Message,
-            PageRequest {
-                first: first.map(i64::from),
-                after,
-                last: last.map(i64::from),
-                before,
-            },
-        )?;
+        let window = page_window(ctx, CursorKind::Message, first, after, last, before)?;
         let page = query::list_messages(db, MessageScope::Unassigned, &Default::default(), &window)
             .await
             .gql(ctx)?;

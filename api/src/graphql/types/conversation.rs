@@ -6,16 +6,17 @@ use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, InputObject, Object, Result};
 use chrono::{DateTime, Utc};
 use service::cursor::CursorKind;
-use service::query::{MessageFilter as SvcMessageFilter, PageRequest, Window};
+use service::query::MessageFilter as SvcMessageFilter;
 use service::{conversation, normalize, snippet};
 
 use super::connection::{MessageConnection, MessageTotal};
 use super::{Channel, Direction, Message, MessageKind};
 use crate::AppConfig;
+use crate::graphql::gql_err;
 use crate::graphql::ids::{NodeType, encode_id};
 use crate::graphql::loaders::{MessageLoader, ThreadPageKey, ThreadPageLoader};
 use crate::graphql::prefetch::Prefetched;
-use crate::graphql::{ServiceResultExt, gql_err};
+use crate::graphql::query::page_window;
 
 /// Which messages of a thread to list.
 #[derive(InputObject, Debug, Clone, Copy, Default)]
@@ -164,14 +165,7 @@ impl Conversation {
         before: Option<String>,
         #[graphql(desc = "Only messages that match.")] filter: Option<MessageFilter>,
     ) -> Result<MessageConnection> {
-        let config = ctx.data::<AppConfig>()?;
-        let req = PageRequest {
-            first: first.map(i64::from),
-            after,
-            last: last.map(i64::from),
-            before,
-        };
-        let window = Window::new(CursorKind::Message, &req, &config.settings.limits).gql(ctx)?;
+        let window = page_window(ctx, CursorKind::Message, first, after, last, before)?;
         let filter: SvcMessageFilter = filter.unwrap_or_default().into();
         let key = ThreadPageKey {
             conversation_id: self.0.id,
