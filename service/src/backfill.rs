@@ -68,6 +68,9 @@ pub async fn backfill_conversations(
         ..Default::default()
     };
     let mut seen_new_keys: HashSet<(Channel, String)> = HashSet::new();
+    // Distinct across batches: one conversation's messages can span several batches.
+    let mut touched_keys: HashSet<(Channel, String)> = HashSet::new();
+    let mut touched_ids: HashSet<i64> = HashSet::new();
     let mut after = 0i64;
     loop {
         let mut sql = Sql::new(
@@ -114,7 +117,8 @@ pub async fn backfill_conversations(
                 }
             }
             report.attached += attached;
-            report.conversations_touched += groups.len() as u64;
+            touched_keys.extend(groups.keys().cloned());
+            report.conversations_touched = touched_keys.len() as u64;
         } else {
             // One transaction per batch: the upsert locks each conversation row (in key
             // order), the messages are attached, and the counts are recomputed from rows.
@@ -126,7 +130,8 @@ pub async fn backfill_conversations(
             txn.commit().await?;
             report.attached += attached;
             report.conversations_created += created;
-            report.conversations_touched += ids.len() as u64;
+            touched_ids.extend(&ids);
+            report.conversations_touched = touched_ids.len() as u64;
         }
         report.batches += 1;
         on_batch(&report);

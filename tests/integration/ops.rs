@@ -109,7 +109,14 @@ async fn backfill_attaches_legacy_messages_exactly_and_twice_changes_nothing(t: 
     let dry = backfill_conversations(&t.db, &s, 1000, true, |_| {})
         .await
         .unwrap();
-    assert_eq!((dry.attached, dry.conversations_created), (10_000, 1000));
+    assert_eq!(
+        (
+            dry.attached,
+            dry.conversations_created,
+            dry.conversations_touched
+        ),
+        (10_000, 1000, 1000)
+    );
     assert_eq!(
         t.count("conversations").await,
         0,
@@ -129,6 +136,10 @@ async fn backfill_attaches_legacy_messages_exactly_and_twice_changes_nothing(t: 
     );
     assert_eq!(first.attached, 10_000);
     assert_eq!(first.conversations_created, 1000);
+    assert_eq!(
+        first.conversations_touched, 1000,
+        "distinct, though each spans 10 batches"
+    );
     assert_eq!(first.still_unassigned, 0);
     assert_eq!(t.count("conversations").await, 1000);
     assert_eq!(t.count("conversation_participants").await, 2000);
