@@ -41,6 +41,17 @@ pub struct TestDb {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// Pool options for test databases: production's, with generous waits. These tests check
+/// invariants, not latency, and a shared 2-core machine under load can take longer than
+/// production's fail-fast 2 s to hand out a connection or the SQLite write lock.
+pub fn test_db_options() -> service::db::DbOptions {
+    service::db::DbOptions {
+        acquire_timeout: std::time::Duration::from_secs(30),
+        sqlite_busy_timeout: std::time::Duration::from_secs(30),
+        ..Default::default()
+    }
+}
+
 static SERIAL: AtomicU32 = AtomicU32::new(0);
 static TEMPLATE: OnceCell<String> = OnceCell::const_new();
 
@@ -128,7 +139,7 @@ impl TestDb {
             "sqlite://{}?mode=rwc",
             dir.path().join("parley.sqlite").display()
         );
-        let db = service::db::connect(&url, &Default::default())
+        let db = service::db::connect(&url, &test_db_options())
             .await
             .expect("opening SQLite");
         Migrator::up(&db, None).await.expect("migrating SQLite");
@@ -162,7 +173,7 @@ impl TestDb {
         .await;
         admin.close().await.ok();
         let test_url = with_database(&url, &name);
-        let db = service::db::connect(&test_url, &Default::default())
+        let db = service::db::connect(&test_url, &test_db_options())
             .await
             .expect("connecting to the test database");
         Some(TestDb {

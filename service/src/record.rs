@@ -74,12 +74,9 @@ pub async fn record_message(
         Err(e) => Err(e.to_string()),
     };
 
-    if let Some(pid) = &input.provider_message_id
-        && let Some(original) = find_by_provider_id(db, input.channel, pid).await?
-    {
-        return duplicate(db, original).await;
-    }
-
+    // No read before the write to catch a replayed provider id: the insert's ON CONFLICT
+    // catches it inside the transaction, which then rolls back, so the common case (a new
+    // message) costs no extra round trip and replays stay exact under concurrency.
     let now = now();
     let sent_at = input.sent_at.map(to_micros).unwrap_or(now);
     let html = input.channel == Channel::Email && looks_like_html(&input.body);
@@ -132,7 +129,7 @@ pub async fn record_message(
 
     let recorded = match result {
         Ok(recorded) => recorded,
-        // A concurrent call stored the same provider id first: answer with the original.
+        // The provider id was stored before (or by a concurrent call): answer with the original.
         Err(None) => {
             let pid = input.provider_message_id.as_deref().unwrap_or_default();
             let original = find_by_provider_id(db, input.channel, pid)

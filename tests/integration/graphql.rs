@@ -733,8 +733,11 @@ async fn two_server_processes_on_one_postgres_create_one_conversation() {
     let Some(t) = TestDb::postgres().await else {
         return;
     };
-    let a = parley_tests::Server::start(&t.url, &[], &[]).await;
-    let b = parley_tests::Server::start(&t.url, &[], &["--no-migrate"]).await;
+    // Generous pool waits: 100 writers queue on one row lock, and this checks the
+    // invariant, not latency, on a machine that may be busy.
+    let wait = ["--db-acquire-timeout", "30"];
+    let a = parley_tests::Server::start(&t.url, &wait, &[]).await;
+    let b = parley_tests::Server::start(&t.url, &wait, &["--no-migrate"]).await;
     let client = reqwest::Client::new();
     let spellings = [
         ("+1 415-555-2671", "+12016661234"),
