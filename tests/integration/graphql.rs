@@ -774,3 +774,57 @@ async fn two_server_processes_on_one_postgres_create_one_conversation() {
     drop((a, b));
     t.cleanup().await;
 }
+
+/// The loaders batch siblings without a time window: `nodes(ids)` over 3 or 30 messages
+/// (and their conversations) costs the same statements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sibling_lookups_share_one_statement_per_loader() {
+    let t = TestDb::sqlite().await;
+    let counter = Arc::new(AtomicUsize::new(0));
+    let mut db = t.db.clone();
+    let c = counter.clone();
+    db.set_metric_callback(move |_| {
+        c.fetch_add(1, Ordering::SeqCst);
+    });
+    let app = parley_tests::TestApp {
+        router: api::router(api::AppState::new(db, AppConfig::default())),
+    };
+    let mut ids = Vec::new();
+    for i in 0..30u32 {
+        let r = record(
+            &app,
+            sms(
+                "+12016661234",
+                &format!("+1804555{:04}", 1000 + i),
+                "x",
+                "OUTBOUND",
+                i,
+            ),
+        )
+        .await;
+        ids.push(r["message"]["id"].clone());
+    }
+    let q = "query($ids: [ID!]!) { nodes(ids: $ids) { ... on Message { body conversation { messageCount } } } }";
+    let mut statements = Vec::new();
+    for n in [3, 30] {
+        counter.store(0, Ordering::SeqCst);
+        let d = app.data(q, json!({ "ids": ids[..n] })).await;
+        assert_eq!(d["nodes"].as_array().unwrap().len(), n);
+        assert!(
+            d["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|m| m["conversation"]["messageCount"] == 1)
+        );
+        statements.push(counter.load(Ordering::SeqCst));
+    }
+    // Messages, then their conversations: 2 statements. Loaders batch within a 1 ms window,
+    // which a very busy machine can split once or twice; loading row by row would cost 31.
+    assert_eq!(statements[0], 2, "{statements:?}");
+    assert!(
+        statements[1] <= 4,
+        "lookups are not batched: {statements:?}"
+    );
+    t.cleanup().await;
+}

@@ -1,0 +1,132 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// parley's benchmark runner: seeds a fresh database, starts the real `parley serve`,
+/// drives it over HTTP (fixed arrival rate and saturation) and compares with pgbench.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "parley-bench", version, about, long_about = None)]
+pub struct Args {
+    /// A PostgreSQL URL whose server hosts the bench databases (a fresh
+    /// `parley_bench_*` database is created and dropped on it). Without it only SQLite runs.
+    #[arg(long, env = "BENCH_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Which engines to run; default SQLite, and PostgreSQL when --database-url is given.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub engines: Vec<Engine>,
+    /// Conversations seeded.
+    #[arg(long, default_value_t = 10_000)]
+    pub scale: u64,
+    /// Messages seeded per conversation.
+    #[arg(long, default_value_t = 5)]
+    pub messages: u64,
+    /// Scenarios to run (comma-separated); all when omitted.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub scenario: Vec<Scenario>,
+    /// Fixed arrival rate of the open-loop runs, requests per second.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Concurrent closed-loop clients of the saturation runs (and pgbench's -c).
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Concurrent writers of the `hot` scenario.
+    #[arg(long, default_value_t = 64)]
+    pub hot_concurrency: usize,
+    /// Seconds each measured run lasts.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of unmeasured load before each run.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// The parley binary to start [default: target/release/parley; with --smoke
+    /// target/debug/parley].
+    #[arg(long)]
+    pub parley_bin: Option<PathBuf>,
+    /// The pgbench binary.
+    #[arg(long, default_value = "pgbench")]
+    pub pgbench_bin: PathBuf,
+    /// Skip the pgbench ceiling.
+    #[arg(long)]
+    pub no_pgbench: bool,
+    /// Server pool size (PARLEY_DB_MAX_CONNECTIONS); the server's default when omitted.
+    #[arg(long)]
+    pub pool_size: Option<u32>,
+    /// Extra `KEY=VALUE` environment for the server (repeatable), e.g. `RUST_LOG=warn`.
+    #[arg(long = "server-env", value_name = "KEY=VALUE")]
+    pub server_env: Vec<String>,
+    /// Tiny scale, short runs, every scenario; exits non-zero on any request error (for CI).
+    #[arg(long)]
+    pub smoke: bool,
+    /// Scaling run: list and thread p95 at each of --scales conversations.
+    #[arg(long)]
+    pub scaling: bool,
+    /// Conversation counts of the scaling run.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    pub scales: Vec<u64>,
+    /// Messages per conversation of the scaling run.
+    #[arg(long, default_value_t = 2)]
+    pub scaling_messages: u64,
+    /// Where the JSON results go [default: bench/results/latest.json; with --smoke
+    /// parley-bench-smoke.json in the temporary directory].
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+    /// Also write the table into this Markdown file, between the runner's markers.
+    #[arg(long, num_args = 0..=1, default_missing_value = "BENCHMARKS.md")]
+    pub write_markdown: Option<PathBuf>,
+    /// Measure nothing: print (and with --write-markdown, write) the tables of this JSON
+    /// results file.
+    #[arg(long, value_name = "JSON")]
+    pub render: Option<PathBuf>,
+    /// Keep the bench databases (and print where they are) instead of dropping them.
+    #[arg(long)]
+    pub keep_db: bool,
+}
+
+/// A storage engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// A SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh database on the --database-url server.
+    Postgres,
+}
+
+impl Engine {
+    /// Its name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "SQLite",
+            Engine::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// What one run sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// recordMessage: 80% into existing conversations, 20% starting new ones.
+    Record,
+    /// recordMessage from many concurrent writers into 1 and into 10 conversations.
+    Hot,
+    /// conversations(first: 50) with participants, messageCount, snippet, lastMessageAt.
+    List,
+    /// One random conversation's messages(last: 50).
+    Thread,
+    /// 90% reads (list and thread, half each), 10% record.
+    Mixed,
+}
+
+impl Scenario {
+    /// All of them, in report order.
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Record,
+        Scenario::Hot,
+        Scenario::List,
+        Scenario::Thread,
+        Scenario::Mixed,
+    ];
+}

@@ -1,0 +1,141 @@
+//! The real `parley serve` process: started on a free loopback port, waited for on
+//! `/readyz`, measured through `/proc`, stopped with SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tokio::process::{Child, Command};
+
+/// A running server.
+pub struct Server {
+    child: Child,
+    pid: u32,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+}
+
+/// How to start the server.
+pub struct ServerSpec<'a> {
+    /// The binary.
+    pub bin: &'a Path,
+    /// DATABASE_URL.
+    pub database_url: &'a str,
+    /// PARLEY_DB_MAX_CONNECTIONS, when set.
+    pub pool_size: Option<u32>,
+    /// Extra `KEY=VALUE` environment.
+    pub env: &'a [String],
+    /// The log file.
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `parley serve` and waits until `/readyz` answers 200 (at most 60 s).
+    pub async fn start(spec: ServerSpec<'_>, client: &reqwest::Client) -> anyhow::Result<Server> {
+        let port = free_port()?;
+        let bind = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(&spec.log)
+            .with_context(|| format!("creating {}", spec.log.display()))?;
+        let mut cmd = Command::new(spec.bin);
+        cmd.arg("serve")
+            .env("DATABASE_URL", spec.database_url)
+            .env("PARLEY_BIND", &bind)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        if let Some(n) = spec.pool_size {
+            cmd.env("PARLEY_DB_MAX_CONNECTIONS", n.to_string());
+        }
+        for kv in spec.env {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--server-env {kv}: expected KEY=VALUE"))?;
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().with_context(|| {
+            format!(
+                "starting {} (build it first: cargo build --release -p parley-api)",
+                spec.bin.display()
+            )
+        })?;
+        let pid = child.id().context("the server exited at once")?;
+        let base = format!("http://{bind}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "the server exited ({status}) before it was ready; see {}",
+                    spec.log.display()
+                );
+            }
+            let ready = client
+                .get(format!("{base}/readyz"))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the server was not ready within 60 s; see {}",
+                    spec.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Server {
+            child,
+            pid,
+            base,
+            log: spec.log,
+        })
+    }
+
+    /// The GraphQL endpoint.
+    pub fn graphql_url(&self) -> String {
+        format!("{}/graphql", self.base)
+    }
+
+    /// Resets the peak resident set (`VmHWM`) so the next reading covers what follows.
+    pub fn reset_peak_rss(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid), "5");
+    }
+
+    /// The peak resident set in KiB since the last reset (or since start).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Stops the server: SIGTERM, then SIGKILL after 10 s.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
+            Ok(status) => {
+                status?;
+            }
+            Err(_) => {
+                self.child.start_kill()?;
+                self.child.wait().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
