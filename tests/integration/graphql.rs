@@ -828,3 +828,52 @@ async fn sibling_lookups_share_one_statement_per_loader() {
     );
     t.cleanup().await;
 }
+
+/// `conversation(id)` with its last message and a thread page: three statements, loaded
+/// ahead rather than through loader windows one level after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_conversation_with_its_thread_costs_three_statements() {
+    let t = TestDb::sqlite().await;
+    let counter = Arc::new(AtomicUsize::new(0));
+    let mut db = t.db.clone();
+    let c = counter.clone();
+    db.set_metric_callback(move |_| {
+        c.fetch_add(1, Ordering::SeqCst);
+    });
+    let app = parley_tests::TestApp {
+        router: api::router(api::AppState::new(db, AppConfig::default())),
+    };
+    let mut id = Value::Null;
+    for i in 0..8u32 {
+        id = record(
+            &app,
+            sms(
+                "+12016661234",
+                "+18045551234",
+                &format!("m{i}"),
+                "OUTBOUND",
+                i,
+            ),
+        )
+        .await["conversation"]["id"]
+            .clone();
+    }
+    counter.store(0, Ordering::SeqCst);
+    let d = app
+        .data(
+            "query($id: ID!) { conversation(id: $id) { lastMessage { body } messages(last: 3) { nodes { body conversation { id } } } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(d["conversation"]["lastMessage"]["body"], "m7");
+    assert_eq!(
+        d["conversation"]["messages"]["nodes"],
+        json!([
+            { "body": "m5", "conversation": { "id": id } },
+            { "body": "m6", "conversation": { "id": id } },
+            { "body": "m7", "conversation": { "id": id } },
+        ])
+    );
+    assert_eq!(counter.load(Ordering::SeqCst), 3);
+    t.cleanup().await;
+}

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_graphql::{Context, InputType, Result, Value};
+use async_graphql::{Context, InputType, Lookahead, Result, Value};
 use service::cursor::CursorKind;
 use service::query::{self, MessageFilter, Page, PageRequest, Window};
 use service::{DatabaseConnection, conversation, message};
@@ -44,11 +44,41 @@ pub async fn prefetch(
     db: &DatabaseConnection,
     page: &[conversation::Model],
 ) -> Result<Option<Arc<Prefetched>>> {
+    let look = ctx.look_ahead();
+    prefetch_for(
+        ctx,
+        db,
+        page,
+        &[look.field("nodes"), look.field("edges").field("node")],
+    )
+    .await
+}
+
+/// Loads ahead what the selection of one conversation field (`conversation(id:)`) asks for.
+pub async fn prefetch_one(
+    ctx: &Context<'_>,
+    db: &DatabaseConnection,
+    conversation: &conversation::Model,
+) -> Result<Option<Arc<Prefetched>>> {
+    prefetch_for(
+        ctx,
+        db,
+        std::slice::from_ref(conversation),
+        &[ctx.look_ahead()],
+    )
+    .await
+}
+
+/// Loads ahead for `page` what the `nodes` selections ask of each conversation.
+async fn prefetch_for(
+    ctx: &Context<'_>,
+    db: &DatabaseConnection,
+    page: &[conversation::Model],
+    nodes: &[Lookahead<'_>],
+) -> Result<Option<Arc<Prefetched>>> {
     if page.is_empty() {
         return Ok(None);
     }
-    let look = ctx.look_ahead();
-    let nodes = [look.field("nodes"), look.field("edges").field("node")];
     let mut out = Prefetched::default();
 
     if nodes.iter().any(|n| n.field("lastMessage").exists()) {

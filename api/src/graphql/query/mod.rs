@@ -9,7 +9,7 @@ use service::query::{self, ConversationFilter as SvcFilter, MessageScope, PageRe
 
 use super::ids::{NodeType, decode_any, decode_id};
 use super::loaders::{ConversationLoader, MessageLoader};
-use super::prefetch::prefetch;
+use super::prefetch::{prefetch, prefetch_one};
 use super::types::connection::{ConversationConnection, MessageConnection, MessageTotal};
 use super::types::conversation::page_complexity;
 use super::types::normalized::NormalizedAddresses;
@@ -129,10 +129,17 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "Its global id.")] id: ID,
     ) -> Result<Option<Conversation>> {
-        match decode_id(NodeType::Conversation, &id) {
-            Some(n) => load_conversation(ctx, n).await,
-            None => Ok(None),
-        }
+        let Some(n) = decode_id(NodeType::Conversation, &id) else {
+            return Ok(None);
+        };
+        // Directly, not through the loader (a lone root field has no siblings to batch
+        // with), with its last message or thread page loaded ahead.
+        let db = ctx.data::<DatabaseConnection>()?;
+        let Some(model) = query::find_conversation(db, n).await.gql(ctx)? else {
+            return Ok(None);
+        };
+        let prefetched = prefetch_one(ctx, db, &model).await?;
+        Ok(Some(Conversation(model, prefetched)))
     }
 
     /// A message by global id; null when there is none.
