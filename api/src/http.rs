@@ -122,12 +122,12 @@ impl MakeRequestId for NextRequestId {
     }
 }
 
-fn request_id(headers: &HeaderMap) -> String {
+/// The request id the request-id layer put on the request (`-` when there is none).
+pub(crate) fn request_id(headers: &HeaderMap) -> &str {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
-        .to_owned()
 }
 
 async fn healthz() -> &'static str {

@@ -28,6 +28,7 @@ use service::{Channel, Direction, Error, Kind, conversation, message, normalize}
 use crate::AppState;
 use crate::error::{ClientError, code};
 use crate::graphql::ids::{NodeType, decode_id, encode_id};
+use crate::http::request_id;
 
 /// The REST routes (`/api/...`).
 pub fn routes() -> Router<AppState> {
@@ -106,13 +107,6 @@ impl IntoResponse for RestError {
         };
         (status, Json(body)).into_response()
     }
-}
-
-fn request_id(headers: &HeaderMap) -> &str {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
 }
 
 async fn method_not_allowed() -> RestError {
