@@ -158,7 +158,7 @@ async fn graphql_post(
     let batch = request.into_inner();
     let max_batch = state.config.graphql.max_batch;
     let response = match batch {
-        BatchRequest::Single(req) => BatchResponse::Single(execute(&state, req, &rid, false).await),
+        BatchRequest::Single(req) => BatchResponse::Single(execute(&state, req, rid, false).await),
         BatchRequest::Batch(reqs) if reqs.len() > max_batch => {
             let err = rejected(
                 code::QUERY_TOO_COMPLEX,
@@ -172,7 +172,7 @@ async fn graphql_post(
         BatchRequest::Batch(reqs) => {
             let mut out = Vec::with_capacity(reqs.len());
             for req in reqs {
-                out.push(execute(&state, req, &rid, false).await);
+                out.push(execute(&state, req, rid, false).await);
             }
             BatchResponse::Batch(out)
         }
@@ -240,7 +240,7 @@ async fn graphql_get(
             return (StatusCode::BAD_REQUEST, GraphQLResponse::from(err)).into_response();
         }
     };
-    let response = execute(&state, request, &rid, true).await;
+    let response = execute(&state, request, rid, true).await;
     let status = if response
         .errors
         .iter()
