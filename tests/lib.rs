@@ -139,10 +139,9 @@ impl TestDb {
             "sqlite://{}?mode=rwc",
             dir.path().join("parley.sqlite").display()
         );
-        let db = service::db::connect(&url, &test_db_options())
+        let db = api::database::connect_migrated(&url, &test_db_options())
             .await
-            .expect("opening SQLite");
-        Migrator::up(&db, None).await.expect("migrating SQLite");
+            .expect("opening and migrating SQLite");
         TestDb {
             db,
             engine: Engine::Sqlite,

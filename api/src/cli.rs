@@ -130,12 +130,19 @@ fn redact(url: &str) -> String {
 
 async fn serve(db_args: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.app_config();
-    let db = connect(db_args).await?;
-    if !args.no_migrate {
-        Migrator::up(&db, None)
+    let db = if args.no_migrate {
+        connect(db_args).await?
+    } else {
+        crate::database::connect_migrated(&db_args.database_url, &db_args.db_options())
             .await
-            .context("running migrations (use --no-migrate to skip)")?;
-    }
+            .with_context(|| {
+                format!(
+                    "connecting to {} and running migrations (check DATABASE_URL; \
+                     --no-migrate skips migrations)",
+                    redact(&db_args.database_url)
+                )
+            })?
+    };
     let state = AppState::new(db.clone(), config);
     let metrics = state.metrics.clone();
     tokio::spawn(async move {

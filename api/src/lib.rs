@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod database;
 pub mod error;
 pub mod graphiql;
 pub mod graphql;

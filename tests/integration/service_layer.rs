@@ -723,3 +723,34 @@ async fn migrations_go_down_and_up_again(t: &TestDb) {
     .unwrap();
     assert_eq!(t.count("conversations").await, 1);
 }
+
+/// A pooled SQLite connection caches the schema; one that sat idle while migrations created
+/// the provider-id index planned `ON CONFLICT (channel, provider_message_id)` without it and
+/// failed about once in 17 fresh databases. Databases are migrated on a connection of their
+/// own now (`api::database::connect_migrated`); 40 fresh ones in a row must all work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fresh_sqlite_pools_see_every_index_the_migrations_made() {
+    for round in 0..40 {
+        let t = TestDb::sqlite().await;
+        let lines: Vec<(u64, String)> = (0..50u64)
+            .map(|i| {
+                let line = serde_json::json!({ "channel": "SMS", "direction": "OUTBOUND",
+                    "from": "+12016661234", "to": ["+18045551234"], "body": "x",
+                    "providerMessageId": format!("p{i}") });
+                (i + 1, line.to_string())
+            })
+            .collect();
+        let r = service::import::import_messages(
+            &t.db,
+            &Settings::default(),
+            lines,
+            true,
+            1000,
+            |_| {},
+        )
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(r.imported, 50);
+        t.cleanup().await;
+    }
+}
