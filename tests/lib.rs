@@ -156,6 +156,18 @@ impl TestDb {
     pub async fn postgres() -> Option<TestDb> {
         let Some(url) = postgres_url() else {
             eprintln!("SKIPPED the PostgreSQL run: set TEST_DATABASE_URL (see README) to run it");
+            // Once per run, past the harness's output capture (which hides what passing
+            // tests print), so a plain `cargo test` says what it did not run.
+            static NOTE: std::sync::Once = std::sync::Once::new();
+            NOTE.call_once(|| {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\nnote: TEST_DATABASE_URL is not set, so every `::postgres` storage test \
+                     passes WITHOUT running (SKIPPED); set it, e.g. \
+                     TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test, to run them\n"
+                );
+            });
             return None;
         };
         let template = template(&url).await;
