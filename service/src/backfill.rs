@@ -189,17 +189,10 @@ async fn existing_keys(
     let mut sql = Sql::new(
         "SELECT channel, participants_key FROM conversations WHERE (channel, participants_key) IN (VALUES ",
     );
-    for (i, (channel, key)) in groups.keys().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.push("(")
-            .bind(channel.as_str())
-            .push(", ")
-            .bind(key.as_str())
-            .push(")");
-    }
-    sql.push(")");
+    sql.push_rows(groups.keys(), |sql, (channel, key)| {
+        sql.bind(channel.as_str()).push(", ").bind(key.as_str());
+    })
+    .push(")");
     let rows = Key::find_by_statement(sql.build(db::backend(db)))
         .all(db)
         .await?;
@@ -224,12 +217,8 @@ async fn upsert_groups(
         "INSERT INTO conversations (channel, participants_key, participants, message_count, \
          first_message_at, last_message_at, last_message_id, snippet, created_at, updated_at) VALUES ",
     );
-    for (i, ((channel, key), g)) in groups.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.push("(")
-            .bind(channel.as_str())
+    sql.push_rows(groups, |sql, ((channel, key), g)| {
+        sql.bind(channel.as_str())
             .push(", ")
             .bind(key.as_str())
             .push(", ")
@@ -241,9 +230,8 @@ async fn upsert_groups(
             .push(", NULL, '', ")
             .bind(at)
             .push(", ")
-            .bind(at)
-            .push(")");
-    }
+            .bind(at);
+    });
     sql.push(
         " ON CONFLICT (channel, participants_key) DO UPDATE SET updated_at = excluded.updated_at \
          RETURNING id, channel, participants_key, message_count",
@@ -270,22 +258,15 @@ async fn upsert_groups(
 
     let mut index =
         Sql::new("INSERT INTO conversation_participants (address, conversation_id) VALUES ");
-    let mut first = true;
-    for (g, id) in groups.values().zip(&ids) {
-        for address in &g.sorted {
-            if !first {
-                index.push(", ");
-            }
-            first = false;
-            index
-                .push("(")
-                .bind(address.as_str())
-                .push(", ")
-                .bind(*id)
-                .push(")");
-        }
-    }
-    index.push(" ON CONFLICT DO NOTHING");
+    let rows = groups
+        .values()
+        .zip(&ids)
+        .flat_map(|(g, id)| g.sorted.iter().map(move |address| (address, *id)));
+    index
+        .push_rows(rows, |sql, (address, id)| {
+            sql.bind(address.as_str()).push(", ").bind(id);
+        })
+        .push(" ON CONFLICT DO NOTHING");
     txn.execute_raw(index.build(backend)).await?;
     Ok((ids, created))
 }
@@ -303,24 +284,19 @@ async fn attach(
         "UPDATE messages SET conversation_id = v.column2, from_address = v.column3, \
          to_addresses = v.column4, assignment_error = NULL FROM (VALUES ",
     );
-    let mut first = true;
-    for (g, cid) in groups.values().zip(ids) {
-        for (mid, p) in &g.members {
-            if !first {
-                sql.push(", ");
-            }
-            first = false;
-            sql.push("(")
-                .bind(*mid)
-                .push(", ")
-                .bind(*cid)
-                .push(", ")
-                .bind(p.from.as_str())
-                .push(", ")
-                .bind(json_strings(&p.to))
-                .push(")");
-        }
-    }
+    let rows = groups
+        .values()
+        .zip(ids)
+        .flat_map(|(g, cid)| g.members.iter().map(move |(mid, p)| (*mid, *cid, p)));
+    sql.push_rows(rows, |sql, (mid, cid, p)| {
+        sql.bind(mid)
+            .push(", ")
+            .bind(cid)
+            .push(", ")
+            .bind(p.from.as_str())
+            .push(", ")
+            .bind(json_strings(&p.to));
+    });
     // Only still-unassigned rows: a concurrent backfill may have attached some already.
     sql.push(") AS v WHERE messages.id = v.column1 AND messages.conversation_id IS NULL");
     txn.execute_raw(sql.build(db::backend(txn))).await?;
@@ -334,16 +310,9 @@ async fn record_failures(txn: &impl ConnectionTrait, failures: &[(i64, String)])
         return Ok(());
     }
     let mut sql = Sql::new("UPDATE messages SET assignment_error = v.column2 FROM (VALUES ");
-    for (i, (id, reason)) in failures.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.push("(")
-            .bind(*id)
-            .push(", ")
-            .bind(reason.as_str())
-            .push(")");
-    }
+    sql.push_rows(failures, |sql, (id, reason)| {
+        sql.bind(*id).push(", ").bind(reason.as_str());
+    });
     sql.push(
         ") AS v WHERE messages.id = v.column1 AND messages.conversation_id IS NULL \
          AND (messages.assignment_error IS NULL OR messages.assignment_error <> v.column2)",

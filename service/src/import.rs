@@ -149,11 +149,8 @@ async fn import_legacy(
         "INSERT INTO messages (conversation_id, channel, kind, direction, from_raw, to_raw, \
          body, attachments, provider_message_id, sent_at, recorded_at) VALUES ",
     );
-    for (i, (kind, m)) in valid.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.push("(NULL, ")
+    sql.push_rows(&valid, |sql, (kind, m)| {
+        sql.push("NULL, ")
             .bind(m.channel.as_str())
             .push(", ")
             .bind(kind.as_str())
@@ -172,9 +169,8 @@ async fn import_legacy(
             .push(", ")
             .bind(m.sent_at.map(to_micros).unwrap_or(at))
             .push(", ")
-            .bind(at)
-            .push(")");
-    }
+            .bind(at);
+    });
     sql.push(" ON CONFLICT (channel, provider_message_id) DO NOTHING RETURNING id");
     #[derive(FromQueryResult)]
     struct Id {

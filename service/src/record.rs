@@ -202,18 +202,11 @@ async fn store_assigned(
     if created {
         let mut index =
             Sql::new("INSERT INTO conversation_participants (address, conversation_id) VALUES ");
-        for (i, address) in participants.sorted.iter().enumerate() {
-            if i > 0 {
-                index.push(", ");
-            }
-            index
-                .push("(")
-                .bind(address.as_str())
-                .push(", ")
-                .bind(conversation_id)
-                .push(")");
-        }
-        index.push(" ON CONFLICT DO NOTHING");
+        index
+            .push_rows(&participants.sorted, |sql, address| {
+                sql.bind(address.as_str()).push(", ").bind(conversation_id);
+            })
+            .push(" ON CONFLICT DO NOTHING");
         txn.execute_raw(index.build(backend)).await?;
     }
 

@@ -46,6 +46,23 @@ impl Sql {
         self
     }
 
+    /// Appends `(..), (..), ..`: one parenthesized row per item, its values written by `row`.
+    pub(crate) fn push_rows<T>(
+        &mut self,
+        items: impl IntoIterator<Item = T>,
+        mut row: impl FnMut(&mut Self, T),
+    ) -> &mut Self {
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.push("(");
+            row(self, item);
+            self.push(")");
+        }
+        self
+    }
+
     pub(crate) fn build(self, backend: DbBackend) -> Statement {
         Statement::from_sql_and_values(backend, self.text, self.values)
     }

@@ -223,19 +223,13 @@ pub async fn refresh_conversations(
     sql.bind_list(sorted.iter().copied()).push(")");
     let lasts = Last::find_by_statement(sql.build(backend)).all(txn).await?;
     let mut update = Sql::new("UPDATE conversations SET snippet = v.column2 FROM (VALUES ");
-    for (i, l) in lasts.iter().enumerate() {
+    update.push_rows(&lasts, |sql, l| {
         let body = l.body.as_deref().unwrap_or_default();
         let html = l.channel == "EMAIL" && looks_like_html(body);
-        if i > 0 {
-            update.push(", ");
-        }
-        update
-            .push("(")
-            .bind(l.id)
+        sql.bind(l.id)
             .push(", ")
-            .bind(snippet(body, html, settings.snippet_length))
-            .push(")");
-    }
+            .bind(snippet(body, html, settings.snippet_length));
+    });
     update.push(") AS v WHERE conversations.id = v.column1");
     if !lasts.is_empty() {
         txn.execute_raw(update.build(backend)).await?;
