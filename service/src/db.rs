@@ -1,7 +1,12 @@
 //! Connecting to the database: pool sizing, timeouts, and the SQLite settings that let
 //! concurrent writers queue instead of failing.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
@@ -73,6 +78,34 @@ pub async fn connect(url: &str, options: &DbOptions) -> Result<DatabaseConnectio
             .create_if_missing(true)
     });
     Database::connect(opt).await
+}
+
+/// This process's turn to write to an SQLite database, held until the write transaction
+/// ends; `None` on PostgreSQL, whose row locks queue writers themselves.
+///
+/// SQLite has one write lock per database, and a writer that finds it taken sleeps in the
+/// busy handler with a growing back-off (up to 100 ms a sleep) rather than queueing: under
+/// 16 concurrent writers the median stays at 2 ms while p99 passes 200 ms. Taking turns on
+/// an async mutex first makes this process's writers queue in arrival order; `busy_timeout`
+/// still arbitrates with other processes. Nothing depends on it for correctness.
+pub async fn write_turn(db: &DatabaseConnection) -> Option<OwnedMutexGuard<()>> {
+    static TURNS: LazyLock<std::sync::Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> =
+        LazyLock::new(Default::default);
+    if db.get_database_backend() != DbBackend::Sqlite {
+        return None;
+    }
+    let file = db
+        .get_sqlite_connection_pool()
+        .connect_options()
+        .get_filename()
+        .to_path_buf();
+    let turn = TURNS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .entry(file)
+        .or_default()
+        .clone();
+    Some(turn.lock_owned().await)
 }
 
 /// Begins a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`: it takes the

@@ -91,6 +91,7 @@ pub async fn record_message(
     let result = match &assignment {
         Ok(participants) => {
             let snippet = snippet(&input.body, html, settings.snippet_length);
+            let _turn = db::write_turn(db).await;
             let txn = db::begin_write(db).await?;
             match store_assigned(&txn, &row, participants, &snippet).await {
                 Ok(Some(stored)) => {
@@ -108,6 +109,7 @@ pub async fn record_message(
             }
         }
         Err(_) => {
+            let _turn = db::write_turn(db).await;
             let txn = db::begin_write(db).await?;
             match insert_message(&txn, &row, None).await? {
                 Some(message) => {
