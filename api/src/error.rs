@@ -99,11 +99,6 @@ impl ClientError {
     }
 }
 
-/// A GraphQL error with `code` and no field.
-pub fn graphql_error(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
-    async_graphql::Error::new(message).extend_with(|_, ext| ext.set("code", code))
-}
-
 /// A `BAD_USER_INPUT` GraphQL error naming `field`.
 pub fn bad_input(field: &str, message: impl Into<String>) -> async_graphql::Error {
     ClientError::from_service(&Error::invalid(field, message), None).into_graphql()
