@@ -25,7 +25,7 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use crate::error::code;
-use crate::graphql::RequestId;
+use crate::graphql::{RequestId, cost};
 use crate::{AppConfig, AppSchema, build_schema, observability};
 
 /// Shared state of the router.
@@ -33,6 +33,8 @@ use crate::{AppConfig, AppSchema, build_schema, observability};
 pub struct AppState {
     /// The GraphQL schema.
     pub schema: AppSchema,
+    /// The same schema with the probe that validates and prices an operation first.
+    pub probe_schema: AppSchema,
     /// The same schema with the deeper limit that introspection-only operations get.
     pub introspection_schema: AppSchema,
     /// The database.
@@ -48,6 +50,7 @@ impl AppState {
     pub fn new(db: DatabaseConnection, config: AppConfig) -> Self {
         AppState {
             schema: build_schema(db.clone(), config),
+            probe_schema: crate::graphql::schema::build_probe_schema(db.clone(), config),
             introspection_schema: crate::graphql::schema::build_introspection_schema(
                 db.clone(),
                 config,
@@ -277,12 +280,14 @@ async fn execute(state: &AppState, request: Request, rid: &str, via_get: bool) -
         )
     } else {
         let request = request.data(RequestId(rid.to_owned()));
-        let schema = if is_introspection_only(&request) {
-            &state.introspection_schema
+        let mut response = if is_introspection_only(&request) {
+            state.introspection_schema.execute(request).await
         } else {
-            &state.schema
+            match cost::prepare(&state.probe_schema, request).await {
+                Ok((request, cost)) => cost::with_cost(state.schema.execute(request).await, cost),
+                Err(rejected) => rejected,
+            }
         };
-        let mut response = schema.execute(request).await;
         for err in &mut response.errors {
             classify(err);
         }

@@ -34,6 +34,10 @@ pub struct Row {
     pub stats: Stats,
     /// The server's peak resident set during the run, MiB.
     pub peak_rss_mib: Option<f64>,
+    /// The server's CPU time (user + system, all threads) per request answered, µs: what
+    /// one request costs the server, steadier across runs than throughput on a shared machine.
+    #[serde(default)]
+    pub server_cpu_us: Option<f64>,
     /// pgbench with the same statements and concurrency (saturation runs on PostgreSQL).
     pub ceiling: Option<Ceiling>,
     /// parley's throughput over the ceiling's.
@@ -134,14 +138,14 @@ impl Report {
         }
         if !self.rows.is_empty() {
             out.push_str(
-                "| engine | scenario | mode | req/s | p50 ms | p95 ms | p99 ms | max ms | errors | peak RSS MiB | pgbench (same SQL) | vs pgbench |\n\
-                 |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+                "| engine | scenario | mode | req/s | p50 ms | p95 ms | p99 ms | max ms | errors | peak RSS MiB | server CPU µs/req | pgbench (same SQL) | vs pgbench |\n\
+                 |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             );
             for r in &self.rows {
                 let s = &r.stats;
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} | {} |",
                     r.engine.name(),
                     r.scenario,
                     r.mode,
@@ -152,6 +156,7 @@ impl Report {
                     s.max_ms,
                     s.errors,
                     opt(r.peak_rss_mib, 0),
+                    opt(r.server_cpu_us, 0),
                     r.ceiling.as_ref().map_or("—".into(), |c| match c.latency {
                         Some(l) => format!("p50 {:.2} / p95 {:.2} ms", l.p50_ms, l.p95_ms),
                         None => format!("{:.0} tps", c.tps),

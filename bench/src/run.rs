@@ -356,11 +356,16 @@ async fn measure_all(
                     load::run(client, &url, &mut w, *mode, warmup).await;
                 }
                 server.reset_peak_rss();
+                let cpu_before = server.cpu_seconds();
                 let mut w = Workload::new(case.mix, args.scale, &tag, 11);
                 let stats = load::run(client, &url, &mut w, *mode, duration).await;
                 let peak_rss_mib = server.peak_rss_kib().map(|k| k as f64 / 1024.0);
+                let server_cpu_us = cpu_before
+                    .zip(server.cpu_seconds())
+                    .filter(|_| stats.requests > 0)
+                    .map(|(a, b)| (b - a) * 1e6 / stats.requests as f64);
                 eprintln!(
-                    "{} {} {}: {:.0} req/s, p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, {} errors",
+                    "{} {} {}: {:.0} req/s, p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, {} errors, server CPU {} µs/request",
                     engine.name(),
                     case.label,
                     mode.label(),
@@ -368,7 +373,8 @@ async fn measure_all(
                     stats.p50_ms,
                     stats.p95_ms,
                     stats.p99_ms,
-                    stats.errors
+                    stats.errors,
+                    server_cpu_us.map_or("?".into(), |c| format!("{c:.0}"))
                 );
                 if let Some(e) = &stats.first_error {
                     eprintln!("  first error: {e}");
@@ -412,6 +418,7 @@ async fn measure_all(
                     mode: mode.label(),
                     stats,
                     peak_rss_mib,
+                    server_cpu_us,
                     ceiling,
                     ratio,
                 });

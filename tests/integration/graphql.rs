@@ -41,6 +41,7 @@ on_both_engines!(
     bad_input_gets_typed_errors,
     nested_fields_cost_a_constant_number_of_statements,
     normalize_addresses_shows_the_key_without_writing,
+    every_operation_reports_its_cost_and_runs_once,
 );
 
 async fn record_and_read_round_trip(t: &TestDb) {
@@ -876,4 +877,72 @@ async fn one_conversation_with_its_thread_costs_three_statements() {
     );
     assert_eq!(counter.load(Ordering::SeqCst), 3);
     t.cleanup().await;
+}
+
+/// The cost comes from a probe that validates first (see `api::graphql::cost`): it must be
+/// in every answer, match what async-graphql's Analyzer reports, and never run an operation
+/// twice, nor at all when it fails validation.
+async fn every_operation_reports_its_cost_and_runs_once(t: &TestDb) {
+    let app = t.app(AppConfig::default());
+    let mut vars = sms("+12016661234", "+18045551234", "once", "OUTBOUND", 0);
+    vars["input"]["providerMessageId"] = json!("cost-1");
+    let body = app.graphql(RECORD, vars).await;
+    assert!(body.get("errors").is_none(), "{body:#}");
+    assert_eq!(
+        body["data"]["recordMessage"]["duplicate"], false,
+        "{body:#}"
+    );
+    assert_eq!(
+        body["data"]["recordMessage"]["conversation"]["messageCount"],
+        1
+    );
+    // The figures async-graphql's Analyzer extension gave for the same operations when it
+    // ran inside the executing schema.
+    assert_eq!(
+        body["extensions"]["analyzer"],
+        json!({ "complexity": 28, "depth": 4 })
+    );
+    assert_eq!(t.count("messages").await, 1, "the mutation ran once");
+
+    // The page size counts, also when it comes in a variable: 5 nodes of two fields each
+    // (5 x 3 + 1), then 10 (10 x 3 + 1).
+    let body = app
+        .graphql(
+            "query Page($n: Int) { conversations(first: $n) { nodes { id messageCount } } }",
+            json!({ "n": 5 }),
+        )
+        .await;
+    assert!(body.get("errors").is_none(), "{body:#}");
+    assert_eq!(body["data"]["conversations"]["nodes"][0]["messageCount"], 1);
+    assert_eq!(
+        body["extensions"]["analyzer"],
+        json!({ "complexity": 16, "depth": 3 })
+    );
+    let body = app
+        .graphql(
+            "query Page($n: Int) { conversations(first: $n) { nodes { id messageCount } } }",
+            json!({ "n": 10 }),
+        )
+        .await;
+    assert_eq!(
+        body["extensions"]["analyzer"],
+        json!({ "complexity": 31, "depth": 3 })
+    );
+
+    // A mutation that fails validation is not run (the probe answers), and the answer
+    // keeps its code.
+    let mut vars = sms("+12016661234", "+18045551234", "never", "OUTBOUND", 1);
+    vars["input"]["providerMessageId"] = json!("cost-2");
+    let bad = app
+        .graphql(
+            "mutation R($input: RecordMessageInput!) { recordMessage(input: $input) { nope } }",
+            vars,
+        )
+        .await;
+    assert_eq!(error_code(&bad), "GRAPHQL_VALIDATION_FAILED", "{bad:#}");
+    assert_eq!(
+        t.count("messages").await,
+        1,
+        "a mutation that fails validation never runs"
+    );
 }

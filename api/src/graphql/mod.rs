@@ -1,5 +1,6 @@
 //! The GraphQL API: schema, resolvers, types, global ids and batching loaders.
 
+pub mod cost;
 pub mod ids;
 pub mod loaders;
 pub mod mutation;

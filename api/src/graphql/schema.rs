@@ -3,9 +3,10 @@
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::extensions::Analyzer;
-use async_graphql::{EmptySubscription, Schema};
+use async_graphql::{EmptySubscription, Schema, SchemaBuilder};
 use service::DatabaseConnection;
 
+use super::cost::Probe;
 use super::loaders::{ConversationLoader, MessageLoader, ThreadCountLoader, ThreadPageLoader};
 use super::mutation::MutationRoot;
 use super::query::QueryRoot;
@@ -14,15 +15,29 @@ use crate::AppConfig;
 /// parley's GraphQL schema.
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
-/// Builds the schema over `db` with `config`'s limits.
+/// Builds the schema over `db` with `config`'s limits. It has no extension, so fields
+/// resolve on async-graphql's fast path; the HTTP layer reports each operation's cost from
+/// a run of [`build_probe_schema`] first (see [`super::cost`]).
 pub fn build_schema(db: DatabaseConnection, config: AppConfig) -> AppSchema {
+    builder(db, config).finish()
+}
+
+/// The probe: the same schema and limits, with the [`Probe`] extension that validates an
+/// operation, keeps its document and cost, and stops before executing it.
+pub fn build_probe_schema(db: DatabaseConnection, config: AppConfig) -> AppSchema {
+    builder(db, config).extension(Probe).finish()
+}
+
+fn builder(
+    db: DatabaseConnection,
+    config: AppConfig,
+) -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
     let limits = config.graphql;
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(limits.max_nesting)
         .limit_directives(limits.max_directives)
-        .extension(Analyzer)
         .data(loader(ConversationLoader(db.clone())))
         .data(loader(MessageLoader(db.clone())))
         .data(loader(ThreadPageLoader(db.clone())))
@@ -35,7 +50,7 @@ pub fn build_schema(db: DatabaseConnection, config: AppConfig) -> AppSchema {
     if !limits.suggestions {
         builder = builder.disable_suggestions();
     }
-    builder.finish()
+    builder
 }
 
 /// Depth allowed to introspection-only operations. Tools' standard introspection query
@@ -45,10 +60,11 @@ pub const INTROSPECTION_DEPTH: usize = 32;
 
 /// The schema that serves introspection-only operations: the same as [`build_schema`]
 /// with the depth limit raised to [`INTROSPECTION_DEPTH`] (introspection itself stays off
-/// when the configuration turns it off).
+/// when the configuration turns it off). Introspection is rare and small, so it runs in one
+/// pass with async-graphql's `Analyzer` reporting its cost.
 pub fn build_introspection_schema(db: DatabaseConnection, mut config: AppConfig) -> AppSchema {
     config.graphql.max_depth = config.graphql.max_depth.max(INTROSPECTION_DEPTH);
-    build_schema(db, config)
+    builder(db, config).extension(Analyzer).finish()
 }
 
 /// A batching loader with async-graphql's 1 ms window. A zero window was measured to split
