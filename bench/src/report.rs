@@ -38,6 +38,10 @@ pub struct Row {
     /// one request costs the server, steadier across runs than throughput on a shared machine.
     #[serde(default)]
     pub server_cpu_us: Option<f64>,
+    /// The mean time the server's GraphQL handler took per request, ms (from its own
+    /// metrics): the rest of `stats.mean_ms` is HTTP, the network stack and the generator.
+    #[serde(default)]
+    pub server_mean_ms: Option<f64>,
     /// pgbench with the same statements and concurrency (saturation runs on PostgreSQL).
     pub ceiling: Option<Ceiling>,
     /// parley's throughput over the ceiling's.

@@ -357,6 +357,7 @@ async fn measure_all(
                 }
                 server.reset_peak_rss();
                 let cpu_before = server.cpu_seconds();
+                let handler_before = server.handler_seconds(client).await;
                 let mut w = Workload::new(case.mix, args.scale, &tag, 11);
                 let stats = load::run(client, &url, &mut w, *mode, duration).await;
                 let peak_rss_mib = server.peak_rss_kib().map(|k| k as f64 / 1024.0);
@@ -364,8 +365,12 @@ async fn measure_all(
                     .zip(server.cpu_seconds())
                     .filter(|_| stats.requests > 0)
                     .map(|(a, b)| (b - a) * 1e6 / stats.requests as f64);
+                let server_mean_ms = handler_before
+                    .zip(server.handler_seconds(client).await)
+                    .filter(|((n0, _), (n1, _))| n1 > n0)
+                    .map(|((n0, s0), (n1, s1))| (s1 - s0) * 1e3 / (n1 - n0));
                 eprintln!(
-                    "{} {} {}: {:.0} req/s, p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, {} errors, server CPU {} µs/request",
+                    "{} {} {}: {:.0} req/s, p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, {} errors, server CPU {} µs/request, mean {:.2} ms of which {} ms in the handler",
                     engine.name(),
                     case.label,
                     mode.label(),
@@ -374,7 +379,9 @@ async fn measure_all(
                     stats.p95_ms,
                     stats.p99_ms,
                     stats.errors,
-                    server_cpu_us.map_or("?".into(), |c| format!("{c:.0}"))
+                    server_cpu_us.map_or("?".into(), |c| format!("{c:.0}")),
+                    stats.mean_ms,
+                    server_mean_ms.map_or("?".into(), |c| format!("{c:.2}"))
                 );
                 if let Some(e) = &stats.first_error {
                     eprintln!("  first error: {e}");
@@ -419,6 +426,7 @@ async fn measure_all(
                     stats,
                     peak_rss_mib,
                     server_cpu_us,
+                    server_mean_ms,
                     ceiling,
                     ratio,
                 });

@@ -129,6 +129,30 @@ impl Server {
         Some((utime + stime) as f64 / 100.0)
     }
 
+    /// The server's own count and total seconds of GraphQL requests so far, from its
+    /// `/metrics` (`parley_graphql_request_duration_seconds`: parse to answer, inside the
+    /// handler), to split a run's latency into the server's part and the rest (HTTP, the
+    /// network stack, the generator).
+    pub async fn handler_seconds(&self, client: &reqwest::Client) -> Option<(f64, f64)> {
+        let text = client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        Some((
+            value("parley_graphql_request_duration_seconds_count")?,
+            value("parley_graphql_request_duration_seconds_sum")?,
+        ))
+    }
+
     /// Stops the server: SIGTERM, then SIGKILL after 10 s.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let _ = std::process::Command::new("kill")
