@@ -394,7 +394,13 @@ async fn record(
     match service::record::record_message(&state.db, &state.config.settings, input).await {
         Ok(recorded) => Ok(recorded_response(recorded)),
         Err(Error::InvalidInput { field, reason }) => {
-            Err(RestError::invalid(&ingress.payload_field(&field), reason))
+            let named = ingress.payload_field(&field);
+            // The service words its reasons with its own (GraphQL's) name first.
+            let reason = match reason.strip_prefix(field.as_str()) {
+                Some(rest) if named != field => format!("{named}{rest}"),
+                _ => reason,
+            };
+            Err(RestError::invalid(&named, reason))
         }
         Err(e) => Err(RestError::service(&e, headers)),
     }

@@ -531,6 +531,11 @@ async fn bad_input_answers_400_with_the_payload_field(t: &TestDb) {
             "BAD_USER_INPUT",
             Some(field),
         );
+        // The message speaks of the payload's fields, not of GraphQL's names for them.
+        let message = answer.json["message"].as_str().unwrap_or_default();
+        for graphql_name in ["sentAt", "providerMessageId", "kind "] {
+            assert!(!message.contains(graphql_name), "{field}: {message}");
+        }
     }
     // Bodies that are not one JSON object: no field to name.
     for raw in ["{\"from\": ", "[1, 2]", ""] {
