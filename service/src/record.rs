@@ -94,7 +94,6 @@ pub async fn record_message(
     let result = match &assignment {
         Ok(participants) => {
             let snippet = snippet(&input.body, html, settings.snippet_length);
-            let _turn = db::write_turn(db).await;
             let txn = db::begin_write(db).await?;
             match store_assigned(&txn, &row, participants, &snippet).await {
                 Ok(Some(stored)) => {
@@ -112,7 +111,6 @@ pub async fn record_message(
             }
         }
         Err(_) => {
-            let _turn = db::write_turn(db).await;
             let txn = db::begin_write(db).await?;
             match insert_message(&txn, &row, None).await? {
                 Some(message) => {
@@ -237,45 +235,16 @@ async fn store_assigned(
     }))
 }
 
-/// Folds one newly inserted message into its (locked) conversation row: count + 1,
-/// first/last activity as min/max, and the last message and snippet only when this
-/// message is the latest by (sent_at, id), so out-of-order arrivals do not regress them.
+/// Folds one newly inserted message into its (locked) conversation row.
 pub(crate) async fn apply_message(
     txn: &impl ConnectionTrait,
     conversation_id: i64,
     message: &message::Model,
     snippet: &str,
 ) -> Result<conversation::Model> {
-    let mut sql = Sql::new("UPDATE conversations SET message_count = message_count + 1, ");
-    sql.push("first_message_at = CASE WHEN message_count = 0 OR ")
-        .bind(message.sent_at)
-        .push(" < first_message_at THEN ")
-        .bind(message.sent_at)
-        .push(" ELSE first_message_at END, last_message_at = CASE WHEN message_count = 0 OR ")
-        .bind(message.sent_at)
-        .push(" > last_message_at THEN ")
-        .bind(message.sent_at)
-        .push(" ELSE last_message_at END, ");
-    let newer = |sql: &mut Sql| {
-        sql.push("(last_message_id IS NULL OR ")
-            .bind(message.sent_at)
-            .push(" > last_message_at OR (")
-            .bind(message.sent_at)
-            .push(" = last_message_at AND ")
-            .bind(message.id)
-            .push(" > last_message_id))");
-    };
-    sql.push("last_message_id = CASE WHEN ");
-    newer(&mut sql);
-    sql.push(" THEN ")
-        .bind(message.id)
-        .push(" ELSE last_message_id END, snippet = CASE WHEN ");
-    newer(&mut sql);
-    sql.push(" THEN ")
-        .bind(snippet)
-        .push(" ELSE snippet END, updated_at = ")
-        .bind(message.recorded_at)
-        .push(" WHERE id = ")
+    let mut sql = Sql::new("");
+    push_fold(&mut sql, Folded::Bound(message), snippet);
+    sql.push(" WHERE conversations.id = ")
         .bind(conversation_id)
         .push(" RETURNING *");
     conversation::Entity::find()
@@ -298,22 +267,11 @@ async fn insert_and_apply(
 ) -> Result<Option<(message::Model, conversation::Model)>> {
     let mut sql = Sql::new("WITH m AS (");
     push_message_insert(&mut sql, row, Some(conversation_id));
-    sql.push(
-        " RETURNING *) UPDATE conversations c SET message_count = c.message_count + 1, \
-         first_message_at = CASE WHEN c.message_count = 0 OR m.sent_at < c.first_message_at \
-         THEN m.sent_at ELSE c.first_message_at END, \
-         last_message_at = CASE WHEN c.message_count = 0 OR m.sent_at > c.last_message_at \
-         THEN m.sent_at ELSE c.last_message_at END, \
-         last_message_id = CASE WHEN (c.last_message_id IS NULL OR m.sent_at > c.last_message_at \
-         OR (m.sent_at = c.last_message_at AND m.id > c.last_message_id)) \
-         THEN m.id ELSE c.last_message_id END, \
-         snippet = CASE WHEN (c.last_message_id IS NULL OR m.sent_at > c.last_message_at \
-         OR (m.sent_at = c.last_message_at AND m.id > c.last_message_id)) THEN ",
-    );
-    sql.bind(snippet)
-        .push(" ELSE c.snippet END, updated_at = m.recorded_at FROM m WHERE c.id = ")
+    sql.push(" RETURNING *) ");
+    push_fold(&mut sql, Folded::Inserted, snippet);
+    sql.push(" FROM m WHERE conversations.id = ")
         .bind(conversation_id)
-        .push(" RETURNING c.*");
+        .push(" RETURNING conversations.*");
     for column in message::Column::iter() {
         let name = column.as_str();
         sql.push(&format!(", m.{name} AS m_{name}"));
@@ -324,6 +282,74 @@ async fn insert_and_apply(
     let message = message::Model::from_query_result(&found, "m_")?;
     let conversation = conversation::Model::from_query_result(&found, "")?;
     Ok(Some((message, conversation)))
+}
+
+/// Where the conversation update reads the new message from.
+#[derive(Clone, Copy)]
+enum Folded<'a> {
+    /// Bound values: an earlier statement inserted the message.
+    Bound(&'a message::Model),
+    /// The columns of `m`, the row the same statement inserts (`WITH m AS (INSERT ..)`).
+    Inserted,
+}
+
+impl Folded<'_> {
+    fn sent_at(self, sql: &mut Sql) {
+        match self {
+            Folded::Bound(m) => sql.bind(m.sent_at),
+            Folded::Inserted => sql.push("m.sent_at"),
+        };
+    }
+
+    fn id(self, sql: &mut Sql) {
+        match self {
+            Folded::Bound(m) => sql.bind(m.id),
+            Folded::Inserted => sql.push("m.id"),
+        };
+    }
+
+    fn recorded_at(self, sql: &mut Sql) {
+        match self {
+            Folded::Bound(m) => sql.bind(m.recorded_at),
+            Folded::Inserted => sql.push("m.recorded_at"),
+        };
+    }
+}
+
+/// `UPDATE conversations SET ..` for one new message, without its `WHERE`: count + 1,
+/// first/last activity as min/max, and the last message and snippet only when the message
+/// is the latest by (sent_at, id), so out-of-order arrivals do not regress them. The
+/// conversation's columns are named bare: `messages` has none of these names.
+fn push_fold(sql: &mut Sql, new: Folded<'_>, snippet: &str) {
+    sql.push("UPDATE conversations SET message_count = message_count + 1, ")
+        .push("first_message_at = CASE WHEN message_count = 0 OR ");
+    new.sent_at(sql);
+    sql.push(" < first_message_at THEN ");
+    new.sent_at(sql);
+    sql.push(" ELSE first_message_at END, last_message_at = CASE WHEN message_count = 0 OR ");
+    new.sent_at(sql);
+    sql.push(" > last_message_at THEN ");
+    new.sent_at(sql);
+    sql.push(" ELSE last_message_at END, ");
+    let newer = |sql: &mut Sql| {
+        sql.push("(last_message_id IS NULL OR ");
+        new.sent_at(sql);
+        sql.push(" > last_message_at OR (");
+        new.sent_at(sql);
+        sql.push(" = last_message_at AND ");
+        new.id(sql);
+        sql.push(" > last_message_id))");
+    };
+    sql.push("last_message_id = CASE WHEN ");
+    newer(sql);
+    sql.push(" THEN ");
+    new.id(sql);
+    sql.push(" ELSE last_message_id END, snippet = CASE WHEN ");
+    newer(sql);
+    sql.push(" THEN ")
+        .bind(snippet)
+        .push(" ELSE snippet END, updated_at = ");
+    new.recorded_at(sql);
 }
 
 /// Inserts the message row; `None` when its (channel, provider id) is already stored.
