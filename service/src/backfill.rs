@@ -122,12 +122,11 @@ pub async fn backfill_conversations(
         } else {
             // One transaction per batch: the upsert locks each conversation row (in key
             // order), the messages are attached, and the counts are recomputed from rows.
-            let _turn = db::write_turn(db).await;
             let txn = db::begin_write(db).await?;
-            let (ids, created) = upsert_groups(&txn, &groups).await?;
-            attach(&txn, &groups, &ids).await?;
-            record_failures(&txn, &failures).await?;
-            refresh_conversations(&txn, &ids, settings).await?;
+            let (ids, created) = upsert_groups(&*txn, &groups).await?;
+            attach(&*txn, &groups, &ids).await?;
+            record_failures(&*txn, &failures).await?;
+            refresh_conversations(&*txn, &ids, settings).await?;
             txn.commit().await?;
             report.attached += attached;
             report.conversations_created += created;

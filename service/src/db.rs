@@ -80,15 +80,15 @@ pub async fn connect(url: &str, options: &DbOptions) -> Result<DatabaseConnectio
     Database::connect(opt).await
 }
 
-/// This process's turn to write to an SQLite database, held until the write transaction
-/// ends; `None` on PostgreSQL, whose row locks queue writers themselves.
+/// This process's turn to write to an SQLite database, held by [`WriteTxn`] until the write
+/// transaction ends; `None` on PostgreSQL, whose row locks queue writers themselves.
 ///
 /// SQLite has one write lock per database, and a writer that finds it taken sleeps in the
 /// busy handler with a growing back-off (up to 100 ms a sleep) rather than queueing: under
 /// 16 concurrent writers the median stays at 2 ms while p99 passes 200 ms. Taking turns on
 /// an async mutex first makes this process's writers queue in arrival order; `busy_timeout`
 /// still arbitrates with other processes. Nothing depends on it for correctness.
-pub async fn write_turn(db: &DatabaseConnection) -> Option<OwnedMutexGuard<()>> {
+async fn write_turn(db: &DatabaseConnection) -> Option<OwnedMutexGuard<()>> {
     static TURNS: LazyLock<std::sync::Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> =
         LazyLock::new(Default::default);
     if db.get_database_backend() != DbBackend::Sqlite {
@@ -108,17 +108,48 @@ pub async fn write_turn(db: &DatabaseConnection) -> Option<OwnedMutexGuard<()>> 
     Some(turn.lock_owned().await)
 }
 
-/// Begins a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`: it takes the
-/// write lock up front, so it waits under `busy_timeout` behind other writers. A deferred
-/// transaction that reads and then writes would fail with SQLITE_BUSY at once instead.
-pub async fn begin_write<C: TransactionTrait<Transaction = DatabaseTransaction>>(
-    db: &C,
-) -> Result<DatabaseTransaction, DbErr> {
-    db.begin_with_options(TransactionOptions {
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-        ..Default::default()
-    })
-    .await
+/// Begins a transaction that will write, after this process's turn to write (see
+/// [`write_turn`]). On SQLite it is `BEGIN IMMEDIATE`: it takes the write lock up front, so
+/// it waits under `busy_timeout` behind other processes' writers. A deferred transaction
+/// that reads and then writes would fail with SQLITE_BUSY at once instead.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTxn, DbErr> {
+    let turn = write_turn(db).await;
+    let txn = db
+        .begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        })
+        .await?;
+    Ok(WriteTxn { txn, _turn: turn })
+}
+
+/// A write transaction holding this process's turn to write until it commits, rolls back
+/// or is dropped. It dereferences to the transaction: pass `&*txn` where a
+/// `ConnectionTrait` is asked for.
+pub struct WriteTxn {
+    txn: DatabaseTransaction,
+    // Declared after `txn`, so on drop the turn is released after the transaction's rollback.
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTxn {
+    /// Commits, then gives up the turn.
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.txn.commit().await
+    }
+
+    /// Rolls back, then gives up the turn.
+    pub async fn rollback(self) -> Result<(), DbErr> {
+        self.txn.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTxn {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
 }
 
 /// Checks that the database answers (for `/readyz`).

@@ -177,10 +177,9 @@ async fn import_legacy(
         #[allow(dead_code)]
         id: i64,
     }
-    let _turn = db::write_turn(db).await;
     let txn = db::begin_write(db).await?;
-    let inserted = Id::find_by_statement(sql.build(db::backend(&txn)))
-        .all(&txn)
+    let inserted = Id::find_by_statement(sql.build(db::backend(&*txn)))
+        .all(&*txn)
         .await?
         .len() as u64;
     txn.commit().await?;

@@ -143,9 +143,8 @@ pub async fn verify_conversations(
         }
         report.conversations += rows.len() as u64;
         if repair && !drifted.is_empty() {
-            let _turn = db::write_turn(db).await;
             let txn = db::begin_write(db).await?;
-            refresh_conversations(&txn, &drifted, settings).await?;
+            refresh_conversations(&*txn, &drifted, settings).await?;
             txn.commit().await?;
             report.repaired += drifted.len() as u64;
         }
