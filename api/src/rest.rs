@@ -241,6 +241,18 @@ impl Ingress {
         }
     }
 
+    /// A `BAD_USER_INPUT` for an invalid field as the service names it, in the payload's
+    /// terms: the field renamed, and the reason too where it starts with the field's name
+    /// (the service words its reasons that way).
+    fn invalid(self, field: &str, reason: &str) -> RestError {
+        let named = self.payload_field(field);
+        let reason = match reason.strip_prefix(field) {
+            Some(rest) if named != field => format!("{named}{rest}"),
+            _ => reason.to_owned(),
+        };
+        RestError::invalid(&named, reason)
+    }
+
     /// Reads the payload into a [`NewMessage`]; unknown fields are ignored.
     fn new_message(self, mut p: Map<String, Value>) -> Result<NewMessage, RestError> {
         let from = required_string(&mut p, "from")?;
@@ -393,15 +405,7 @@ async fn record(
     let input = ingress.new_message(payload)?;
     match service::record::record_message(&state.db, &state.config.settings, input).await {
         Ok(recorded) => Ok(recorded_response(recorded)),
-        Err(Error::InvalidInput { field, reason }) => {
-            let named = ingress.payload_field(&field);
-            // The service words its reasons with its own (GraphQL's) name first.
-            let reason = match reason.strip_prefix(field.as_str()) {
-                Some(rest) if named != field => format!("{named}{rest}"),
-                _ => reason,
-            };
-            Err(RestError::invalid(&named, reason))
-        }
+        Err(Error::InvalidInput { field, reason }) => Err(ingress.invalid(&field, &reason)),
         Err(e) => Err(RestError::service(&e, headers)),
     }
 }

@@ -5,7 +5,7 @@
 //! through the extension chain, even when the extension only looks at validation (as its
 //! own `Analyzer` does): a boxed future, a `ResolveInfo` and two registry look-ups per
 //! field. On a page of 50 conversations that was about a fifth of the server's CPU per
-//! request (BENCHMARKS.md, "The cost of an extension"). So an operation is first prepared by
+//! request (BENCHMARKS.md, "What the profile shows", item 4). So an operation is first prepared by
 //! a *probe* schema (the same types and limits, with [`Probe`]): it parses and validates,
 //! keeps the parsed document and the validation result, and stops before execution. The
 //! operation then runs on the schema without extensions, reusing the parsed document, and
@@ -21,11 +21,11 @@ use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResu
 
 /// What the probe keeps of one operation.
 #[derive(Default)]
-pub struct Prepared {
+struct Prepared {
     /// The parsed document, for the run that executes it.
-    pub document: Option<ExecutableDocument>,
+    document: Option<ExecutableDocument>,
     /// Complexity and depth.
-    pub validation: Option<ValidationResult>,
+    validation: Option<ValidationResult>,
 }
 
 /// Where the probe leaves what it kept: put in the probe request's data.
