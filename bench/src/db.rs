@@ -70,12 +70,7 @@ impl BenchDb {
                     .as_secs();
                 let name = format!("parley_bench_{tag}_{}_{stamp}", std::process::id());
                 let url = with_database(admin_url, &name)?;
-                let admin = connect(admin_url, 1).await?;
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .with_context(|| format!("creating database {name}"))?;
-                admin.close().await?;
+                admin_exec(admin_url, &format!("CREATE DATABASE {name}")).await?;
                 Ok(BenchDb {
                     engine,
                     url,
@@ -103,12 +98,11 @@ impl BenchDb {
             return Ok(());
         }
         if let (Some(admin_url), Some(name)) = (&self.admin_url, &self.name) {
-            let admin = connect(admin_url, 1).await?;
-            admin
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await
-                .with_context(|| format!("dropping database {name}"))?;
-            admin.close().await?;
+            admin_exec(
+                admin_url,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -396,4 +390,15 @@ pub async fn counts(url: &str) -> anyhow::Result<(i64, i64)> {
     let out = (row.try_get::<i64>("", "c")?, row.try_get::<i64>("", "m")?);
     conn.close().await?;
     Ok(out)
+}
+
+/// Runs one statement on the admin database of `admin_url` (CREATE or DROP DATABASE).
+async fn admin_exec(admin_url: &str, statement: &str) -> anyhow::Result<()> {
+    let admin = connect(admin_url, 1).await?;
+    admin
+        .execute_unprepared(statement)
+        .await
+        .with_context(|| format!("running `{statement}`"))?;
+    admin.close().await?;
+    Ok(())
 }
