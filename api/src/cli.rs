@@ -9,7 +9,9 @@ use migration::{Migrator, MigratorTrait};
 use tokio::net::TcpListener;
 
 use crate::config::{DbArgs, ServeArgs};
-use crate::{AppState, graphql, observability, router};
+use crate::http::router;
+use crate::state::AppState;
+use crate::{graphql, observability};
 
 /// parley: one durable, unified conversation model for Email and SMS/MMS, served as
 /// GraphQL.

@@ -10,8 +10,11 @@ pub mod graphql;
 pub mod http;
 pub mod observability;
 pub mod ops;
+pub mod request_id;
 pub mod rest;
+pub mod state;
 
 pub use config::AppConfig;
 pub use graphql::schema::{AppSchema, build_schema};
-pub use http::{AppState, router};
+pub use http::router;
+pub use state::AppState;

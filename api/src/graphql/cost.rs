@@ -132,3 +132,9 @@ pub fn with_cost(response: Response, cost: Option<ValidationResult>) -> Response
         None => response,
     }
 }
+
+/// Page-size complexity: a connection costs its children once per item it may return.
+pub(crate) fn page_complexity(first: Option<i32>, last: Option<i32>, child: usize) -> usize {
+    let n = first.or(last).unwrap_or(20).clamp(1, 100) as usize;
+    n.saturating_mul(child).saturating_add(1)
+}

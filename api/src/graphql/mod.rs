@@ -1,35 +1,15 @@
-//! The GraphQL API: schema, resolvers, types, global ids and batching loaders.
+//! The GraphQL API. [`schema`] builds it from the roots ([`query`], [`mutation`]) and the
+//! object, input and enum types ([`types`]); [`paging`] validates connection arguments,
+//! [`cost`] prices and validates an operation before it runs, [`prefetch`] and [`loaders`]
+//! batch nested reads, [`ids`] spells global ids and [`error`] maps service errors.
 
 pub mod cost;
+pub mod error;
 pub mod ids;
 pub mod loaders;
 pub mod mutation;
+pub mod paging;
 pub mod prefetch;
 pub mod query;
 pub mod schema;
 pub mod types;
-
-use async_graphql::Context;
-
-use crate::error::ClientError;
-
-/// The per-request id (from `x-request-id`), put in the request data by the HTTP layer.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-/// Maps a service error to a GraphQL error, with the request id for internal ones.
-pub(crate) fn gql_err(ctx: &Context<'_>, err: &service::Error) -> async_graphql::Error {
-    let rid = ctx.data_opt::<RequestId>().map(|r| r.0.as_str());
-    ClientError::from_service(err, rid).into_graphql()
-}
-
-/// `Result<T, service::Error>` into a GraphQL result.
-pub(crate) trait ServiceResultExt<T> {
-    fn gql(self, ctx: &Context<'_>) -> async_graphql::Result<T>;
-}
-
-impl<T> ServiceResultExt<T> for service::Result<T> {
-    fn gql(self, ctx: &Context<'_>) -> async_graphql::Result<T> {
-        self.map_err(|e| gql_err(ctx, &e))
-    }
-}

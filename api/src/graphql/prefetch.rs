@@ -13,10 +13,10 @@ use service::cursor::CursorKind;
 use service::query::{self, MessageFilter, Page, PageRequest, Window};
 use service::{DatabaseConnection, conversation, message};
 
-use super::ServiceResultExt;
+use super::error::ServiceResultExt;
 use super::loaders::ThreadPageKey;
-use super::types::conversation::MessageFilter as GqlMessageFilter;
-use crate::AppConfig;
+use super::types::filter::MessageFilter as GqlMessageFilter;
+use crate::config::AppConfig;
 
 /// What was loaded ahead for every conversation of a page.
 #[derive(Debug, Default)]

@@ -10,7 +10,7 @@ use super::cost::Probe;
 use super::loaders::{ConversationLoader, MessageLoader, ThreadCountLoader, ThreadPageLoader};
 use super::mutation::MutationRoot;
 use super::query::QueryRoot;
-use crate::AppConfig;
+use crate::config::AppConfig;
 
 /// parley's GraphQL schema.
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

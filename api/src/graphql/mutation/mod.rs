@@ -3,9 +3,9 @@
 use async_graphql::{Context, Object, Result};
 use service::DatabaseConnection;
 
-use super::ServiceResultExt;
+use super::error::ServiceResultExt;
 use super::types::record::{RecordMessageInput, RecordMessagePayload};
-use crate::AppConfig;
+use crate::config::AppConfig;
 
 /// Writes.
 #[derive(Default)]

@@ -1,45 +1,24 @@
 //! The query root.
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, ID, InputObject, Object, Result};
-use chrono::{DateTime, Utc};
+use async_graphql::{Context, ID, Object, Result};
 use service::DatabaseConnection;
 use service::cursor::CursorKind;
-use service::query::{self, ConversationFilter as SvcFilter, MessageScope, PageRequest, Window};
+use service::query::{self, ConversationFilter as SvcFilter, MessageScope};
 
+use super::cost::page_complexity;
+use super::error::{ServiceResultExt, gql_err};
 use super::ids::{NodeType, decode_any, decode_id};
 use super::loaders::{ConversationLoader, MessageLoader};
+use super::paging::page_window;
 use super::prefetch::{prefetch, prefetch_one};
-use super::types::connection::{ConversationConnection, MessageConnection, MessageTotal};
-use super::types::conversation::page_complexity;
+use super::types::conversation::ConversationConnection;
+use super::types::enums::Channel;
+use super::types::filter::ConversationFilter;
+use super::types::message::{MessageConnection, MessageTotal};
+use super::types::node::{Conversation, Message, Node};
 use super::types::normalized::NormalizedAddresses;
-use super::types::{Channel, Conversation, Message, Node};
-use super::{ServiceResultExt, gql_err};
-use crate::AppConfig;
-
-/// Which conversations to list.
-#[derive(InputObject, Debug, Clone, Default)]
-pub struct ConversationFilter {
-    /// Only this channel.
-    pub channel: Option<Channel>,
-    /// Only conversations with this participant, in any accepted spelling.
-    pub participant: Option<String>,
-    /// Only conversations whose last activity is at or after this time.
-    pub active_since: Option<DateTime<Utc>>,
-    /// Only conversations whose last activity is before this time.
-    pub active_before: Option<DateTime<Utc>>,
-}
-
-impl From<ConversationFilter> for SvcFilter {
-    fn from(f: ConversationFilter) -> Self {
-        SvcFilter {
-            channel: f.channel.map(Into::into),
-            participant: f.participant,
-            active_since: f.active_since,
-            active_before: f.active_before,
-        }
-    }
-}
+use crate::config::AppConfig;
 
 /// Reads.
 #[derive(Default)]
@@ -65,25 +44,6 @@ async fn load_node(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
         Some((NodeType::Message, n)) => load_message(ctx, n).await?.map(Node::Message),
         None => None,
     })
-}
-
-/// Validates a connection field's `first`/`after`/`last`/`before` for a list of `kind`.
-pub(crate) fn page_window(
-    ctx: &Context<'_>,
-    kind: CursorKind,
-    first: Option<i32>,
-    after: Option<String>,
-    last: Option<i32>,
-    before: Option<String>,
-) -> Result<Window> {
-    let config = ctx.data::<AppConfig>()?;
-    let req = PageRequest {
-        first: first.map(i64::from),
-        after,
-        last: last.map(i64::from),
-        before,
-    };
-    Window::new(kind, &req, &config.settings.limits).gql(ctx)
 }
 
 /// Reads.

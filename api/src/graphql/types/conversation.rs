@@ -1,77 +1,27 @@
-//! The `Conversation` type.
+//! The `Conversation` type's fields, and a page of conversations (`ConversationConnection`).
 
 use std::sync::Arc;
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, ID, InputObject, Object, Result};
+use async_graphql::{Context, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use service::cursor::CursorKind;
-use service::query::MessageFilter as SvcMessageFilter;
-use service::{conversation, normalize, snippet};
+use service::query::{self, ConversationFilter, MessageFilter as SvcMessageFilter, Page};
+use service::{DatabaseConnection, conversation, normalize, snippet};
 
-use super::connection::{MessageConnection, MessageTotal};
-use super::{Channel, Direction, Message, MessageKind};
-use crate::AppConfig;
-use crate::graphql::gql_err;
+use super::enums::Channel;
+use super::filter::MessageFilter;
+use super::message::{MessageConnection, MessageTotal};
+use super::node::{Conversation, Message};
+use super::page_info::{PageInfo, page_info};
+use super::snippet::snippet_length;
+use crate::config::AppConfig;
+use crate::graphql::cost::page_complexity;
+use crate::graphql::error::{ServiceResultExt, gql_err};
 use crate::graphql::ids::{NodeType, encode_id};
 use crate::graphql::loaders::{MessageLoader, ThreadPageKey, ThreadPageLoader};
+use crate::graphql::paging::page_window;
 use crate::graphql::prefetch::Prefetched;
-use crate::graphql::query::page_window;
-
-/// Which messages of a thread to list.
-#[derive(InputObject, Debug, Clone, Copy, Default)]
-pub struct MessageFilter {
-    /// Only messages in this direction.
-    pub direction: Option<Direction>,
-    /// Only messages of this kind.
-    pub kind: Option<MessageKind>,
-}
-
-impl From<MessageFilter> for SvcMessageFilter {
-    fn from(f: MessageFilter) -> Self {
-        SvcMessageFilter {
-            direction: f.direction.map(Into::into),
-            kind: f.kind.map(Into::into),
-        }
-    }
-}
-
-/// The snippet length a `length` argument asks for, validated (1..=4096), or the default.
-pub(crate) fn snippet_length(ctx: &Context<'_>, length: Option<i32>) -> Result<(usize, bool)> {
-    let configured = ctx.data::<AppConfig>()?.settings.snippet_length;
-    match length {
-        None => Ok((configured, false)),
-        Some(n) if (1..=snippet::MAX_SNIPPET_LENGTH as i32).contains(&n) => Ok((n as usize, true)),
-        Some(n) => Err(crate::error::bad_input(
-            "length",
-            format!(
-                "length must be between 1 and {} (got {n})",
-                snippet::MAX_SNIPPET_LENGTH
-            ),
-        )),
-    }
-}
-
-/// Page-size complexity: a connection costs its children once per item it may return.
-pub(crate) fn page_complexity(first: Option<i32>, last: Option<i32>, child: usize) -> usize {
-    let n = first.or(last).unwrap_or(20).clamp(1, 100) as usize;
-    n.saturating_mul(child).saturating_add(1)
-}
-
-/// A conversation: one channel and one set of participants, with all their messages.
-#[derive(Debug, Clone)]
-pub struct Conversation(
-    pub conversation::Model,
-    /// What the page this conversation came on already loaded for all its conversations.
-    pub Option<Arc<Prefetched>>,
-);
-
-impl Conversation {
-    /// A conversation with nothing prefetched.
-    pub fn new(model: conversation::Model) -> Self {
-        Conversation(model, None)
-    }
-}
 
 /// A conversation: one channel and one set of participants, with all their messages.
 #[Object]
@@ -195,5 +145,60 @@ impl Conversation {
                 filter,
             },
         })
+    }
+}
+
+/// A conversation with its cursor.
+#[derive(SimpleObject)]
+pub struct ConversationEdge {
+    /// Opaque position of this conversation in the list; pass it as `after` or `before`.
+    pub cursor: String,
+    /// The conversation.
+    pub node: Conversation,
+}
+
+/// A page of conversations, most recent activity first.
+pub struct ConversationConnection {
+    pub(crate) page: Page<conversation::Model>,
+    pub(crate) prefetched: Option<Arc<Prefetched>>,
+    pub(crate) filter: ConversationFilter,
+}
+
+/// A page of conversations, most recent activity first.
+#[Object]
+impl ConversationConnection {
+    /// The conversations of this page, each with its cursor.
+    async fn edges(&self) -> Vec<ConversationEdge> {
+        self.page
+            .items
+            .iter()
+            .map(|c| ConversationEdge {
+                cursor: query::conversation_cursor(c),
+                node: Conversation(c.clone(), self.prefetched.clone()),
+            })
+            .collect()
+    }
+
+    /// The conversations of this page (the edges' nodes, without cursors).
+    async fn nodes(&self) -> Vec<Conversation> {
+        self.page
+            .items
+            .iter()
+            .map(|c| Conversation(c.clone(), self.prefetched.clone()))
+            .collect()
+    }
+
+    /// Where this page stands in the list.
+    async fn page_info(&self) -> PageInfo {
+        page_info(&self.page, query::conversation_cursor)
+    }
+
+    /// How many conversations match the filter, across all pages.
+    async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
+        let db = ctx.data::<DatabaseConnection>()?;
+        let config = ctx.data::<AppConfig>()?;
+        query::count_conversations(db, config.settings.default_region, &self.filter)
+            .await
+            .gql(ctx)
     }
 }

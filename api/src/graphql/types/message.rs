@@ -1,20 +1,18 @@
-//! The `Message` type.
+//! The `Message` type's fields, and a page of messages (`MessageConnection`).
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, ID, Object, Result};
+use async_graphql::{Context, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
-use service::{conversation, message, snippet};
+use service::query::{self, MessageFilter, Page};
+use service::{DatabaseConnection, conversation, message, snippet};
 
-use super::conversation::snippet_length;
-use super::{Channel, Conversation, Direction, MessageKind};
-use crate::graphql::gql_err;
+use super::enums::{Channel, Direction, MessageKind};
+use super::node::{Conversation, Message};
+use super::page_info::{PageInfo, page_info};
+use super::snippet::snippet_length;
+use crate::graphql::error::{ServiceResultExt, gql_err};
 use crate::graphql::ids::{NodeType, encode_id};
-use crate::graphql::loaders::ConversationLoader;
-
-/// One message, inbound or outbound, with its conversation when the caller already has it
-/// (a thread page, a conversation's last message), so `conversation` costs nothing then.
-#[derive(Debug, Clone)]
-pub struct Message(pub message::Model, pub Option<conversation::Model>);
+use crate::graphql::loaders::{ConversationLoader, ThreadCountLoader};
 
 fn strings(v: &serde_json::Value) -> Vec<String> {
     v.as_array()
@@ -126,5 +124,91 @@ impl Message {
     /// normalize); null when it is attached.
     async fn assignment_error(&self) -> Option<&str> {
         self.0.assignment_error.as_deref()
+    }
+}
+
+/// A message with its cursor.
+#[derive(SimpleObject)]
+pub struct MessageEdge {
+    /// Opaque position of this message in the list; pass it as `after` or `before`.
+    pub cursor: String,
+    /// The message.
+    pub node: Message,
+}
+
+/// What `totalCount` of a message list counts.
+pub(crate) enum MessageTotal {
+    /// One thread; `message_count` is exact, so it answers an unfiltered count.
+    Thread {
+        conversation_id: i64,
+        message_count: i64,
+        filter: MessageFilter,
+    },
+    /// Messages attached to no conversation.
+    Unassigned,
+}
+
+/// A page of messages, oldest first.
+pub struct MessageConnection {
+    pub(crate) page: Page<message::Model>,
+    /// The conversation of every message on the page, when it is one thread.
+    pub(crate) parent: Option<conversation::Model>,
+    pub(crate) total: MessageTotal,
+}
+
+/// A page of messages, oldest first.
+#[Object]
+impl MessageConnection {
+    /// The messages of this page, each with its cursor.
+    async fn edges(&self) -> Vec<MessageEdge> {
+        self.page
+            .items
+            .iter()
+            .map(|m| MessageEdge {
+                cursor: query::message_cursor(m),
+                node: Message(m.clone(), self.parent.clone()),
+            })
+            .collect()
+    }
+
+    /// The messages of this page (the edges' nodes, without cursors).
+    async fn nodes(&self) -> Vec<Message> {
+        self.page
+            .items
+            .iter()
+            .map(|m| Message(m.clone(), self.parent.clone()))
+            .collect()
+    }
+
+    /// Where this page stands in the list.
+    async fn page_info(&self) -> PageInfo {
+        page_info(&self.page, query::message_cursor)
+    }
+
+    /// How many messages the list holds under its filter, across all pages.
+    async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
+        match &self.total {
+            MessageTotal::Thread {
+                message_count,
+                filter,
+                ..
+            } if filter.is_empty() => Ok(*message_count as u64),
+            MessageTotal::Thread {
+                conversation_id,
+                filter,
+                ..
+            } => {
+                let loader = ctx.data::<DataLoader<ThreadCountLoader>>()?;
+                let n = loader
+                    .load_one((*conversation_id, *filter))
+                    .await
+                    .map_err(|e| gql_err(ctx, &e))?;
+                Ok(n.unwrap_or(0))
+            }
+            MessageTotal::Unassigned => {
+                let db = ctx.data::<DatabaseConnection>()?;
+                query::count_unassigned(db).await.gql(ctx)
+            }
+        }
     }
 }

@@ -1,15 +1,19 @@
-//! GraphQL object, input and enum types, one file per domain type.
+//! GraphQL object, input and enum types, one file per domain type. The values behind the
+//! `Node` objects are in [`node`]; each object's fields are in its own file.
 
-pub mod connection;
 pub mod conversation;
 pub mod enums;
+pub mod filter;
 pub mod message;
 pub mod node;
 pub mod normalized;
+pub mod page_info;
 pub mod record;
+pub mod snippet;
 
-pub use connection::{ConversationConnection, MessageConnection, PageInfo};
-pub use conversation::Conversation;
+pub use conversation::{ConversationConnection, ConversationEdge};
 pub use enums::{Channel, Direction, MessageKind};
-pub use message::Message;
-pub use node::Node;
+pub use filter::{ConversationFilter, MessageFilter};
+pub use message::{MessageConnection, MessageEdge};
+pub use node::{Conversation, Message, Node};
+pub use page_info::PageInfo;

@@ -4,9 +4,10 @@ use async_graphql::{Context, Object, Result, SimpleObject};
 use service::normalize;
 use service::query;
 
-use super::{Channel, Conversation};
-use crate::AppConfig;
-use crate::graphql::ServiceResultExt;
+use super::enums::Channel;
+use super::node::Conversation;
+use crate::config::AppConfig;
+use crate::graphql::error::ServiceResultExt;
 
 /// One address as given and as normalized.
 #[derive(SimpleObject, Debug, Clone)]

@@ -4,7 +4,8 @@ use async_graphql::{InputObject, SimpleObject};
 use chrono::{DateTime, Utc};
 use service::record::{NewMessage, Recorded};
 
-use super::{Channel, Conversation, Direction, Message, MessageKind};
+use super::enums::{Channel, Direction, MessageKind};
+use super::node::{Conversation, Message};
 
 /// A message to record. Addresses may be spelled any accepted way; they are normalized.
 #[derive(InputObject, Debug, Clone)]

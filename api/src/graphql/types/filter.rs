@@ -1,0 +1,49 @@
+//! The filters of the connection fields: which conversations, which messages of a thread.
+
+use async_graphql::InputObject;
+use chrono::{DateTime, Utc};
+use service::query::{ConversationFilter as SvcFilter, MessageFilter as SvcMessageFilter};
+
+use super::enums::{Channel, Direction, MessageKind};
+
+/// Which conversations to list.
+#[derive(InputObject, Debug, Clone, Default)]
+pub struct ConversationFilter {
+    /// Only this channel.
+    pub channel: Option<Channel>,
+    /// Only conversations with this participant, in any accepted spelling.
+    pub participant: Option<String>,
+    /// Only conversations whose last activity is at or after this time.
+    pub active_since: Option<DateTime<Utc>>,
+    /// Only conversations whose last activity is before this time.
+    pub active_before: Option<DateTime<Utc>>,
+}
+
+impl From<ConversationFilter> for SvcFilter {
+    fn from(f: ConversationFilter) -> Self {
+        SvcFilter {
+            channel: f.channel.map(Into::into),
+            participant: f.participant,
+            active_since: f.active_since,
+            active_before: f.active_before,
+        }
+    }
+}
+
+/// Which messages of a thread to list.
+#[derive(InputObject, Debug, Clone, Copy, Default)]
+pub struct MessageFilter {
+    /// Only messages in this direction.
+    pub direction: Option<Direction>,
+    /// Only messages of this kind.
+    pub kind: Option<MessageKind>,
+}
+
+impl From<MessageFilter> for SvcMessageFilter {
+    fn from(f: MessageFilter) -> Self {
+        SvcMessageFilter {
+            direction: f.direction.map(Into::into),
+            kind: f.kind.map(Into::into),
+        }
+    }
+}

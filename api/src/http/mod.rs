@@ -1,0 +1,104 @@
+//! The axum router: `/graphql` (POST, GET for read-only queries, GraphiQL in a browser),
+//! `/healthz`, `/readyz` and `/metrics`, the REST routes (see [`crate::rest`]), behind a
+//! request-id and a body-size limit.
+
+mod graphql;
+mod operation;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use service::DatabaseConnection;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use self::graphql::BodyRejection;
+pub use self::operation::check_nesting;
+
+use crate::request_id::{NextRequestId, request_id};
+use crate::state::AppState;
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_request_bytes;
+    Router::new()
+        .route(
+            "/graphql",
+            get(graphql::graphql_get).post(graphql::graphql_post),
+        )
+        .route("/graphql/assets/{name}", get(crate::graphiql::asset))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(crate::rest::routes())
+        .with_state(state)
+        // The async-graphql extractor reads the raw body stream, so axum's default limit
+        // does not apply to it: the tower-http layer caps every body before parsing.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            max_body,
+            crate::rest::json_payload_too_large,
+        ))
+        // Failures are logged where they are classified (UNAVAILABLE, INTERNAL), with the
+        // request id; a second, generic line per 5xx would only be noise during an outage.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(NextRequestId::default()))
+}
+
+/// Every request runs in an `info` span that carries its request id, so each event logged
+/// while serving it (a recorded message, an UNAVAILABLE, an INTERNAL) names the request.
+/// Only the path is kept: a GET query string can carry GraphQL variables, and so addresses.
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        request_id = %request_id(request.headers()),
+        method = %request.method(),
+        path = request.uri().path(),
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match tokio::time::timeout(Duration::from_secs(2), service::db::ping(&state.db)).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    record_pool_gauges(&state.db);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+/// Pool gauges, sampled when `/metrics` is scraped.
+fn record_pool_gauges(db: &DatabaseConnection) {
+    let (size, idle) = match db.get_database_backend() {
+        service::DbBackend::Postgres => {
+            let pool = db.get_postgres_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        _ => {
+            let pool = db.get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+    };
+    metrics::gauge!("parley_db_pool_connections").set(f64::from(size));
+    metrics::gauge!("parley_db_pool_idle_connections").set(idle as f64);
+}
