@@ -17,7 +17,9 @@ pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
 /// Builds the schema over `db` with `config`'s limits. It has no extension, so fields
 /// resolve on async-graphql's fast path; the HTTP layer reports each operation's cost from
-/// a run of [`build_probe_schema`] first (see [`super::cost`]).
+/// a run of [`build_probe_schema`] first (see [`super::cost`]). Connections are priced by
+/// `config`'s page sizes when an operation runs through [`super::cost::run`] or
+/// [`super::cost::priced`], by the default page sizes otherwise.
 pub fn build_schema(db: DatabaseConnection, config: AppConfig) -> AppSchema {
     builder(db, config).finish()
 }

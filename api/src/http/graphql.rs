@@ -147,12 +147,10 @@ async fn execute(state: &AppState, request: Request, rid: &str, via_get: bool) -
     } else {
         let request = request.data(RequestId(rid.to_owned()));
         let mut response = if is_introspection_only(&request) {
-            state.introspection_schema.execute(request).await
+            let schema = &state.introspection_schema;
+            cost::priced(schema, schema.execute(request)).await
         } else {
-            match cost::prepare(&state.probe_schema, request).await {
-                Ok((request, cost)) => cost::with_cost(state.schema.execute(request).await, cost),
-                Err(rejected) => rejected,
-            }
+            cost::run(&state.probe_schema, &state.schema, request).await
         };
         for err in &mut response.errors {
             classify(err);

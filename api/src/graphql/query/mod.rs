@@ -55,13 +55,15 @@ impl QueryRoot {
     async fn conversations(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Page forward: at most this many conversations (1..=100) after `after`.")]
+        #[graphql(
+            desc = "Page forward: at most this many conversations after `after` (1 to the server's max page size, 100 by default)."
+        )]
         first: Option<i32>,
         #[graphql(desc = "Cursor to continue after (from `pageInfo.endCursor`).")] after: Option<
             String,
         >,
         #[graphql(
-            desc = "Page backward: at most this many conversations (1..=100) before `before`."
+            desc = "Page backward: at most this many conversations before `before` (1 to the server's max page size, 100 by default)."
         )]
         last: Option<i32>,
         #[graphql(desc = "Cursor to continue before (from `pageInfo.startCursor`).")]
@@ -127,7 +129,8 @@ impl QueryRoot {
     async fn nodes(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Global ids (100 at most).")] ids: Vec<ID>,
+        #[graphql(desc = "Global ids (at most the server's max page size, 100 by default).")]
+        ids: Vec<ID>,
     ) -> Result<Vec<Option<Node>>> {
         let max = ctx.data::<AppConfig>()?.settings.limits.max_page_size as usize;
         if ids.len() > max {
@@ -198,12 +201,16 @@ impl QueryRoot {
     async fn unassigned_messages(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Page forward: at most this many messages (1..=100) after `after`.")]
+        #[graphql(
+            desc = "Page forward: at most this many messages after `after` (1 to the server's max page size, 100 by default)."
+        )]
         first: Option<i32>,
         #[graphql(desc = "Cursor to continue after (from `pageInfo.endCursor`).")] after: Option<
             String,
         >,
-        #[graphql(desc = "Page backward: at most this many messages (1..=100) before `before`.")]
+        #[graphql(
+            desc = "Page backward: at most this many messages before `before` (1 to the server's max page size, 100 by default)."
+        )]
         last: Option<i32>,
         #[graphql(desc = "Cursor to continue before (from `pageInfo.startCursor`).")]
         before: Option<String>,

@@ -104,12 +104,16 @@ impl Conversation {
     async fn messages(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Page forward: at most this many messages (1..=100) after `after`.")]
+        #[graphql(
+            desc = "Page forward: at most this many messages after `after` (1 to the server's max page size, 100 by default)."
+        )]
         first: Option<i32>,
         #[graphql(desc = "Cursor to continue after (from `pageInfo.endCursor`).")] after: Option<
             String,
         >,
-        #[graphql(desc = "Page backward: at most this many messages (1..=100) before `before`.")]
+        #[graphql(
+            desc = "Page backward: at most this many messages before `before` (1 to the server's max page size, 100 by default)."
+        )]
         last: Option<i32>,
         #[graphql(desc = "Cursor to continue before (from `pageInfo.startCursor`).")]
         before: Option<String>,
