@@ -19,30 +19,35 @@ pub struct DbArgs {
     /// a throwaway run, or `postgres://user@host/db` for production.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
     pub database_url: String,
-    /// Maximum database connections in the pool.
+    /// Maximum database connections in the pool (at least 1).
     #[arg(
         long,
         env = "PARLEY_DB_MAX_CONNECTIONS",
         default_value_t = 16,
+        value_parser = clap::value_parser!(u32).range(1..),
         global = true
     )]
     pub db_max_connections: u32,
-    /// Seconds a request waits for a database connection before failing with UNAVAILABLE.
+    /// Seconds a request waits for a database connection before failing with UNAVAILABLE
+    /// (0.001 to 86400).
     #[arg(
         long,
         env = "PARLEY_DB_ACQUIRE_TIMEOUT",
-        default_value_t = 2.0,
+        default_value = "2",
+        value_parser = seconds,
         global = true
     )]
-    pub db_acquire_timeout: f64,
-    /// Seconds one SQL statement may run on PostgreSQL before it is cancelled.
+    pub db_acquire_timeout: Duration,
+    /// Seconds one SQL statement may run on PostgreSQL before it is cancelled (0.001 to
+    /// 86400).
     #[arg(
         long,
         env = "PARLEY_DB_STATEMENT_TIMEOUT",
-        default_value_t = 5.0,
+        default_value = "5",
+        value_parser = seconds,
         global = true
     )]
-    pub db_statement_timeout: f64,
+    pub db_statement_timeout: Duration,
     /// Log format: human-readable `pretty` or one JSON object a line.
     #[arg(long, env = "PARLEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
     pub log_format: LogFormat,
@@ -52,17 +57,37 @@ impl DbArgs {
     /// The pool options these arguments describe.
     pub fn db_options(&self) -> service::db::DbOptions {
         service::db::DbOptions {
-            max_connections: self.db_max_connections.max(1),
-            acquire_timeout: secs(self.db_acquire_timeout),
-            statement_timeout: secs(self.db_statement_timeout),
+            max_connections: self.db_max_connections,
+            acquire_timeout: self.db_acquire_timeout,
+            statement_timeout: self.db_statement_timeout,
             ..Default::default()
         }
     }
 }
 
-fn secs(s: f64) -> Duration {
-    Duration::try_from_secs_f64(s.max(0.001)).unwrap_or(Duration::from_secs(5))
+/// The shortest and longest duration a flag in seconds accepts: a millisecond and a day.
+const SECONDS: std::ops::RangeInclusive<f64> = 0.001..=86_400.0;
+
+/// Parses a flag given in seconds, refusing values outside [`SECONDS`] (zero, negative,
+/// not a number) rather than rounding them to something else.
+fn seconds(s: &str) -> Result<Duration, String> {
+    let out_of_range = || {
+        format!(
+            "must be between {} and {} seconds (got {s})",
+            SECONDS.start(),
+            SECONDS.end()
+        )
+    };
+    let n: f64 = s.trim().parse().map_err(|_| out_of_range())?;
+    if !SECONDS.contains(&n) {
+        return Err(out_of_range());
+    }
+    Duration::try_from_secs_f64(n).map_err(|_| out_of_range())
 }
+
+/// The page size of a connection given neither `first` nor `last` (the service's default,
+/// `Limits::default_page_size`); the largest page size may not be smaller.
+const DEFAULT_PAGE_SIZE: u64 = 20;
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -126,8 +151,10 @@ pub struct ServeArgs {
     /// Largest request body, in bytes (checked before parsing).
     #[arg(long, env = "PARLEY_MAX_REQUEST_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_request_bytes: usize,
-    /// Largest page size of a connection (`first`/`last`).
-    #[arg(long, env = "PARLEY_MAX_PAGE_SIZE", default_value_t = 100)]
+    /// Largest page size of a connection (`first`/`last`), from 20 (the page a connection
+    /// returns when given neither) to 2147483647 (the largest GraphQL `Int`).
+    #[arg(long, env = "PARLEY_MAX_PAGE_SIZE", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(DEFAULT_PAGE_SIZE..=i32::MAX as u64))]
     pub max_page_size: u64,
     /// Deepest selection nesting of a query.
     #[arg(long, env = "PARLEY_MAX_DEPTH", default_value_t = 10)]
@@ -143,8 +170,9 @@ pub struct ServeArgs {
     /// a field never needs more than 2).
     #[arg(long, env = "PARLEY_MAX_DIRECTIVES", default_value_t = 2)]
     pub max_directives: usize,
-    /// Most operations in one JSON batch (1 turns batching off).
-    #[arg(long, env = "PARLEY_MAX_BATCH", default_value_t = 10)]
+    /// Most operations in one JSON batch (at least 1; 1 turns batching off).
+    #[arg(long, env = "PARLEY_MAX_BATCH", default_value_t = 10,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=usize::MAX as u64))]
     pub max_batch: usize,
     /// Turn schema introspection off (production).
     #[arg(long, env = "PARLEY_NO_INTROSPECTION")]
@@ -152,9 +180,9 @@ pub struct ServeArgs {
     /// Turn "did you mean" field suggestions off (production).
     #[arg(long, env = "PARLEY_NO_SUGGESTIONS")]
     pub no_suggestions: bool,
-    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
-    #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", default_value_t = 30.0)]
-    pub shutdown_grace: f64,
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT (0.001 to 86400).
+    #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", default_value = "30", value_parser = seconds)]
+    pub shutdown_grace: Duration,
 }
 
 impl ServeArgs {
@@ -168,7 +196,7 @@ impl ServeArgs {
                 max_complexity: self.max_complexity,
                 max_nesting: self.max_nesting,
                 max_directives: self.max_directives,
-                max_batch: self.max_batch.max(1),
+                max_batch: self.max_batch,
                 introspection: !self.no_introspection,
                 suggestions: !self.no_suggestions,
             },
@@ -177,7 +205,7 @@ impl ServeArgs {
 
     /// How long shutdown waits for in-flight requests.
     pub fn shutdown_grace(&self) -> Duration {
-        secs(self.shutdown_grace)
+        self.shutdown_grace
     }
 }
 
@@ -233,5 +261,137 @@ impl Default for AppConfig {
             graphql: GraphqlLimits::default(),
             max_request_bytes: 2 * 1024 * 1024,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("parley").chain(args.iter().copied()))
+    }
+
+    /// The message `parley ARGS` stops with at start-up.
+    fn refusal(args: &[&str]) -> String {
+        match parse(args) {
+            Ok(cli) => panic!("`parley {}` was accepted: {cli:?}", args.join(" ")),
+            Err(e) => {
+                assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+                e.to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn out_of_range_settings_are_refused_naming_the_flag_and_the_range() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--db-max-connections", "0"],
+                "for '--db-max-connections <DB_MAX_CONNECTIONS>': 0 is not in 1..=4294967295",
+            ),
+            (
+                &["--db-acquire-timeout", "0"],
+                "for '--db-acquire-timeout <DB_ACQUIRE_TIMEOUT>': must be between 0.001 and 86400 seconds (got 0)",
+            ),
+            (
+                &["--db-statement-timeout=-1"],
+                "for '--db-statement-timeout <DB_STATEMENT_TIMEOUT>': must be between 0.001 and 86400 seconds (got -1)",
+            ),
+            (
+                &["serve", "--shutdown-grace", "NaN"],
+                "for '--shutdown-grace <SHUTDOWN_GRACE>': must be between 0.001 and 86400 seconds (got NaN)",
+            ),
+            (
+                &["serve", "--max-batch", "0"],
+                "for '--max-batch <MAX_BATCH>': 0 is not in 1..=18446744073709551615",
+            ),
+            (
+                &["serve", "--max-page-size", "10"],
+                "for '--max-page-size <MAX_PAGE_SIZE>': 10 is not in 20..=2147483647",
+            ),
+            (
+                &["serve", "--max-page-size", "2147483648"],
+                "for '--max-page-size <MAX_PAGE_SIZE>': 2147483648 is not in 20..=2147483647",
+            ),
+            (
+                &["serve", "--snippet-length", "0"],
+                "for '--snippet-length <SNIPPET_LENGTH>': 0 is not in 1..=4096",
+            ),
+            (
+                &["backfill", "--batch-size", "5001"],
+                "for '--batch-size <BATCH_SIZE>': 5001 is not in 1..=5000",
+            ),
+            (
+                &["verify", "--batch-size", "0"],
+                "for '--batch-size <BATCH_SIZE>': 0 is not in 1..=5000",
+            ),
+            (
+                &["import", "messages.jsonl", "--batch-size", "2001"],
+                "for '--batch-size <BATCH_SIZE>': 2001 is not in 1..=2000",
+            ),
+        ];
+        for (args, expected) in cases {
+            let message = refusal(args);
+            assert!(
+                message.contains(expected),
+                "`parley {}`: {message}",
+                args.join(" ")
+            );
+        }
+    }
+
+    #[test]
+    fn settings_at_the_ends_of_their_ranges_are_kept_as_given() {
+        let cli = parse(&[
+            "--db-max-connections",
+            "1",
+            "--db-acquire-timeout",
+            "0.001",
+            "--db-statement-timeout",
+            "86400",
+            "serve",
+            "--max-batch",
+            "1",
+            "--max-page-size",
+            "20",
+            "--shutdown-grace",
+            "0.5",
+        ])
+        .unwrap();
+        let options = cli.db.db_options();
+        assert_eq!(options.max_connections, 1);
+        assert_eq!(options.acquire_timeout.as_secs_f64(), 0.001);
+        assert_eq!(options.statement_timeout.as_secs_f64(), 86400.0);
+        let Some(Command::Serve(serve)) = cli.command else {
+            panic!("not serve")
+        };
+        let config = serve.app_config();
+        assert_eq!(config.graphql.max_batch, 1);
+        assert_eq!(config.settings.limits.max_page_size, 20);
+        assert_eq!(serve.shutdown_grace().as_secs_f64(), 0.5);
+        for (args, batch) in [
+            (&["backfill", "--batch-size", "5000"][..], 5000),
+            (&["verify", "--batch-size", "1"], 1),
+            (&["import", "-", "--batch-size", "2000"], 2000),
+        ] {
+            let batch_size = match parse(args).unwrap().command {
+                Some(Command::Backfill(a)) => a.batch_size,
+                Some(Command::Verify(a)) => a.batch_size,
+                Some(Command::Import(a)) => a.batch_size,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(batch_size, batch, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn the_smallest_max_page_size_is_the_default_page_size() {
+        assert_eq!(
+            super::DEFAULT_PAGE_SIZE,
+            service::Limits::default().default_page_size
+        );
     }
 }

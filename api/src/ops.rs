@@ -13,8 +13,9 @@ use crate::config::RecordArgs;
 /// `parley backfill`.
 #[derive(Debug, Clone, Args)]
 pub struct BackfillArgs {
-    /// Messages per batch (each batch is one transaction).
-    #[arg(long, default_value_t = 1000)]
+    /// Messages per batch (each batch is one transaction), 1 to 5000.
+    #[arg(long, default_value_t = 1000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=5000))]
     pub batch_size: usize,
     /// Report what would be done without writing anything.
     #[arg(long)]
@@ -30,8 +31,9 @@ pub struct VerifyArgs {
     /// Fix the drift found (each batch in one transaction).
     #[arg(long)]
     pub repair: bool,
-    /// Conversations per batch.
-    #[arg(long, default_value_t = 1000)]
+    /// Conversations per batch, 1 to 5000.
+    #[arg(long, default_value_t = 1000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=5000))]
     pub batch_size: usize,
     /// Record path settings (snippet length decides the expected snippets).
     #[command(flatten)]
@@ -47,8 +49,9 @@ pub struct ImportArgs {
     /// `parley backfill` to attach.
     #[arg(long)]
     pub legacy: bool,
-    /// Lines per batch.
-    #[arg(long, default_value_t = 500)]
+    /// Lines per batch, 1 to 2000.
+    #[arg(long, default_value_t = 500,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=2000))]
     pub batch_size: usize,
     /// Record path settings.
     #[command(flatten)]
