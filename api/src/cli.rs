@@ -79,7 +79,7 @@ pub fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    observability::init_tracing(cli.db.log_format);
+    observability::init_tracing(cli.db.log_format)?;
     match cli.command {
         None => serve(&cli.db, &ServeArgs::parse_defaults()).await,
         Some(Command::Serve(args)) => serve(&cli.db, &args).await,

@@ -1,16 +1,19 @@
 //! Logs and metrics: the tracing subscriber and the process-wide Prometheus recorder.
 
+use std::ffi::OsStr;
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
+use anyhow::Context as _;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
 /// Installs the tracing subscriber: `RUST_LOG` filters (default `info`), `format` shapes.
-pub fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// A `RUST_LOG` that does not parse is refused rather than replaced by the default.
+pub fn init_tracing(format: LogFormat) -> anyhow::Result<()> {
+    let filter = log_filter(std::env::var_os(EnvFilter::DEFAULT_ENV).as_deref())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -20,6 +23,20 @@ pub fn init_tracing(format: LogFormat) {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    Ok(())
+}
+
+/// The filter `RUST_LOG` (`value`) asks for; `info` when it is not set.
+fn log_filter(value: Option<&OsStr>) -> anyhow::Result<EnvFilter> {
+    let Some(value) = value else {
+        return Ok(EnvFilter::new("info"));
+    };
+    let value = value
+        .to_str()
+        .context("RUST_LOG is not valid UTF-8; unset it or give a filter such as `info`")?;
+    EnvFilter::try_new(value).with_context(|| {
+        format!("RUST_LOG={value:?} is not a log filter; give one such as `info` or `api=debug`")
+    })
 }
 
 /// The process-wide Prometheus recorder, installed on first use. Every router in the
@@ -45,4 +62,27 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::log_filter;
+
+    #[test]
+    fn a_log_filter_that_does_not_parse_is_refused() {
+        assert_eq!(log_filter(None).unwrap().to_string(), "info");
+        assert_eq!(
+            log_filter(Some(OsStr::new("api=debug")))
+                .unwrap()
+                .to_string(),
+            "api=debug"
+        );
+        let err = log_filter(Some(OsStr::new("api=loud"))).unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with("RUST_LOG=\"api=loud\" is not a log filter"),
+            "{err:#}"
+        );
+    }
 }
