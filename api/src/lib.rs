@@ -8,6 +8,8 @@ pub mod error;
 pub mod graphiql;
 pub mod graphql;
 pub mod http;
+#[cfg(test)]
+mod module_graph;
 pub mod observability;
 pub mod ops;
 pub mod request_id;
