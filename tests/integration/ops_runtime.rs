@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use parley_tests::{
-    AppConfig, Server, TempCluster, TestDb, error_code, prometheus_value, sqlite_url_in,
+    AppConfig, Server, TempCluster, TestDb, error_code, prometheus_value, skip_or_fail,
+    sqlite_url_in,
 };
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::{Value, json};
@@ -414,7 +415,7 @@ async fn database_outage_fails_fast_with_unavailable_and_recovers_without_losing
     let cluster = match TempCluster::start().await {
         Ok(c) => c,
         Err(why) => {
-            eprintln!("SKIPPED the database outage test: {why}");
+            skip_or_fail("the database outage test", &why);
             return;
         }
     };
