@@ -221,6 +221,20 @@ impl TestDb {
         }
     }
 
+    /// The ids of `table`'s rows in insertion (id) order.
+    pub async fn ids(&self, table: &str) -> Vec<i64> {
+        self.db
+            .query_all_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                format!("SELECT id FROM {table} ORDER BY id"),
+            ))
+            .await
+            .expect("ids")
+            .iter()
+            .map(|row| row.try_get("", "id").expect("id"))
+            .collect()
+    }
+
     /// Counts rows of `table`.
     pub async fn count(&self, table: &str) -> i64 {
         let row = self
@@ -234,6 +248,16 @@ impl TestDb {
             .expect("a row");
         row.try_get("", "n").expect("n")
     }
+}
+
+/// The cursor a list must hand out for the row `id` positioned at `at` (RFC 3339): the
+/// expected value of a cursor assertion, computed from what the test inserted and the id
+/// the database gave the row, never from the response under test.
+pub fn expected_cursor(kind: service::cursor::CursorKind, at: &str, id: i64) -> String {
+    let at = chrono::DateTime::parse_from_rfc3339(at)
+        .unwrap_or_else(|e| panic!("{at}: {e}"))
+        .to_utc();
+    service::cursor::encode_cursor(kind, service::cursor::Cursor { at, id })
 }
 
 /// Runs each named `async fn(&TestDb)` as two tests: `NAME::sqlite` and `NAME::postgres`

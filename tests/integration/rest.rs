@@ -4,8 +4,9 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use parley_tests::{Answer, AppConfig, TestApp, TestDb, on_both_engines};
+use parley_tests::{Answer, AppConfig, TestApp, TestDb, expected_cursor, on_both_engines};
 use serde_json::{Value, json};
+use service::cursor::CursorKind;
 
 on_both_engines!(
     sms_outbound_then_inbound_reply_share_one_conversation,
@@ -148,12 +149,15 @@ async fn sms_outbound_then_inbound_reply_share_one_conversation(t: &TestDb) {
     assert_eq!(m["sent_at"], "2024-11-01T14:03:00+00:00");
     assert!(m["recorded_at"].is_string());
     assert_eq!(m["assignment_error"], Value::Null);
+    // The cursors are the (sent_at, id) positions of the two stored messages.
+    let stored = t.ids("messages").await;
+    assert_eq!(stored.len(), 2);
     assert_eq!(
         thread["page_info"],
         json!({
             "has_next_page": false, "has_previous_page": false,
-            "start_cursor": thread["page_info"]["start_cursor"].clone(),
-            "end_cursor": thread["page_info"]["end_cursor"].clone(),
+            "start_cursor": expected_cursor(CursorKind::Message, "2024-11-01T14:00:00Z", stored[0]),
+            "end_cursor": expected_cursor(CursorKind::Message, "2024-11-01T14:03:00Z", stored[1]),
         })
     );
     assert_eq!(t.count("messages").await, 2);
@@ -369,13 +373,25 @@ async fn graphql_writes_are_visible_through_rest_with_the_same_cursors(t: &TestD
         )
         .await;
     let edge = &gq["conversations"]["edges"][0];
+    // Both surfaces hand out the cursor of the stored rows' positions.
+    let conversation_cursor = expected_cursor(
+        CursorKind::Conversation,
+        "2024-11-01T14:00:00Z",
+        t.ids("conversations").await[0],
+    );
+    let message_cursor = expected_cursor(
+        CursorKind::Message,
+        "2024-11-01T14:00:00Z",
+        t.ids("messages").await[0],
+    );
+    assert_eq!(edge["cursor"], conversation_cursor);
     let list = get_ok(&app, "/api/conversations?first=10").await;
     let c = &list["items"][0];
     assert_eq!(c["id"], rec["recordMessage"]["conversation"]["id"]);
     assert_eq!(c["key"], rec["recordMessage"]["conversation"]["key"]);
     assert_eq!(c["last_message_id"], rec["recordMessage"]["message"]["id"]);
-    assert_eq!(list["page_info"]["start_cursor"], edge["cursor"]);
-    assert_eq!(list["page_info"]["end_cursor"], edge["cursor"]);
+    assert_eq!(list["page_info"]["start_cursor"], conversation_cursor);
+    assert_eq!(list["page_info"]["end_cursor"], conversation_cursor);
     let thread = get_ok(
         &app,
         &format!("/api/conversations/{}/messages", c["id"].as_str().unwrap()),
@@ -384,7 +400,9 @@ async fn graphql_writes_are_visible_through_rest_with_the_same_cursors(t: &TestD
     let m_edge = &edge["node"]["messages"]["edges"][0];
     assert_eq!(thread["items"][0]["id"], m_edge["node"]["id"]);
     assert_eq!(thread["items"][0]["body"], "from GraphQL");
-    assert_eq!(thread["page_info"]["end_cursor"], m_edge["cursor"]);
+    assert_eq!(m_edge["cursor"], message_cursor);
+    assert_eq!(thread["page_info"]["start_cursor"], message_cursor);
+    assert_eq!(thread["page_info"]["end_cursor"], message_cursor);
 }
 
 async fn pages_follow_cursors_both_ways_with_exact_flags(t: &TestDb) {
@@ -415,24 +433,46 @@ async fn pages_follow_cursors_both_ways_with_exact_flags(t: &TestDb) {
             .map(|c| c["id"].clone())
             .collect()
     };
+    // Conversation i was last active at 14:0i; its cursor is that position and its row id.
+    let rows = t.ids("conversations").await;
+    assert_eq!(rows.len(), 5);
+    let cursor = |i: usize| {
+        expected_cursor(
+            CursorKind::Conversation,
+            &format!("2024-11-01T14:{i:02}:00Z"),
+            rows[i],
+        )
+    };
+    let page_info = |next: bool, previous: bool, start: usize, end: usize| {
+        json!({
+            "has_next_page": next, "has_previous_page": previous,
+            "start_cursor": cursor(start), "end_cursor": cursor(end),
+        })
+    };
     let p1 = get_ok(&app, "/api/conversations?first=2").await;
     assert_eq!(ids_of(&p1), ids[0..2]);
-    assert_eq!(p1["page_info"]["has_next_page"], true);
-    assert_eq!(p1["page_info"]["has_previous_page"], false);
-    let after = p1["page_info"]["end_cursor"].as_str().unwrap();
-    let p2 = get_ok(&app, &format!("/api/conversations?first=2&after={after}")).await;
+    assert_eq!(p1["page_info"], page_info(true, false, 4, 3));
+    let p2 = get_ok(
+        &app,
+        &format!("/api/conversations?first=2&after={}", cursor(3)),
+    )
+    .await;
     assert_eq!(ids_of(&p2), ids[2..4]);
-    assert_eq!(p2["page_info"]["has_next_page"], true);
-    assert_eq!(p2["page_info"]["has_previous_page"], true);
-    let after = p2["page_info"]["end_cursor"].as_str().unwrap();
-    let p3 = get_ok(&app, &format!("/api/conversations?first=2&after={after}")).await;
+    assert_eq!(p2["page_info"], page_info(true, true, 2, 1));
+    let p3 = get_ok(
+        &app,
+        &format!("/api/conversations?first=2&after={}", cursor(1)),
+    )
+    .await;
     assert_eq!(ids_of(&p3), ids[4..5]);
-    assert_eq!(p3["page_info"]["has_next_page"], false);
-    let before = p3["page_info"]["start_cursor"].as_str().unwrap();
-    let back = get_ok(&app, &format!("/api/conversations?last=3&before={before}")).await;
+    assert_eq!(p3["page_info"], page_info(false, true, 0, 0));
+    let back = get_ok(
+        &app,
+        &format!("/api/conversations?last=3&before={}", cursor(0)),
+    )
+    .await;
     assert_eq!(ids_of(&back), ids[1..4]);
-    assert_eq!(back["page_info"]["has_previous_page"], true);
-    assert_eq!(back["page_info"]["has_next_page"], true);
+    assert_eq!(back["page_info"], page_info(true, true, 3, 1));
 
     // Page limits and cursors are the service's, with GraphQL's codes.
     for (query, code, field) in [
@@ -448,8 +488,9 @@ async fn pages_follow_cursors_both_ways_with_exact_flags(t: &TestDb) {
     // A conversation cursor is not a message cursor.
     let answer = app
         .get(&format!(
-            "/api/conversations/{}/messages?after={after}",
-            ids[0].as_str().unwrap()
+            "/api/conversations/{}/messages?after={}",
+            ids[0].as_str().unwrap(),
+            cursor(1)
         ))
         .await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "INVALID_CURSOR", None);
@@ -567,11 +608,14 @@ async fn unnormalizable_inbound_is_stored_and_answered_202(t: &TestDb) {
     let answer = app.post_json("/api/webhooks/sms", &hook).await;
     assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
     let reason = answer.json["assignment_error"].as_str().unwrap().to_owned();
-    assert!(reason.starts_with("from:"), "{reason}");
+    assert_eq!(reason, "from: phone number is not valid for region US");
+    let stored = t.ids("messages").await;
+    assert_eq!(stored.len(), 1);
+    let message_id = api::graphql::ids::encode_id(api::graphql::ids::NodeType::Message, stored[0]);
     assert_eq!(
         answer.json,
         json!({
-            "message_id": answer.json["message_id"], "conversation_id": null,
+            "message_id": message_id.as_str(), "conversation_id": null,
             "conversation_created": false, "duplicate": false, "assignment_error": reason,
         })
     );
