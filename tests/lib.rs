@@ -434,6 +434,36 @@ fn build_parley() -> Result<PathBuf, String> {
     }
 }
 
+/// The environment variables of this process that `parley` would read settings from
+/// (`DATABASE_URL`, `PARLEY_*`), which a test's `parley` must not inherit from the shell.
+fn parley_env() -> Vec<std::ffi::OsString> {
+    std::env::vars_os()
+        .map(|(key, _)| key)
+        .filter(|key| {
+            key.to_str()
+                .is_some_and(|k| k == "DATABASE_URL" || k.starts_with("PARLEY_"))
+        })
+        .collect()
+}
+
+/// Runs the real binary to completion, `parley --database-url URL ARGS..` (a subcommand
+/// and its flags), and returns its exit status and output.
+pub async fn run_parley(database_url: &str, args: &[&str]) -> std::process::Output {
+    let binary = tokio::task::spawn_blocking(parley_binary)
+        .await
+        .expect("building parley");
+    let mut cmd = tokio::process::Command::new(binary);
+    for var in parley_env() {
+        cmd.env_remove(var);
+    }
+    cmd.args(["--database-url", database_url])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("running parley")
+}
+
 /// The URL of a SQLite database file `parley.sqlite` in `dir` (created on first use).
 pub fn sqlite_url_in(dir: &Path) -> String {
     format!("sqlite://{}?mode=rwc", dir.join("parley.sqlite").display())
@@ -475,16 +505,7 @@ impl Server {
             let port = free_port();
             let stderr = std::fs::File::create(&log).expect("log file");
             let mut cmd = Command::new(binary);
-            for var in [
-                "DATABASE_URL",
-                "PARLEY_BIND",
-                "PARLEY_LOG_FORMAT",
-                "PARLEY_DB_ACQUIRE_TIMEOUT",
-                "PARLEY_DB_STATEMENT_TIMEOUT",
-                "PARLEY_DB_MAX_CONNECTIONS",
-                "PARLEY_SHUTDOWN_GRACE",
-                "PARLEY_NO_MIGRATE",
-            ] {
+            for var in parley_env() {
                 cmd.env_remove(var);
             }
             cmd.env("RUST_LOG", "info")
