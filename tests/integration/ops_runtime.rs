@@ -179,7 +179,8 @@ async fn metrics_count_known_traffic_exactly() {
     // Pool gauges are sampled on scrape: the pool is open, with at most 16 connections.
     let pool = value("parley_db_pool_connections", &[]).expect("pool gauge");
     assert!((1.0..=16.0).contains(&pool), "{pool}");
-    assert!(value("parley_db_pool_idle_connections", &[]).is_some());
+    let idle = value("parley_db_pool_idle_connections", &[]).expect("idle gauge");
+    assert!((0.0..=pool).contains(&idle), "{idle} idle of {pool}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
