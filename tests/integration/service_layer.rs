@@ -192,7 +192,10 @@ async fn inbound_with_bad_addresses_is_stored_unassigned(t: &TestDb) {
     assert!(!r.conversation_created);
     assert_eq!(r.message.conversation_id, None);
     let reason = r.message.assignment_error.clone().unwrap();
-    assert!(reason.starts_with("from:"), "{reason}");
+    assert_eq!(
+        reason,
+        "from: letters are not accepted in phone numbers; write vanity numbers like 1-800-FLOWERS as digits"
+    );
     assert_eq!(r.message.from_raw, "not-a-number");
     assert_eq!(t.count("conversations").await, 0);
     let w = Window::new(
