@@ -152,10 +152,13 @@ impl TestDb {
     }
 
     /// A migrated PostgreSQL database of its own, or `None` (with a note on stderr) when
-    /// `TEST_DATABASE_URL` is not set.
+    /// `TEST_DATABASE_URL` is not set; in CI ([`in_ci`]) an unset URL fails the test.
     pub async fn postgres() -> Option<TestDb> {
         let Some(url) = postgres_url() else {
-            eprintln!("SKIPPED the PostgreSQL run: set TEST_DATABASE_URL (see README) to run it");
+            skip_or_fail(
+                "the PostgreSQL run",
+                "set TEST_DATABASE_URL (see README) to run it",
+            );
             // Once per run, past the harness's output capture (which hides what passing
             // tests print), so a plain `cargo test` says what it did not run.
             static NOTE: std::sync::Once = std::sync::Once::new();
@@ -218,6 +221,20 @@ impl TestDb {
         }
     }
 
+    /// The ids of `table`'s rows in insertion (id) order.
+    pub async fn ids(&self, table: &str) -> Vec<i64> {
+        self.db
+            .query_all_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                format!("SELECT id FROM {table} ORDER BY id"),
+            ))
+            .await
+            .expect("ids")
+            .iter()
+            .map(|row| row.try_get("", "id").expect("id"))
+            .collect()
+    }
+
     /// Counts rows of `table`.
     pub async fn count(&self, table: &str) -> i64 {
         let row = self
@@ -233,8 +250,18 @@ impl TestDb {
     }
 }
 
+/// The cursor a list must hand out for the row `id` positioned at `at` (RFC 3339): the
+/// expected value of a cursor assertion, computed from what the test inserted and the id
+/// the database gave the row, never from the response under test.
+pub fn expected_cursor(kind: service::cursor::CursorKind, at: &str, id: i64) -> String {
+    let at = chrono::DateTime::parse_from_rfc3339(at)
+        .unwrap_or_else(|e| panic!("{at}: {e}"))
+        .to_utc();
+    service::cursor::encode_cursor(kind, service::cursor::Cursor { at, id })
+}
+
 /// Runs each named `async fn(&TestDb)` as two tests: `NAME::sqlite` and `NAME::postgres`
-/// (which reports itself skipped when `TEST_DATABASE_URL` is not set).
+/// (which reports itself skipped when `TEST_DATABASE_URL` is not set, and fails in CI).
 #[macro_export]
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => { $(
@@ -407,6 +434,36 @@ fn build_parley() -> Result<PathBuf, String> {
     }
 }
 
+/// The environment variables of this process that `parley` would read settings from
+/// (`DATABASE_URL`, `PARLEY_*`), which a test's `parley` must not inherit from the shell.
+fn parley_env() -> Vec<std::ffi::OsString> {
+    std::env::vars_os()
+        .map(|(key, _)| key)
+        .filter(|key| {
+            key.to_str()
+                .is_some_and(|k| k == "DATABASE_URL" || k.starts_with("PARLEY_"))
+        })
+        .collect()
+}
+
+/// Runs the real binary to completion, `parley --database-url URL ARGS..` (a subcommand
+/// and its flags), and returns its exit status and output.
+pub async fn run_parley(database_url: &str, args: &[&str]) -> std::process::Output {
+    let binary = tokio::task::spawn_blocking(parley_binary)
+        .await
+        .expect("building parley");
+    let mut cmd = tokio::process::Command::new(binary);
+    for var in parley_env() {
+        cmd.env_remove(var);
+    }
+    cmd.args(["--database-url", database_url])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("running parley")
+}
+
 /// The URL of a SQLite database file `parley.sqlite` in `dir` (created on first use).
 pub fn sqlite_url_in(dir: &Path) -> String {
     format!("sqlite://{}?mode=rwc", dir.join("parley.sqlite").display())
@@ -448,16 +505,7 @@ impl Server {
             let port = free_port();
             let stderr = std::fs::File::create(&log).expect("log file");
             let mut cmd = Command::new(binary);
-            for var in [
-                "DATABASE_URL",
-                "PARLEY_BIND",
-                "PARLEY_LOG_FORMAT",
-                "PARLEY_DB_ACQUIRE_TIMEOUT",
-                "PARLEY_DB_STATEMENT_TIMEOUT",
-                "PARLEY_DB_MAX_CONNECTIONS",
-                "PARLEY_SHUTDOWN_GRACE",
-                "PARLEY_NO_MIGRATE",
-            ] {
+            for var in parley_env() {
                 cmd.env_remove(var);
             }
             cmd.env("RUST_LOG", "info")
@@ -561,8 +609,77 @@ impl Drop for Server {
     }
 }
 
-/// Where the PostgreSQL 15 server programs live (Debian layout).
-pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Whether the tests run in CI: `CI` is set to anything but empty, `0` or `false` (CI
+/// services set `CI=true`; so does `.ci/run`).
+pub fn in_ci() -> bool {
+    ci_flag(std::env::var("CI").ok().as_deref())
+}
+
+/// [`in_ci`] for a given value of `CI`.
+pub fn ci_flag(value: Option<&str>) -> bool {
+    value.is_some_and(|v| !matches!(v.trim(), "" | "0" | "false" | "FALSE" | "False"))
+}
+
+/// Reports that `what` did not run because of `why`: a SKIPPED note on stderr on a
+/// developer's machine, but a panic (a failed test) in CI, where a missing prerequisite is
+/// a broken pipeline, not a reason to pass.
+pub fn skip_or_fail(what: &str, why: &str) {
+    if in_ci() {
+        panic!("{what} cannot run in CI: {why}");
+    }
+    eprintln!("SKIPPED {what}: {why}");
+}
+
+/// Where the installed PostgreSQL server programs (`initdb`, `pg_ctl`) live: the folder
+/// `pg_config --bindir` names, else the newest version under `/usr/lib/postgresql` (Debian
+/// and Ubuntu install each major version side by side there, and `pg_config` may belong to
+/// a client-only package).
+pub fn postgres_bindir() -> Result<PathBuf, String> {
+    let pg_config = run_capture("pg_config", &["--bindir"])
+        .ok()
+        .map(|out| PathBuf::from(out.trim()));
+    find_postgres_bindir(pg_config, Path::new("/usr/lib/postgresql"))
+}
+
+/// [`postgres_bindir`] from what `pg_config --bindir` said (if it ran) and the folder that
+/// holds one subfolder per installed version.
+pub fn find_postgres_bindir(
+    pg_config_bindir: Option<PathBuf>,
+    versions_root: &Path,
+) -> Result<PathBuf, String> {
+    let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    let mut tried = Vec::new();
+    if let Some(dir) = pg_config_bindir {
+        if has_server(&dir) {
+            return Ok(dir);
+        }
+        tried.push(format!("{} (from pg_config --bindir)", dir.display()));
+    }
+    let newest = std::fs::read_dir(versions_root)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let version = postgres_version(entry.file_name().to_str()?)?;
+            let bin = entry.path().join("bin");
+            has_server(&bin).then_some((version, bin))
+        })
+        .max();
+    if let Some((_, bin)) = newest {
+        return Ok(bin);
+    }
+    tried.push(format!("{}/<version>/bin", versions_root.display()));
+    Err(format!(
+        "no PostgreSQL server programs (initdb, pg_ctl) in {}",
+        tried.join(" or ")
+    ))
+}
+
+/// A version folder's name as numbers to order by (`9.6` before `10`), or `None` when the
+/// name is not a version.
+pub fn postgres_version(name: &str) -> Option<Vec<u32>> {
+    name.split('.').map(|part| part.parse().ok()).collect()
+}
 
 /// A throwaway PostgreSQL cluster the test starts itself: `initdb` in a temp dir, listening
 /// on a free port of 127.0.0.1 only (and a Unix socket in the temp dir), so it never
@@ -571,19 +688,18 @@ pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// Stopped (immediately) and removed on drop.
 pub struct TempCluster {
     dir: tempfile::TempDir,
+    bin: PathBuf,
     /// The port it listens on.
     pub port: u16,
     as_postgres: bool,
 }
 
 impl TempCluster {
-    /// Creates and starts a cluster, or says why it cannot (no PostgreSQL 15 installed, no
-    /// `postgres` user while running as root) so the caller can skip.
+    /// Creates and starts a cluster with the installed PostgreSQL ([`postgres_bindir`]), or
+    /// says why it cannot (no PostgreSQL server installed, no `postgres` user while running
+    /// as root, a cluster that does not start) so the caller can skip or fail.
     pub async fn start() -> Result<TempCluster, String> {
-        let initdb = Path::new(PG_BIN).join("initdb");
-        if !initdb.exists() {
-            return Err(format!("{} is missing", initdb.display()));
-        }
+        let bin = postgres_bindir()?;
         let as_postgres = run_capture("id", &["-u"])?.trim() == "0";
         let dir = tempfile::Builder::new()
             .prefix("parley-pg-")
@@ -599,6 +715,7 @@ impl TempCluster {
         }
         let mut cluster = TempCluster {
             dir,
+            bin,
             port: 0,
             as_postgres,
         };
@@ -685,7 +802,7 @@ impl TempCluster {
     }
 
     fn command(&self, program: &str, args: &[&str]) -> Command {
-        let program = Path::new(PG_BIN).join(program);
+        let program = self.bin.join(program);
         let mut cmd = if self.as_postgres {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(program);

@@ -1,5 +1,6 @@
 //! The `parley` command line: `serve` (the default), `migrate`, `schema`.
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -68,8 +69,9 @@ pub enum MigrateAction {
     Fresh,
 }
 
-/// Entry point of the binary.
-pub fn main() -> anyhow::Result<()> {
+/// Entry point of the binary: the exit status on success (1 when `verify` finds drift),
+/// or the error that stopped it (status 1, with the error's chain on stderr).
+pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -78,21 +80,42 @@ pub fn main() -> anyhow::Result<()> {
     runtime.block_on(run(cli))
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     observability::init_tracing(cli.db.log_format)?;
     match cli.command {
-        None => serve(&cli.db, &ServeArgs::parse_defaults()).await,
-        Some(Command::Serve(args)) => serve(&cli.db, &args).await,
-        Some(Command::Migrate { action }) => migrate(&cli.db, action).await,
-        Some(Command::Schema) => {
-            print!("{}", graphql::schema::sdl());
-            Ok(())
-        }
+        None => serve(&cli.db, &ServeArgs::parse_defaults()).await?,
+        Some(Command::Serve(args)) => serve(&cli.db, &args).await?,
+        Some(Command::Migrate { action }) => migrate(&cli.db, action).await?,
+        Some(Command::Schema) => print!("{}", graphql::schema::sdl()),
         Some(Command::Backfill(args)) => {
-            crate::ops::backfill(&connect(&cli.db).await?, &args).await
+            let db = connect(&cli.db).await?;
+            let done = crate::ops::backfill(&db, &args).await;
+            close(db).await;
+            done?
         }
-        Some(Command::Verify(args)) => crate::ops::verify(&connect(&cli.db).await?, &args).await,
-        Some(Command::Import(args)) => crate::ops::import(&connect(&cli.db).await?, &args).await,
+        Some(Command::Verify(args)) => {
+            let db = connect(&cli.db).await?;
+            let outcome = crate::ops::verify(&db, &args).await;
+            close(db).await;
+            return Ok(outcome?.exit_code());
+        }
+        Some(Command::Import(args)) => {
+            let db = connect(&cli.db).await?;
+            let done = crate::ops::import(&db, &args).await;
+            close(db).await;
+            done?
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Hands the pool's connections back to the database before the process exits (bounded,
+/// so a wedged connection cannot hold the exit).
+async fn close(db: service::DatabaseConnection) {
+    match tokio::time::timeout(std::time::Duration::from_secs(5), db.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "closing the database pool failed"),
+        Err(_) => tracing::warn!("closing the database pool timed out"),
     }
 }
 

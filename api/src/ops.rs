@@ -2,6 +2,7 @@
 //! and plain log lines otherwise; summaries go to standard output.
 
 use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -119,8 +120,29 @@ pub async fn backfill(db: &DatabaseConnection, args: &BackfillArgs) -> anyhow::R
     Ok(())
 }
 
-/// Runs `parley verify`; exits with status 1 when drift was found (and not repaired).
-pub async fn verify(db: &DatabaseConnection, args: &VerifyArgs) -> anyhow::Result<()> {
+/// What `parley verify` found, which decides its exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    /// Every conversation matches its messages.
+    Consistent,
+    /// Drift was found and repaired (`--repair`).
+    Repaired,
+    /// Drift was found and left as it is.
+    Drift,
+}
+
+impl VerifyOutcome {
+    /// The process exit status: 1 for drift left unrepaired, 0 otherwise.
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            VerifyOutcome::Consistent | VerifyOutcome::Repaired => ExitCode::SUCCESS,
+            VerifyOutcome::Drift => ExitCode::from(1),
+        }
+    }
+}
+
+/// Runs `parley verify`; the outcome says whether drift was found, and left unrepaired.
+pub async fn verify(db: &DatabaseConnection, args: &VerifyArgs) -> anyhow::Result<VerifyOutcome> {
     let settings = args.record.settings(100);
     let report =
         service::verify::verify_conversations(db, &settings, args.repair, args.batch_size, |r| {
@@ -144,11 +166,14 @@ pub async fn verify(db: &DatabaseConnection, args: &VerifyArgs) -> anyhow::Resul
         report.repaired,
         report.unassigned
     );
-    if !report.drifts.is_empty() && !args.repair {
+    if report.drifts.is_empty() {
+        Ok(VerifyOutcome::Consistent)
+    } else if args.repair {
+        Ok(VerifyOutcome::Repaired)
+    } else {
         println!("run `parley verify --repair` to fix the drift");
-        std::process::exit(1);
+        Ok(VerifyOutcome::Drift)
     }
-    Ok(())
 }
 
 /// Runs `parley import`.

@@ -2,6 +2,8 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::types::Channel;
+
 /// A row of `conversations`.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "conversations")]
@@ -10,7 +12,7 @@ pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
     /// `EMAIL` or `SMS`.
-    pub channel: String,
+    pub channel: Channel,
     /// The sorted normalized addresses joined by U+001F; unique together with `channel`.
     pub participants_key: String,
     /// The normalized addresses, sorted, as a JSON array of strings.

@@ -1,8 +1,11 @@
-//! SeaORM entities of parley. Nothing but table shapes lives here: the rules that keep the
-//! rows consistent are in the `service` crate.
+//! SeaORM entities of parley. Nothing but table shapes and the closed vocabularies their
+//! columns hold lives here: the rules that keep the rows consistent are in the `service`
+//! crate.
 
 pub mod conversation;
 pub mod conversation_participant;
 pub mod message;
+pub mod types;
 
 pub use sea_orm;
+pub use types::{Channel, Direction, Kind};

@@ -3,6 +3,8 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::types::{Channel, Direction, Kind};
+
 /// A row of `messages`.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "messages")]
@@ -14,11 +16,11 @@ pub struct Model {
     /// whose addresses could not be normalized (see `assignment_error`).
     pub conversation_id: Option<i64>,
     /// `EMAIL` or `SMS`.
-    pub channel: String,
+    pub channel: Channel,
     /// `SMS`, `MMS` or `EMAIL`.
-    pub kind: String,
+    pub kind: Kind,
     /// `INBOUND` or `OUTBOUND`.
-    pub direction: String,
+    pub direction: Direction,
     /// The sender as given.
     pub from_raw: String,
     /// The recipients as given, a JSON array of strings.

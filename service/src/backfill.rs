@@ -41,7 +41,7 @@ pub struct BackfillReport {
 #[derive(Debug, FromQueryResult)]
 struct Pending {
     id: i64,
-    channel: String,
+    channel: Channel,
     from_raw: String,
     to_raw: JsonValue,
     sent_at: DateTime<Utc>,
@@ -150,10 +150,7 @@ fn assign(
     row: &Pending,
     settings: &Settings,
 ) -> std::result::Result<(Channel, Participants), String> {
-    let channel: Channel = row
-        .channel
-        .parse()
-        .map_err(|e: String| format!("channel: {e}"))?;
+    let channel = row.channel;
     let to: Vec<String> = match &row.to_raw {
         JsonValue::Array(items) => items
             .iter()
@@ -183,7 +180,7 @@ async fn existing_keys(
     }
     #[derive(FromQueryResult)]
     struct Key {
-        channel: String,
+        channel: Channel,
         participants_key: String,
     }
     let mut sql = Sql::new(
@@ -198,7 +195,7 @@ async fn existing_keys(
         .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|k| Some((k.channel.parse().ok()?, k.participants_key)))
+        .map(|k| (k.channel, k.participants_key))
         .collect())
 }
 
@@ -239,7 +236,7 @@ async fn upsert_groups(
     #[derive(FromQueryResult)]
     struct Upserted {
         id: i64,
-        channel: String,
+        channel: Channel,
         participants_key: String,
         message_count: i64,
     }
@@ -247,13 +244,13 @@ async fn upsert_groups(
         .all(txn)
         .await?;
     let created = rows.iter().filter(|r| r.message_count == 0).count() as u64;
-    let by_key: std::collections::HashMap<(String, String), i64> = rows
+    let by_key: std::collections::HashMap<(Channel, String), i64> = rows
         .into_iter()
         .map(|r| ((r.channel, r.participants_key), r.id))
         .collect();
     let ids: Vec<i64> = groups
         .keys()
-        .filter_map(|(c, k)| by_key.get(&(c.as_str().to_owned(), k.clone())).copied())
+        .filter_map(|(c, k)| by_key.get(&(*c, k.clone())).copied())
         .collect();
 
     let mut index =

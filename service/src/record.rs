@@ -441,7 +441,7 @@ async fn duplicate(db: &DatabaseConnection, message: message::Model) -> Result<R
 
 fn observe(recorded: &Recorded, started: std::time::Instant) {
     let m = &recorded.message;
-    metrics::counter!("parley_messages_recorded_total", "channel" => m.channel.clone(), "direction" => m.direction.clone())
+    metrics::counter!("parley_messages_recorded_total", "channel" => m.channel.as_str(), "direction" => m.direction.as_str())
         .increment(1);
     metrics::histogram!("parley_record_message_duration_seconds")
         .record(started.elapsed().as_secs_f64());
@@ -453,12 +453,11 @@ fn observe(recorded: &Recorded, started: std::time::Instant) {
             } else {
                 metrics::counter!("parley_conversations_reused_total").increment(1);
             }
-            let channel: Channel = c.channel.parse().unwrap_or(Channel::Sms);
             tracing::info!(
                 message_id = m.id,
                 conversation_id = c.id,
                 conversation = if created { "created" } else { "reused" },
-                conversation_key = %normalize::conversation_key(channel, &c.participants_key),
+                conversation_key = %normalize::conversation_key(c.channel, &c.participants_key),
                 channel = %m.channel,
                 direction = %m.direction,
                 "message recorded"

@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::settings::Settings;
 use crate::snippet::{looks_like_html, snippet};
 use crate::sql::Sql;
+use crate::types::Channel;
 use crate::{db, query};
 
 /// One derived field of one conversation that does not match its messages.
@@ -43,7 +44,7 @@ pub struct VerifyReport {
 #[derive(Debug, FromQueryResult)]
 struct Observed {
     id: i64,
-    channel: String,
+    channel: Channel,
     message_count: i64,
     first_message_at: DateTime<Utc>,
     last_message_at: DateTime<Utc>,
@@ -132,7 +133,7 @@ pub async fn verify_conversations(
                 .actual_last_id
                 .and_then(|id| last_messages.get(&id))
                 .map(|m| {
-                    let html = r.channel == "EMAIL" && looks_like_html(&m.body);
+                    let html = r.channel == Channel::Email && looks_like_html(&m.body);
                     snippet(&m.body, html, settings.snippet_length)
                 })
                 .unwrap_or_default();
@@ -213,7 +214,7 @@ pub async fn refresh_conversations(
     #[derive(FromQueryResult)]
     struct Last {
         id: i64,
-        channel: String,
+        channel: Channel,
         body: Option<String>,
     }
     let mut sql = Sql::new(
@@ -225,7 +226,7 @@ pub async fn refresh_conversations(
     let mut update = Sql::new("UPDATE conversations SET snippet = v.column2 FROM (VALUES ");
     update.push_rows(&lasts, |sql, l| {
         let body = l.body.as_deref().unwrap_or_default();
-        let html = l.channel == "EMAIL" && looks_like_html(body);
+        let html = l.channel == Channel::Email && looks_like_html(body);
         sql.bind(l.id)
             .push(", ")
             .bind(snippet(body, html, settings.snippet_length));

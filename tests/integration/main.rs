@@ -2,6 +2,7 @@
 //! `TEST_DATABASE_URL` is set) through `on_both_engines!`.
 
 mod graphql;
+mod harness;
 mod hostile;
 mod ops;
 mod ops_runtime;

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use chrono::{Duration, TimeZone, Utc};
-use parley_tests::{Engine, TestDb, on_both_engines};
+use parley_tests::{Engine, TestDb, on_both_engines, run_parley};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 use service::backfill::backfill_conversations;
@@ -99,6 +99,7 @@ on_both_engines!(
     backfill_interrupted_by_a_failing_batch_then_rerun_equals_a_clean_run,
     backfill_beside_live_traffic_leaves_no_drift,
     verify_finds_injected_drift_and_repair_removes_it,
+    verify_command_exits_1_on_drift_and_0_without,
     import_reports_imported_duplicates_and_rejected_lines,
 );
 
@@ -357,6 +358,61 @@ async fn verify_finds_injected_drift_and_repair_removes_it(t: &TestDb) {
         .unwrap();
     assert_eq!(after.drifts, vec![]);
     assert_eq!(snapshot(t).await, snap);
+}
+
+/// Runs the binary on `t` and returns its exit code and standard output.
+async fn parley(t: &TestDb, args: &[&str]) -> (Option<i32>, String) {
+    let out = run_parley(&t.url, args).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.code() != Some(0) {
+        eprintln!(
+            "parley {args:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (out.status.code(), stdout)
+}
+
+async fn verify_command_exits_1_on_drift_and_0_without(t: &TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("legacy.jsonl");
+    let lines: Vec<String> = legacy_lines(3, 2).into_iter().map(|(_, l)| l).collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let file = file.to_str().unwrap();
+    assert_eq!(parley(t, &["import", "--legacy", file]).await.0, Some(0));
+    assert_eq!(parley(t, &["backfill"]).await.0, Some(0));
+    let consistent = "verify: 3 conversations checked, 0 drifted fields, \
+                      0 conversations repaired, 0 messages unassigned\n";
+    assert_eq!(
+        parley(t, &["verify"]).await,
+        (Some(0), consistent.to_owned())
+    );
+
+    let drifted = t.ids("conversations").await[1];
+    t.db.execute_unprepared(&format!(
+        "UPDATE conversations SET message_count = 99 WHERE id = {drifted}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        parley(t, &["verify"]).await,
+        (
+            Some(1),
+            format!(
+                "drift: conversation {drifted} message_count: stored \"99\", messages say \"2\"\n\
+                 verify: 3 conversations checked, 1 drifted fields, 0 conversations repaired, \
+                 0 messages unassigned\n\
+                 run `parley verify --repair` to fix the drift\n"
+            )
+        )
+    );
+    // Repairing is success, and leaves nothing for the next run to find.
+    assert_eq!(parley(t, &["verify", "--repair"]).await.0, Some(0));
+    assert_eq!(
+        parley(t, &["verify"]).await,
+        (Some(0), consistent.to_owned())
+    );
 }
 
 async fn import_reports_imported_duplicates_and_rejected_lines(t: &TestDb) {

@@ -40,6 +40,7 @@ on_both_engines!(
     batched_thread_pages_equal_single_pages,
     email_conversations_normalize_and_snippet_html,
     migrations_go_down_and_up_again,
+    unknown_stored_channel_is_an_error_not_a_guess,
 );
 
 async fn outbound_then_inbound_reply_share_one_conversation(t: &TestDb) {
@@ -80,7 +81,7 @@ async fn outbound_then_inbound_reply_share_one_conversation(t: &TestDb) {
     assert_eq!(c.last_message_at, at(5));
     assert_eq!(c.last_message_id, Some(reply.message.id));
     assert_eq!(c.snippet, "Hi back");
-    assert_eq!(c.channel, "SMS");
+    assert_eq!(c.channel, service::Channel::Sms);
     assert_eq!(
         service::normalize::split_participants_key(&c.participants_key),
         vec!["+12016661234", "+18045551234"]
@@ -191,7 +192,10 @@ async fn inbound_with_bad_addresses_is_stored_unassigned(t: &TestDb) {
     assert!(!r.conversation_created);
     assert_eq!(r.message.conversation_id, None);
     let reason = r.message.assignment_error.clone().unwrap();
-    assert!(reason.starts_with("from:"), "{reason}");
+    assert_eq!(
+        reason,
+        "from: letters are not accepted in phone numbers; write vanity numbers like 1-800-FLOWERS as digits"
+    );
     assert_eq!(r.message.from_raw, "not-a-number");
     assert_eq!(t.count("conversations").await, 0);
     let w = Window::new(
@@ -753,4 +757,26 @@ async fn fresh_sqlite_pools_see_every_index_the_migrations_made() {
         assert_eq!(r.imported, 50);
         t.cleanup().await;
     }
+}
+
+/// A stored channel that is none of parley's is a failed read, never a guessed channel
+/// (a guess would give the conversation a wrong key).
+async fn unknown_stored_channel_is_an_error_not_a_guess(t: &TestDb) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let recorded = record_message(
+        &t.db,
+        &Settings::default(),
+        sms(Direction::Outbound, "+12016661234", "+18045551234", "hi", 0),
+    )
+    .await
+    .unwrap();
+    let id = recorded.conversation.unwrap().id;
+    t.db.execute_raw(Statement::from_string(
+        t.db.get_database_backend(),
+        format!("UPDATE conversations SET channel = 'FAX' WHERE id = {id}"),
+    ))
+    .await
+    .unwrap();
+    let found = query::find_conversation(&t.db, id).await;
+    assert!(matches!(found, Err(Error::Db(_))), "{found:?}");
 }

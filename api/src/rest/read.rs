@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use service::cursor::CursorKind;
 use service::query::{self, MessageScope, Page, Window};
-use service::{Channel, Error, conversation, message, normalize};
+use service::{Error, conversation, message, normalize};
 
 use super::error::RestError;
 use super::extract::page_request;
@@ -53,7 +53,7 @@ impl<T> PageBody<T> {
 #[derive(Debug, Serialize)]
 pub(super) struct ConversationItem {
     id: String,
-    channel: String,
+    channel: &'static str,
     participants: Vec<String>,
     key: String,
     message_count: i64,
@@ -65,13 +65,11 @@ pub(super) struct ConversationItem {
 
 impl From<conversation::Model> for ConversationItem {
     fn from(c: conversation::Model) -> Self {
-        // Stored channels are always valid; EMAIL is GraphQL's fallback too.
-        let channel = c.channel.parse().unwrap_or(Channel::Email);
         ConversationItem {
             id: gid(NodeType::Conversation, c.id),
             participants: normalize::split_participants_key(&c.participants_key),
-            key: normalize::conversation_key(channel, &c.participants_key),
-            channel: c.channel,
+            key: normalize::conversation_key(c.channel, &c.participants_key),
+            channel: c.channel.as_str(),
             message_count: c.message_count,
             first_message_at: time(c.first_message_at),
             last_message_at: time(c.last_message_at),
@@ -86,9 +84,9 @@ impl From<conversation::Model> for ConversationItem {
 pub(super) struct MessageItem {
     id: String,
     conversation_id: Option<String>,
-    channel: String,
-    kind: String,
-    direction: String,
+    channel: &'static str,
+    kind: &'static str,
+    direction: &'static str,
     from: String,
     to: Value,
     body: String,
@@ -104,9 +102,9 @@ impl From<message::Model> for MessageItem {
         MessageItem {
             id: gid(NodeType::Message, m.id),
             conversation_id: m.conversation_id.map(|id| gid(NodeType::Conversation, id)),
-            channel: m.channel,
-            kind: m.kind,
-            direction: m.direction,
+            channel: m.channel.as_str(),
+            kind: m.kind.as_str(),
+            direction: m.direction.as_str(),
             // Normalized when they could be, as given otherwise (as in GraphQL).
             from: m.from_address.unwrap_or(m.from_raw),
             to: m.to_addresses.unwrap_or(m.to_raw),

@@ -33,7 +33,7 @@ impl Conversation {
 
     /// The channel every message of this conversation travels on.
     async fn channel(&self) -> Channel {
-        Channel::from_stored(&self.0.channel)
+        self.0.channel.into()
     }
 
     /// The normalized participant addresses, sorted.
@@ -44,7 +44,7 @@ impl Conversation {
     /// A stable hash of channel and participants: safe to log and to share (it does not
     /// reveal the addresses), and the same forever for the same participants.
     async fn key(&self) -> String {
-        let channel: service::Channel = Channel::from_stored(&self.0.channel).into();
+        let channel = self.0.channel;
         normalize::conversation_key(channel, &self.0.participants_key)
     }
 

@@ -43,15 +43,7 @@ macro_rules! mirror {
                 match v { $(<$svc>::$v => $gql::$v),+ }
             }
         }
-        impl $gql {
-            /// Parses the stored spelling; unknown values (never written by parley) fall
-            /// back to the first variant rather than failing the whole response.
-            pub(crate) fn from_stored(s: &str) -> Self {
-                s.parse::<$svc>().map(Into::into).unwrap_or(mirror!(@first $gql $($v)+))
-            }
-        }
     };
-    (@first $gql:ident $first:ident $($rest:ident)*) => { $gql::$first };
 }
 
 mirror!(Channel, service::Channel { Email, Sms });

@@ -47,17 +47,17 @@ impl Message {
 
     /// The channel it travelled on.
     async fn channel(&self) -> Channel {
-        Channel::from_stored(&self.0.channel)
+        self.0.channel.into()
     }
 
     /// SMS, MMS or EMAIL.
     async fn kind(&self) -> MessageKind {
-        MessageKind::from_stored(&self.0.kind)
+        self.0.kind.into()
     }
 
     /// Inbound or outbound.
     async fn direction(&self) -> Direction {
-        Direction::from_stored(&self.0.direction)
+        self.0.direction.into()
     }
 
     /// The sender, normalized (as given when it could not be normalized).
@@ -116,7 +116,8 @@ impl Message {
         length: Option<i32>,
     ) -> Result<String> {
         let (length, _) = snippet_length(ctx, length)?;
-        let html = self.0.channel == "EMAIL" && snippet::looks_like_html(&self.0.body);
+        let html =
+            self.0.channel == service::Channel::Email && snippet::looks_like_html(&self.0.body);
         Ok(snippet::snippet(&self.0.body, html, length))
     }
 
