@@ -8,8 +8,6 @@ pub mod error;
 pub mod graphiql;
 pub mod graphql;
 pub mod http;
-#[cfg(test)]
-mod module_graph;
 pub mod observability;
 pub mod ops;
 pub mod request_id;
@@ -20,3 +18,6 @@ pub use config::AppConfig;
 pub use graphql::schema::{AppSchema, build_schema};
 pub use http::router;
 pub use state::AppState;
+
+#[cfg(test)]
+mod module_graph;

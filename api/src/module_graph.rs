@@ -35,7 +35,8 @@ fn modules() -> BTreeMap<String, String> {
     out
 }
 
-/// The source without comments and without its `#[cfg(test)]` part.
+/// The source without comments and without its `#[cfg(test)]` part (test modules come
+/// last in a file).
 fn code(source: &str) -> String {
     let source = source.split("#[cfg(test)]").next().unwrap_or_default();
     source
