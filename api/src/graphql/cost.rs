@@ -13,7 +13,7 @@
 //!
 //! A connection field costs its children once per item it may return, by the page sizes
 //! the server is configured with (`--max-page-size` and the default page size); see
-//! [`page_complexity`] and [`priced`].
+//! `page_complexity` and [`priced`].
 
 use std::sync::{Arc, Mutex};
 
@@ -153,7 +153,7 @@ where
 }
 
 /// Runs `operation` (an execution on `schema`) with the page sizes configured in
-/// `schema`'s [`AppConfig`] as the ones [`page_complexity`] prices connections by.
+/// `schema`'s [`AppConfig`] as the ones `page_complexity` prices connections by.
 /// async-graphql computes complexity with plain functions that cannot reach the schema's
 /// data, so the sizes travel in a task-local for the operation's duration.
 pub async fn priced<Q, M, S, F>(schema: &Schema<Q, M, S>, operation: F) -> F::Output

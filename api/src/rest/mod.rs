@@ -1,12 +1,12 @@
 //! REST ingress: provider webhooks and the legacy messaging REST contract, as thin
 //! adapters over the same service calls as GraphQL.
 //!
-//! Writes ([`ingress`]): `POST /api/messages/{sms,email}` (outbound) and
+//! Writes (`ingress.rs`): `POST /api/messages/{sms,email}` (outbound) and
 //! `POST /api/webhooks/{sms,email}` (inbound) map their payload to a
 //! [`service::record::NewMessage`] and call [`service::record::record_message`]. Reads
-//! ([`read`]): `GET /api/conversations` and `GET /api/conversations/{id}/messages` are keyset
+//! (`read.rs`): `GET /api/conversations` and `GET /api/conversations/{id}/messages` are keyset
 //! pages with the GraphQL ids and cursors. Request bodies and query strings are read in
-//! [`extract`]. Errors ([`error`]) are `{code, message, field?}` through the one
+//! `extract.rs`. Errors (`error.rs`) are `{code, message, field?}` through the one
 //! [`crate::error::ClientError`] mapping.
 
 mod error;
