@@ -5,5 +5,6 @@ mod graphql;
 mod hostile;
 mod ops;
 mod ops_runtime;
+mod plans;
 mod rest;
 mod service_layer;

@@ -136,7 +136,11 @@ pub fn conversation_page(
 ) -> Result<Select<conversation::Entity>> {
     let address = filter_address(filter, region)?;
     let key = || Expr::tuple([Expr::col(Column::LastMessageAt), Expr::col(Column::Id)]);
-    let mut select = conversation::Entity::find().filter(filter_condition(filter, address));
+    let mut select = conversation::Entity::find();
+    let cond = filter_condition(filter, address);
+    if !cond.is_empty() {
+        select = select.filter(cond);
+    }
     // List order is descending, so "after" means smaller keys.
     if let Some(c) = window.after {
         select = select.filter(key().lt(Expr::tuple([Expr::val(c.at), Expr::val(c.id)])));
@@ -173,10 +177,14 @@ pub async fn count_conversations(
     filter: &ConversationFilter,
 ) -> Result<u64> {
     let address = filter_address(filter, region)?;
-    let n: Option<i64> = conversation::Entity::find()
+    let mut select = conversation::Entity::find()
         .select_only()
-        .column_as(Expr::col(Asterisk).count(), "n")
-        .filter(filter_condition(filter, address))
+        .column_as(Expr::col(Asterisk).count(), "n");
+    let cond = filter_condition(filter, address);
+    if !cond.is_empty() {
+        select = select.filter(cond);
+    }
+    let n: Option<i64> = select
         .into_tuple()
         .one(db)
         .await?;

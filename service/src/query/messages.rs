@@ -95,9 +95,10 @@ pub fn message_page(
     window: &Window,
 ) -> Select<message::Entity> {
     let key = || Expr::tuple([Expr::col(Column::SentAt), Expr::col(Column::Id)]);
-    let mut select = message::Entity::find()
-        .filter(scope.condition())
-        .filter(filter.condition());
+    let mut select = message::Entity::find().filter(scope.condition());
+    if !filter.is_empty() {
+        select = select.filter(filter.condition());
+    }
     if let Some(c) = window.after {
         select = select.filter(key().gt(Expr::tuple([Expr::val(c.at), Expr::val(c.id)])));
     }
@@ -109,6 +110,12 @@ pub fn message_page(
     } else {
         Order::Desc
     };
+    if scope == MessageScope::Unassigned {
+        // PostgreSQL does not take `conversation_id IS NULL` as pinning the index's leading
+        // column, so it would sort the unassigned rows by (sent_at, id); ordering by the
+        // index's whole key (a constant first column here) lets the index scan deliver it.
+        select = select.order_by(Column::ConversationId, order.clone());
+    }
     select
         .order_by(Column::SentAt, order.clone())
         .order_by(Column::Id, order)
