@@ -6,13 +6,14 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use parley_tests::{Engine, TestDb, on_both_engines};
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, EntityTrait, QueryTrait, Statement,
-    TransactionTrait,
+    ActiveValue::Set, ConnectionTrait, EntityTrait, QueryTrait, Statement, TransactionTrait,
 };
 use serde_json::json;
 use service::cursor::Cursor;
 use service::query::{self, ConversationFilter, MessageFilter, MessageScope, Window};
-use service::{Channel, Direction, Kind, Settings, conversation, conversation_participant, message};
+use service::{
+    Channel, Direction, Kind, Settings, conversation, conversation_participant, message,
+};
 
 on_both_engines!(
     conversation_pages_walk_the_activity_index,
@@ -50,7 +51,11 @@ async fn seed(db: &impl ConnectionTrait, n: i64, unassigned: i64) {
         } else {
             (Channel::Email, Kind::Email, format!("c{c}@example.com"))
         };
-        let line = if sms { LINE.to_owned() } else { "us@example.com".to_owned() };
+        let line = if sms {
+            LINE.to_owned()
+        } else {
+            "us@example.com".to_owned()
+        };
         let mut sorted = vec![line.clone(), contact.clone()];
         sorted.sort();
         let first = t0 + Duration::minutes(c);
@@ -77,7 +82,14 @@ async fn seed(db: &impl ConnectionTrait, n: i64, unassigned: i64) {
         }
         for k in 0..PER {
             let sent = if k == PER - 1 { last } else { first };
-            messages.push(new_message(message_id(c, k), Some(c), channel, kind, k, sent));
+            messages.push(new_message(
+                message_id(c, k),
+                Some(c),
+                channel,
+                kind,
+                k,
+                sent,
+            ));
         }
     }
     for u in 0..unassigned {
@@ -85,13 +97,22 @@ async fn seed(db: &impl ConnectionTrait, n: i64, unassigned: i64) {
         messages.push(new_message(id, None, Channel::Sms, Kind::Sms, u, t0));
     }
     for chunk in conversations.chunks(500) {
-        conversation::Entity::insert_many(chunk.to_vec()).exec(db).await.unwrap();
+        conversation::Entity::insert_many(chunk.to_vec())
+            .exec(db)
+            .await
+            .unwrap();
     }
     for chunk in participants.chunks(500) {
-        conversation_participant::Entity::insert_many(chunk.to_vec()).exec(db).await.unwrap();
+        conversation_participant::Entity::insert_many(chunk.to_vec())
+            .exec(db)
+            .await
+            .unwrap();
     }
     for chunk in messages.chunks(500) {
-        message::Entity::insert_many(chunk.to_vec()).exec(db).await.unwrap();
+        message::Entity::insert_many(chunk.to_vec())
+            .exec(db)
+            .await
+            .unwrap();
     }
 }
 
@@ -108,7 +129,11 @@ fn new_message(
         conversation_id: Set(conversation_id),
         channel: Set(channel),
         kind: Set(kind),
-        direction: Set(if k % 2 == 0 { Direction::Inbound } else { Direction::Outbound }),
+        direction: Set(if k % 2 == 0 {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        }),
         from_raw: Set("x".into()),
         to_raw: Set(json!(["y"])),
         from_address: Set(None),
@@ -175,10 +200,14 @@ fn assert_walks(t: &TestDb, plan: &str, index: &str) {
                     || plan.contains(&format!("USING COVERING INDEX {index}")),
                 "expected the index {index}:\n{plan}"
             );
-            assert!(!plan.contains("TEMP B-TREE"), "the ordering needs a sort:\n{plan}");
             assert!(
-                !plan.lines().any(|l| l.trim() == "SCAN conversations"
-                    || l.trim() == "SCAN messages"),
+                !plan.contains("TEMP B-TREE"),
+                "the ordering needs a sort:\n{plan}"
+            );
+            assert!(
+                !plan
+                    .lines()
+                    .any(|l| l.trim() == "SCAN conversations" || l.trim() == "SCAN messages"),
                 "a full table scan:\n{plan}"
             );
         }
@@ -297,7 +326,10 @@ async fn conversation_pages_walk_the_activity_index(t: &TestDb) {
                     Engine::Postgres => "conversation_participants_pkey",
                     Engine::Sqlite => "sqlite_autoindex_conversation_participants_1",
                 };
-                assert!(plan.contains(lookup), "the participant is not a key lookup:\n{plan}");
+                assert!(
+                    plan.contains(lookup),
+                    "the participant is not a key lookup:\n{plan}"
+                );
             }
         }
     }
@@ -345,10 +377,7 @@ async fn batched_thread_page_walks_the_thread_index_per_conversation(t: &TestDb)
     analyze(t).await;
     let backend = t.db.get_database_backend();
     let ids = [3, 8, 13];
-    let mid = Some(Cursor {
-        at: base(),
-        id: 1,
-    });
+    let mid = Some(Cursor { at: base(), id: 1 });
     for w in [
         window(true, None, None),
         window(true, mid, None),
@@ -362,7 +391,11 @@ async fn batched_thread_page_walks_the_thread_index_per_conversation(t: &TestDb)
             Engine::Postgres => plan.matches(&format!("using {THREAD_INDEX} on ")).count(),
             Engine::Sqlite => plan.matches(&format!("INDEX {THREAD_INDEX} ")).count(),
         };
-        assert_eq!(scans, ids.len(), "one index range scan per conversation:\n{plan}");
+        assert_eq!(
+            scans,
+            ids.len(),
+            "one index range scan per conversation:\n{plan}"
+        );
     }
 }
 
@@ -384,7 +417,11 @@ async fn batched_thread_pages_of_600_conversations(t: &TestDb) {
     for c in 1..=600 {
         let page = &pages[&c];
         let got: Vec<i64> = page.items.iter().map(|m| m.id).collect();
-        assert_eq!(got, [message_id(c, 0), message_id(c, 1)], "conversation {c}");
+        assert_eq!(
+            got,
+            [message_id(c, 0), message_id(c, 1)],
+            "conversation {c}"
+        );
         assert!(page.has_next_page && !page.has_previous_page);
     }
     assert!(pages[&100_000].items.is_empty());
@@ -397,14 +434,20 @@ async fn batched_thread_pages_of_600_conversations(t: &TestDb) {
         .unwrap();
     for c in 1..=600 {
         let got: Vec<i64> = pages[&c].items.iter().map(|m| m.id).collect();
-        assert_eq!(got, [message_id(c, 1), message_id(c, 2)], "conversation {c}");
+        assert_eq!(
+            got,
+            [message_id(c, 1), message_id(c, 2)],
+            "conversation {c}"
+        );
         assert!(pages[&c].has_previous_page);
     }
     let inbound = MessageFilter {
         direction: Some(Direction::Inbound),
         kind: None,
     };
-    let counts = query::count_messages_batch(&t.db, &ids, &inbound).await.unwrap();
+    let counts = query::count_messages_batch(&t.db, &ids, &inbound)
+        .await
+        .unwrap();
     assert_eq!(counts.len(), ids.len());
     assert!((1..=600).all(|c| counts[&c] == 2), "{counts:?}");
     assert_eq!(counts[&100_000], 0);
@@ -430,4 +473,3 @@ async fn reads_by_70000_ids(t: &TestDb) {
     assert!((1..=600).all(|c| counts[&c] == PER as u64));
     assert!((601..=70_000).all(|c| counts[&c] == 0));
 }
-

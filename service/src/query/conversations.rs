@@ -184,10 +184,7 @@ pub async fn count_conversations(
     if !cond.is_empty() {
         select = select.filter(cond);
     }
-    let n: Option<i64> = select
-        .into_tuple()
-        .one(db)
-        .await?;
+    let n: Option<i64> = select.into_tuple().one(db).await?;
     let n = n.ok_or_else(|| Error::Unavailable("COUNT returned no row".into()))?;
     Ok(n as u64)
 }

@@ -160,4 +160,3 @@ pub fn message_cursor(m: &message::Model) -> String {
         },
     )
 }
-
