@@ -6,5 +6,6 @@ mod harness;
 mod hostile;
 mod ops;
 mod ops_runtime;
+mod plans;
 mod rest;
 mod service_layer;

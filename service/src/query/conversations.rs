@@ -1,0 +1,190 @@
+//! Conversation reads: by id, by ids, by participants, the filtered count and the keyset
+//! page ordered by last activity (newest first).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Query};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, Order, QueryFilter, QueryOrder,
+    QuerySelect, Select,
+};
+
+use super::{MAX_IDS_PER_STATEMENT, Page, Window};
+use crate::error::{Error, Result};
+use crate::normalize::{self, Region};
+use crate::types::Channel;
+use crate::{conversation, conversation_participant};
+
+use conversation::Column;
+
+/// Which conversations `conversations` lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConversationFilter {
+    /// Only this channel.
+    pub channel: Option<Channel>,
+    /// Only conversations with this participant (any accepted spelling).
+    pub participant: Option<String>,
+    /// Only conversations active at or after this time.
+    pub active_since: Option<DateTime<Utc>>,
+    /// Only conversations whose last activity is before this time.
+    pub active_before: Option<DateTime<Utc>>,
+}
+
+/// A conversation by id.
+pub async fn find_conversation(
+    db: &impl ConnectionTrait,
+    id: i64,
+) -> Result<Option<conversation::Model>> {
+    Ok(conversation::Entity::find_by_id(id).one(db).await?)
+}
+
+/// Conversations by ids (for batching loaders); missing ids are absent. One statement per
+/// [`MAX_IDS_PER_STATEMENT`] ids.
+pub async fn conversations_by_ids(
+    db: &impl ConnectionTrait,
+    ids: &[i64],
+) -> Result<HashMap<i64, conversation::Model>> {
+    let mut found = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
+        let rows = conversation::Entity::find()
+            .filter(Column::Id.is_in(chunk.iter().copied()))
+            .all(db)
+            .await?;
+        found.extend(rows.into_iter().map(|c| (c.id, c)));
+    }
+    Ok(found)
+}
+
+/// The conversation these participants would share on `channel` (any spelling, any order),
+/// if it exists. Rejects addresses that do not normalize, naming `participants[i]`.
+pub async fn find_conversation_by_participants(
+    db: &impl ConnectionTrait,
+    region: Region,
+    channel: Channel,
+    participants: &[String],
+) -> Result<Option<conversation::Model>> {
+    let (first, rest) = participants
+        .split_first()
+        .ok_or_else(|| Error::invalid("participants", "give at least one address"))?;
+    let p = normalize::participants(channel, first, rest, region).map_err(|e| {
+        let field = match e.field.strip_prefix("to[") {
+            Some(i) => format!(
+                "participants[{}]",
+                i.trim_end_matches(']').parse::<usize>().unwrap_or(0) + 1
+            ),
+            None => "participants[0]".to_owned(),
+        };
+        Error::invalid(field, e.reason.to_string())
+    })?;
+    let key = normalize::participants_key(&p.sorted);
+    Ok(conversation::Entity::find()
+        .filter(Column::Channel.eq(channel))
+        .filter(Column::ParticipantsKey.eq(key))
+        .one(db)
+        .await?)
+}
+
+/// Normalizes the participant filter's address: with the channel's rules when it names
+/// one, otherwise as an email when it has an `@` and as a phone number when not.
+fn filter_address(filter: &ConversationFilter, region: Region) -> Result<Option<String>> {
+    let Some(raw) = &filter.participant else {
+        return Ok(None);
+    };
+    let channel = filter.channel.unwrap_or(if raw.contains('@') {
+        Channel::Email
+    } else {
+        Channel::Sms
+    });
+    normalize::normalize_address(channel, raw, region)
+        .map(Some)
+        .map_err(|e| Error::invalid("filter.participant", e.to_string()))
+}
+
+/// The predicate of `filter`, its participant already normalized. The participant is a
+/// subquery on `conversation_participants`, so it stays a primary-key lookup there.
+fn filter_condition(filter: &ConversationFilter, address: Option<String>) -> Condition {
+    let mut cond = Condition::all();
+    if let Some(channel) = filter.channel {
+        cond = cond.add(Column::Channel.eq(channel));
+    }
+    if let Some(address) = address {
+        let with_participant = Query::select()
+            .column(conversation_participant::Column::ConversationId)
+            .from(conversation_participant::Entity)
+            .and_where(conversation_participant::Column::Address.eq(address))
+            .to_owned();
+        cond = cond.add(Column::Id.in_subquery(with_participant));
+    }
+    if let Some(since) = filter.active_since {
+        cond = cond.add(Column::LastMessageAt.gte(since));
+    }
+    if let Some(before) = filter.active_before {
+        cond = cond.add(Column::LastMessageAt.lt(before));
+    }
+    cond
+}
+
+/// The statement of a page of conversations: `filter`, the window's cursor bounds as
+/// row-value comparisons on `(last_message_at, id)`, ordered along the
+/// `conversations_last_message_at_id` index and limited to one row past the page (the
+/// has-more probe). [`list_conversations`] runs exactly this.
+pub fn conversation_page(
+    region: Region,
+    filter: &ConversationFilter,
+    window: &Window,
+) -> Result<Select<conversation::Entity>> {
+    let address = filter_address(filter, region)?;
+    let key = || Expr::tuple([Expr::col(Column::LastMessageAt), Expr::col(Column::Id)]);
+    let mut select = conversation::Entity::find();
+    let cond = filter_condition(filter, address);
+    if !cond.is_empty() {
+        select = select.filter(cond);
+    }
+    // List order is descending, so "after" means smaller keys.
+    if let Some(c) = window.after {
+        select = select.filter(key().lt(Expr::tuple([Expr::val(c.at), Expr::val(c.id)])));
+    }
+    if let Some(c) = window.before {
+        select = select.filter(key().gt(Expr::tuple([Expr::val(c.at), Expr::val(c.id)])));
+    }
+    let order = if window.forward {
+        Order::Desc
+    } else {
+        Order::Asc
+    };
+    Ok(select
+        .order_by(Column::LastMessageAt, order.clone())
+        .order_by(Column::Id, order)
+        .limit(window.size + 1))
+}
+
+/// A page of conversations, most recent activity first (ties: higher id first).
+pub async fn list_conversations(
+    db: &impl ConnectionTrait,
+    region: Region,
+    filter: &ConversationFilter,
+    window: &Window,
+) -> Result<Page<conversation::Model>> {
+    let rows = conversation_page(region, filter, window)?.all(db).await?;
+    Ok(Page::from_probe(rows, window))
+}
+
+/// How many conversations match `filter`.
+pub async fn count_conversations(
+    db: &impl ConnectionTrait,
+    region: Region,
+    filter: &ConversationFilter,
+) -> Result<u64> {
+    let address = filter_address(filter, region)?;
+    let mut select = conversation::Entity::find()
+        .select_only()
+        .column_as(Expr::col(Asterisk).count(), "n");
+    let cond = filter_condition(filter, address);
+    if !cond.is_empty() {
+        select = select.filter(cond);
+    }
+    let n: Option<i64> = select.into_tuple().one(db).await?;
+    let n = n.ok_or_else(|| Error::Unavailable("COUNT returned no row".into()))?;
+    Ok(n as u64)
+}

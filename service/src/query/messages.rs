@@ -1,0 +1,242 @@
+//! Message reads: by id, by ids, thread and unassigned pages (oldest first), the batched
+//! thread page of several conversations, and counts.
+
+use std::collections::HashMap;
+
+use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, Query, SelectStatement, UnionType};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, Order, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Select,
+};
+
+use super::{MAX_ARMS_PER_STATEMENT, MAX_IDS_PER_STATEMENT, Page, Window};
+use crate::error::{Error, Result};
+use crate::message;
+use crate::types::{Direction, Kind};
+
+use message::Column;
+
+/// Which messages of a thread are listed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct MessageFilter {
+    /// Only this direction.
+    pub direction: Option<Direction>,
+    /// Only this kind.
+    pub kind: Option<Kind>,
+}
+
+impl MessageFilter {
+    /// Whether the filter lets every message through.
+    pub fn is_empty(&self) -> bool {
+        self.direction.is_none() && self.kind.is_none()
+    }
+
+    /// The predicate of this filter (always true when it is empty).
+    fn condition(&self) -> Condition {
+        let mut cond = Condition::all();
+        if let Some(d) = self.direction {
+            cond = cond.add(Column::Direction.eq(d));
+        }
+        if let Some(k) = self.kind {
+            cond = cond.add(Column::Kind.eq(k));
+        }
+        cond
+    }
+}
+
+/// Whose messages a message list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageScope {
+    /// One conversation's thread.
+    Conversation(i64),
+    /// Messages not attached to any conversation.
+    Unassigned,
+}
+
+impl MessageScope {
+    fn condition(self) -> Expr {
+        match self {
+            MessageScope::Conversation(id) => Column::ConversationId.eq(id),
+            MessageScope::Unassigned => Column::ConversationId.is_null(),
+        }
+    }
+}
+
+/// A message by id.
+pub async fn find_message(db: &impl ConnectionTrait, id: i64) -> Result<Option<message::Model>> {
+    Ok(message::Entity::find_by_id(id).one(db).await?)
+}
+
+/// Messages by ids (for batching loaders); missing ids are absent. One statement per
+/// [`MAX_IDS_PER_STATEMENT`] ids.
+pub async fn messages_by_ids(
+    db: &impl ConnectionTrait,
+    ids: &[i64],
+) -> Result<HashMap<i64, message::Model>> {
+    let mut found = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
+        let rows = message::Entity::find()
+            .filter(Column::Id.is_in(chunk.iter().copied()))
+            .all(db)
+            .await?;
+        found.extend(rows.into_iter().map(|m| (m.id, m)));
+    }
+    Ok(found)
+}
+
+/// The statement of a page of messages in `scope`: `filter`, the window's cursor bounds as
+/// row-value comparisons on `(sent_at, id)`, ordered along the
+/// `messages_conversation_id_sent_at_id` index and limited to one row past the page (the
+/// has-more probe). [`list_messages`] runs exactly this, and [`message_batch_pages`] one
+/// per conversation.
+pub fn message_page(
+    scope: MessageScope,
+    filter: &MessageFilter,
+    window: &Window,
+) -> Select<message::Entity> {
+    let key = || Expr::tuple([Expr::col(Column::SentAt), Expr::col(Column::Id)]);
+    let mut select = message::Entity::find().filter(scope.condition());
+    if !filter.is_empty() {
+        select = select.filter(filter.condition());
+    }
+    if let Some(c) = window.after {
+        select = select.filter(key().gt(Expr::tuple([Expr::val(c.at), Expr::val(c.id)])));
+    }
+    if let Some(c) = window.before {
+        select = select.filter(key().lt(Expr::tuple([Expr::val(c.at), Expr::val(c.id)])));
+    }
+    let order = if window.forward {
+        Order::Asc
+    } else {
+        Order::Desc
+    };
+    if scope == MessageScope::Unassigned {
+        // PostgreSQL does not take `conversation_id IS NULL` as pinning the index's leading
+        // column, so it would sort the unassigned rows by (sent_at, id); ordering by the
+        // index's whole key (a constant first column here) lets the index scan deliver it.
+        select = select.order_by(Column::ConversationId, order.clone());
+    }
+    select
+        .order_by(Column::SentAt, order.clone())
+        .order_by(Column::Id, order)
+        .limit(window.size + 1)
+}
+
+/// A page of messages, oldest first (ties: lower id first).
+pub async fn list_messages(
+    db: &impl ConnectionTrait,
+    scope: MessageScope,
+    filter: &MessageFilter,
+    window: &Window,
+) -> Result<Page<message::Model>> {
+    let rows = message_page(scope, filter, window).all(db).await?;
+    Ok(Page::from_probe(rows, window))
+}
+
+/// The statements of the same page of several conversations' threads: each a `UNION ALL`
+/// of one [`message_page`] per conversation (one index range scan each; portable, where
+/// PostgreSQL's LATERAL is not in SQLite), at most [`MAX_ARMS_PER_STATEMENT`] arms each, so
+/// one statement unless there are more conversations than that. [`list_messages_batch`]
+/// runs exactly these.
+pub fn message_batch_pages(
+    conversation_ids: &[i64],
+    filter: &MessageFilter,
+    window: &Window,
+) -> Vec<SelectStatement> {
+    conversation_ids
+        .chunks(MAX_ARMS_PER_STATEMENT)
+        .filter_map(|chunk| {
+            // Each arm keeps its own ORDER BY and LIMIT inside a derived table.
+            let mut arms = chunk.iter().enumerate().map(|(i, id)| {
+                let page = message_page(MessageScope::Conversation(*id), filter, window);
+                Query::select()
+                    .column(Asterisk)
+                    .from_subquery(page.into_query(), Alias::new(format!("page{i}")))
+                    .to_owned()
+            });
+            let mut statement = arms.next()?;
+            statement.unions(arms.map(|arm| (UnionType::All, arm)));
+            Some(statement)
+        })
+        .collect()
+}
+
+/// The same page of several conversations' threads, in one statement per
+/// [`MAX_ARMS_PER_STATEMENT`] conversations (see [`message_batch_pages`]).
+pub async fn list_messages_batch(
+    db: &impl ConnectionTrait,
+    conversation_ids: &[i64],
+    filter: &MessageFilter,
+    window: &Window,
+) -> Result<HashMap<i64, Page<message::Model>>> {
+    let mut grouped: HashMap<i64, Vec<message::Model>> = conversation_ids
+        .iter()
+        .map(|id| (*id, Vec::new()))
+        .collect();
+    let backend = db.get_database_backend();
+    for statement in message_batch_pages(conversation_ids, filter, window) {
+        let rows = message::Model::find_by_statement(backend.build(&statement))
+            .all(db)
+            .await?;
+        for row in rows {
+            if let Some(id) = row.conversation_id {
+                grouped.entry(id).or_default().push(row);
+            }
+        }
+    }
+    // UNION ALL does not promise to keep each branch's order: restore it.
+    Ok(grouped
+        .into_iter()
+        .map(|(id, mut rows)| {
+            rows.sort_by_key(|m| (m.sent_at, m.id));
+            if !window.forward {
+                rows.reverse();
+            }
+            (id, Page::from_probe(rows, window))
+        })
+        .collect())
+}
+
+/// How many messages of each conversation match `filter`, in one statement per
+/// [`MAX_IDS_PER_STATEMENT`] conversations.
+pub async fn count_messages_batch(
+    db: &impl ConnectionTrait,
+    conversation_ids: &[i64],
+    filter: &MessageFilter,
+) -> Result<HashMap<i64, u64>> {
+    #[derive(FromQueryResult)]
+    struct Row {
+        conversation_id: i64,
+        n: i64,
+    }
+    let mut counts: HashMap<i64, u64> = conversation_ids.iter().map(|id| (*id, 0)).collect();
+    for chunk in conversation_ids.chunks(MAX_IDS_PER_STATEMENT) {
+        let rows = message::Entity::find()
+            .select_only()
+            .column(Column::ConversationId)
+            .column_as(Expr::col(Asterisk).count(), "n")
+            .filter(Column::ConversationId.is_in(chunk.iter().copied()))
+            .filter(filter.condition())
+            .group_by(Column::ConversationId)
+            .into_model::<Row>()
+            .all(db)
+            .await?;
+        for r in rows {
+            counts.insert(r.conversation_id, r.n as u64);
+        }
+    }
+    Ok(counts)
+}
+
+/// How many messages are unassigned.
+pub async fn count_unassigned(db: &impl ConnectionTrait) -> Result<u64> {
+    let n: Option<i64> = message::Entity::find()
+        .select_only()
+        .column_as(Expr::col(Asterisk).count(), "n")
+        .filter(MessageScope::Unassigned.condition())
+        .into_tuple()
+        .one(db)
+        .await?;
+    let n = n.ok_or_else(|| Error::Unavailable("COUNT returned no row".into()))?;
+    Ok(n as u64)
+}

@@ -1,0 +1,162 @@
+//! The read side: lookups by id and by participants, and keyset pages (never OFFSET) of
+//! conversations and of messages, in both directions, with exact has-more flags.
+//!
+//! Every statement is built with SeaORM / sea-query: no SQL text is written by hand. The
+//! page statements are built by public functions ([`conversation_page`], [`message_page`],
+//! [`message_batch_pages`]) that the listing functions execute, so a test can `EXPLAIN` the
+//! very statement that runs. Bulk statements are split under the engines' limits (see
+//! [`MAX_IDS_PER_STATEMENT`] and [`MAX_ARMS_PER_STATEMENT`]).
+
+mod conversations;
+mod messages;
+
+pub use conversations::{
+    ConversationFilter, conversation_page, conversations_by_ids, count_conversations,
+    find_conversation, find_conversation_by_participants, list_conversations,
+};
+pub use messages::{
+    MessageFilter, MessageScope, count_messages_batch, count_unassigned, find_message,
+    list_messages, list_messages_batch, message_batch_pages, message_page, messages_by_ids,
+};
+
+use crate::cursor::{Cursor, CursorKind, decode_cursor, encode_cursor};
+use crate::error::{Error, Result};
+use crate::settings::Limits;
+use crate::{conversation, message};
+
+/// The most ids one statement binds in an `IN` list; longer lists are split into several
+/// statements. SQLite accepts at most 32,766 parameters per statement, PostgreSQL 65,535.
+pub const MAX_IDS_PER_STATEMENT: usize = 10_000;
+
+/// The most `UNION ALL` arms (one per conversation) one batched thread-page statement
+/// holds; more conversations are split into several statements. SQLite accepts at most 500
+/// terms in a compound `SELECT` (`SQLITE_MAX_COMPOUND_SELECT`).
+pub const MAX_ARMS_PER_STATEMENT: usize = 400;
+
+/// Relay-style page arguments, as the caller gave them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct PageRequest {
+    /// Page forward: at most this many items after `after`.
+    pub first: Option<i64>,
+    /// Opaque cursor to start after.
+    pub after: Option<String>,
+    /// Page backward: at most this many items before `before`.
+    pub last: Option<i64>,
+    /// Opaque cursor to end before.
+    pub before: Option<String>,
+}
+
+/// A validated page request: a direction, a size and the cursor bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Window {
+    /// `true` for `first`/`after` (list order), `false` for `last`/`before`.
+    pub forward: bool,
+    /// Page size, within the configured limits.
+    pub size: u64,
+    /// Exclusive lower bound in list order.
+    pub after: Option<Cursor>,
+    /// Exclusive upper bound in list order.
+    pub before: Option<Cursor>,
+}
+
+impl Window {
+    /// Validates page arguments for a list whose cursors are of `kind`.
+    pub fn new(kind: CursorKind, req: &PageRequest, limits: &Limits) -> Result<Window> {
+        let check = |field: &str, n: i64| {
+            if n < 1 || n as u64 > limits.max_page_size {
+                Err(Error::invalid(
+                    field,
+                    format!(
+                        "{field} must be between 1 and {} (got {n}); page through longer lists with cursors",
+                        limits.max_page_size
+                    ),
+                ))
+            } else {
+                Ok(n as u64)
+            }
+        };
+        let (forward, size) = match (req.first, req.last) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "last",
+                    "pass either first (to page forward) or last (to page backward), not both",
+                ));
+            }
+            (Some(n), None) => (true, check("first", n)?),
+            (None, Some(n)) => (false, check("last", n)?),
+            (None, None) => (req.before.is_none(), limits.default_page_size),
+        };
+        let after = req
+            .after
+            .as_deref()
+            .map(|c| decode_cursor(kind, c))
+            .transpose()?;
+        let before = req
+            .before
+            .as_deref()
+            .map(|c| decode_cursor(kind, c))
+            .transpose()?;
+        Ok(Window {
+            forward,
+            size,
+            after,
+            before,
+        })
+    }
+}
+
+/// One page of a list, in list order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items, in list order.
+    pub items: Vec<T>,
+    /// More items follow the last one (exact when paging forward; when paging backward,
+    /// true when a `before` cursor was given).
+    pub has_next_page: bool,
+    /// More items precede the first one (exact when paging backward; when paging forward,
+    /// true when an `after` cursor was given).
+    pub has_previous_page: bool,
+}
+
+impl<T> Page<T> {
+    fn from_probe(mut items: Vec<T>, window: &Window) -> Self {
+        let more = items.len() as u64 > window.size;
+        items.truncate(window.size as usize);
+        if window.forward {
+            Page {
+                items,
+                has_next_page: more,
+                has_previous_page: window.after.is_some(),
+            }
+        } else {
+            items.reverse();
+            Page {
+                items,
+                has_next_page: window.before.is_some(),
+                has_previous_page: more,
+            }
+        }
+    }
+}
+
+/// The cursor of a conversation in `conversations`.
+pub fn conversation_cursor(c: &conversation::Model) -> String {
+    encode_cursor(
+        CursorKind::Conversation,
+        Cursor {
+            at: c.last_message_at,
+            id: c.id,
+        },
+    )
+}
+
+/// The cursor of a message in a thread or in the unassigned list.
+pub fn message_cursor(m: &message::Model) -> String {
+    encode_cursor(
+        CursorKind::Message,
+        Cursor {
+            at: m.sent_at,
+            id: m.id,
+        },
+    )
+}
