@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, JsonValue,
-    QueryFilter, QueryOrder, QuerySelect,
+    QueryFilter, QuerySelect,
 };
 
 use crate::error::Result;
@@ -77,7 +77,7 @@ pub async fn backfill_conversations(
     let mut after = 0i64;
     loop {
         use message::Column;
-        let rows = message::Entity::find()
+        let pending = message::Entity::find()
             .select_only()
             .columns([
                 Column::Id,
@@ -86,10 +86,8 @@ pub async fn backfill_conversations(
                 Column::ToRaw,
                 Column::SentAt,
             ])
-            .filter(Column::ConversationId.is_null())
-            .filter(Column::Id.gt(after))
-            .order_by_asc(Column::Id)
-            .limit(batch_size as u64)
+            .filter(Column::ConversationId.is_null());
+        let rows = statements::batch_after(pending, Column::Id, after, batch_size)
             .into_model::<Pending>()
             .all(db)
             .await?;

@@ -2,16 +2,15 @@
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
-use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::DatabaseConnection;
 use serde::Deserialize;
 
+use crate::db;
 use crate::error::{Error, Result};
-use crate::record::{NewMessage, now, record_message, to_micros, validate};
+use crate::record::{NewMessage, new_message, now, record_message, to_micros, validate};
 use crate::settings::Settings;
-use crate::statements::{self, json_strings};
+use crate::statements;
 use crate::types::{Channel, Direction, Kind};
-use crate::{db, message};
 
 /// One line of an import file: the `RecordMessageInput` shape of the GraphQL API.
 #[derive(Debug, Deserialize)]
@@ -146,25 +145,9 @@ async fn import_legacy(
         return Ok(());
     }
     let at = now();
-    let rows: Vec<message::ActiveModel> = valid
+    let rows: Vec<_> = valid
         .iter()
-        .map(|(kind, m)| message::ActiveModel {
-            id: NotSet,
-            conversation_id: Set(None),
-            channel: Set(m.channel),
-            kind: Set(*kind),
-            direction: Set(m.direction),
-            from_raw: Set(m.from.clone()),
-            to_raw: Set(json_strings(&m.to)),
-            from_address: Set(None),
-            to_addresses: Set(None),
-            body: Set(m.body.clone()),
-            attachments: Set(json_strings(&m.attachments)),
-            provider_message_id: Set(m.provider_message_id.clone()),
-            sent_at: Set(m.sent_at.map(to_micros).unwrap_or(at)),
-            recorded_at: Set(at),
-            assignment_error: Set(None),
-        })
+        .map(|(kind, m)| new_message(m, *kind, m.sent_at.map(to_micros).unwrap_or(at), at))
         .collect();
     let txn = db::begin_write(db).await?;
     let inserted = statements::insert_messages(&*txn, &rows).await?;

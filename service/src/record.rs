@@ -168,28 +168,42 @@ struct MessageRow<'a> {
 impl MessageRow<'_> {
     /// The row to insert, attached to `conversation_id` (or unassigned).
     fn active_model(&self, conversation_id: Option<i64>) -> message::ActiveModel {
-        let input = self.input;
-        let (from_address, to_addresses, assignment_error) = match self.assignment {
-            Ok(p) => (Some(p.from.clone()), Some(json_strings(&p.to)), None),
-            Err(reason) => (None, None, Some(reason.clone())),
-        };
-        message::ActiveModel {
-            id: NotSet,
-            conversation_id: Set(conversation_id),
-            channel: Set(input.channel),
-            kind: Set(self.kind),
-            direction: Set(input.direction),
-            from_raw: Set(input.from.clone()),
-            to_raw: Set(json_strings(&input.to)),
-            from_address: Set(from_address),
-            to_addresses: Set(to_addresses),
-            body: Set(input.body.clone()),
-            attachments: Set(json_strings(&input.attachments)),
-            provider_message_id: Set(input.provider_message_id.clone()),
-            sent_at: Set(self.sent_at),
-            recorded_at: Set(self.recorded_at),
-            assignment_error: Set(assignment_error),
+        let mut model = new_message(self.input, self.kind, self.sent_at, self.recorded_at);
+        model.conversation_id = Set(conversation_id);
+        match self.assignment {
+            Ok(p) => {
+                model.from_address = Set(Some(p.from.clone()));
+                model.to_addresses = Set(Some(json_strings(&p.to)));
+            }
+            Err(reason) => model.assignment_error = Set(Some(reason.clone())),
         }
+        model
+    }
+}
+
+/// The message row for `input` as given: unassigned, addresses not normalized.
+pub(crate) fn new_message(
+    input: &NewMessage,
+    kind: Kind,
+    sent_at: DateTime<Utc>,
+    recorded_at: DateTime<Utc>,
+) -> message::ActiveModel {
+    message::ActiveModel {
+        id: NotSet,
+        conversation_id: Set(None),
+        channel: Set(input.channel),
+        kind: Set(kind),
+        direction: Set(input.direction),
+        from_raw: Set(input.from.clone()),
+        to_raw: Set(json_strings(&input.to)),
+        from_address: Set(None),
+        to_addresses: Set(None),
+        body: Set(input.body.clone()),
+        attachments: Set(json_strings(&input.attachments)),
+        provider_message_id: Set(input.provider_message_id.clone()),
+        sent_at: Set(sent_at),
+        recorded_at: Set(recorded_at),
+        assignment_error: Set(None),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The named write statements: the few that are tuned by hand (the conversation
 //! upsert-and-lock, PostgreSQL's data-modifying `WITH`, the set-based backfill updates) and
 //! the inserts that record, backfill and import share. Column lists come from the entities
-//! (`Column::iter()`, `Column::as_str()`), never from strings.
+//! (`Column::iter()`, `Column::as_str()`), never from strings. Also the keyset batch scan
+//! that backfill and verify walk their tables with.
 //!
 //! Every multi-row statement is split so that one statement binds at most [`MAX_PARAMS`]
 //! values: SQLite refuses more than 32,766 and PostgreSQL more than 65,535.
@@ -13,7 +14,8 @@ use sea_orm::sea_query::{
 };
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbBackend, EntityName,
-    EntityTrait, FromQueryResult, IdenStatic, Iterable, JsonValue, ModelTrait, Value,
+    EntityTrait, FromQueryResult, IdenStatic, Iterable, JsonValue, ModelTrait, QueryFilter,
+    QueryOrder, QuerySelect, Select, Value,
 };
 
 use crate::error::{Error, Result};
@@ -505,6 +507,20 @@ pub(crate) async fn set_snippets(
         },
     )
     .await
+}
+
+/// The next batch of `select`: up to `size` rows with `id` above `after`, in `id` order.
+/// Backfill and verify walk their tables with it, one keyset batch at a time.
+pub(crate) fn batch_after<E: EntityTrait>(
+    select: Select<E>,
+    id: E::Column,
+    after: i64,
+    size: usize,
+) -> Select<E> {
+    select
+        .filter(id.gt(after))
+        .order_by_asc(id)
+        .limit(size as u64)
 }
 
 /// A JSON array of strings, as the JSON columns store address and URL lists.

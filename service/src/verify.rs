@@ -79,7 +79,7 @@ pub async fn verify_conversations(
     let mut after = 0i64;
     loop {
         use conversation::Column;
-        let rows = conversation::Entity::find()
+        let observed = conversation::Entity::find()
             .column_as(
                 Expr::from(statements::messages_aggregate(Func::count, None)),
                 "actual_count",
@@ -87,10 +87,8 @@ pub async fn verify_conversations(
             .column_as(
                 Expr::from(statements::latest_message_id()),
                 "actual_last_id",
-            )
-            .filter(Column::Id.gt(after))
-            .order_by_asc(Column::Id)
-            .limit(batch_size as u64)
+            );
+        let rows = statements::batch_after(observed, Column::Id, after, batch_size)
             .into_model::<Observed>()
             .all(db)
             .await?;
