@@ -137,6 +137,9 @@ pub async fn record_message(
 }
 
 /// What the write transaction of [`record_message`] did.
+// Lives on the stack for one call and is unwrapped at once: boxing `Recorded` would add
+// an allocation to every recorded message for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Stored {
     /// The message was stored (and its conversation updated).
     New(Recorded),
