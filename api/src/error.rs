@@ -67,8 +67,8 @@ impl ClientError {
                     503,
                 )
             }
-            Error::Db(db) => {
-                tracing::error!(request_id, error = %db, "internal error");
+            Error::Internal(_) | Error::Db(_) => {
+                tracing::error!(request_id, error = %err, "internal error");
                 (
                     code::INTERNAL,
                     format!(
@@ -102,4 +102,38 @@ impl ClientError {
 /// A `BAD_USER_INPUT` GraphQL error naming `field`.
 pub fn bad_input(field: &str, message: impl Into<String>) -> async_graphql::Error {
     ClientError::from_service(&Error::invalid(field, message), None).into_graphql()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ClientError, code};
+    use service::Error;
+
+    #[test]
+    fn a_broken_invariant_is_internal_with_the_request_id() {
+        let err = Error::Internal("conversation upsert returned no row".into());
+        assert_eq!(
+            ClientError::from_service(&err, Some("req-7")),
+            ClientError {
+                code: code::INTERNAL,
+                message: "internal error; report request id req-7".into(),
+                field: None,
+                status: 500,
+            }
+        );
+    }
+
+    #[test]
+    fn an_outage_is_unavailable() {
+        let err = Error::Unavailable("pool timed out".into());
+        assert_eq!(
+            ClientError::from_service(&err, Some("req-8")),
+            ClientError {
+                code: code::UNAVAILABLE,
+                message: "the database is unavailable right now; retry shortly".into(),
+                field: None,
+                status: 503,
+            }
+        );
+    }
 }

@@ -2,19 +2,23 @@
 //! conversations existed, and unassigned inbound messages whose addresses now normalize)
 //! to their conversations, in batches, each batch one transaction.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult, JsonValue};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, JsonValue,
+    QueryFilter, QuerySelect,
+};
 
 use crate::error::Result;
 use crate::normalize::{self, Participants};
-use crate::record::{json_strings, now};
+use crate::record::now;
 use crate::settings::Settings;
-use crate::sql::Sql;
+use crate::statements::{self, json_strings};
 use crate::types::Channel;
 use crate::verify::refresh_conversations;
-use crate::{db, query};
+use crate::{conversation, db, message, query};
 
 /// What a backfill run did (or, dry, would do).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,7 +65,6 @@ pub async fn backfill_conversations(
     mut on_batch: impl FnMut(&BackfillReport),
 ) -> Result<BackfillReport> {
     let batch_size = batch_size.clamp(1, 5000);
-    let backend = db::backend(db);
     let mut report = BackfillReport {
         dry_run,
         pending_at_start: query::count_unassigned(db).await?,
@@ -73,13 +76,19 @@ pub async fn backfill_conversations(
     let mut touched_ids: HashSet<i64> = HashSet::new();
     let mut after = 0i64;
     loop {
-        let mut sql = Sql::new(
-            "SELECT id, channel, from_raw, to_raw, sent_at FROM messages \
-             WHERE conversation_id IS NULL AND id > ",
-        );
-        sql.bind(after)
-            .push(&format!(" ORDER BY id LIMIT {batch_size}"));
-        let rows = Pending::find_by_statement(sql.build(backend))
+        use message::Column;
+        let pending = message::Entity::find()
+            .select_only()
+            .columns([
+                Column::Id,
+                Column::Channel,
+                Column::FromRaw,
+                Column::ToRaw,
+                Column::SentAt,
+            ])
+            .filter(Column::ConversationId.is_null());
+        let rows = statements::batch_after(pending, Column::Id, after, batch_size)
+            .into_model::<Pending>()
             .all(db)
             .await?;
         let Some(last) = rows.last() else { break };
@@ -125,7 +134,7 @@ pub async fn backfill_conversations(
             let txn = db::begin_write(db).await?;
             let (ids, created) = upsert_groups(&*txn, &groups).await?;
             attach(&*txn, &groups, &ids).await?;
-            record_failures(&*txn, &failures).await?;
+            statements::record_assignment_errors(&*txn, &failures).await?;
             refresh_conversations(&*txn, &ids, settings).await?;
             txn.commit().await?;
             report.attached += attached;
@@ -178,25 +187,25 @@ async fn existing_keys(
     if groups.is_empty() {
         return Ok(HashSet::new());
     }
-    #[derive(FromQueryResult)]
-    struct Key {
-        channel: Channel,
-        participants_key: String,
-    }
-    let mut sql = Sql::new(
-        "SELECT channel, participants_key FROM conversations WHERE (channel, participants_key) IN (VALUES ",
-    );
-    sql.push_rows(groups.keys(), |sql, (channel, key)| {
-        sql.bind(channel.as_str()).push(", ").bind(key.as_str());
-    })
-    .push(")");
-    let rows = Key::find_by_statement(sql.build(db::backend(db)))
+    use conversation::Column;
+    use sea_orm::sea_query::ExprTrait;
+    let keys = groups
+        .keys()
+        .map(|(channel, key)| (channel.as_str().to_owned(), key.clone()));
+    let rows: Vec<(Channel, String)> = conversation::Entity::find()
+        .select_only()
+        .columns([Column::Channel, Column::ParticipantsKey])
+        .filter(
+            Expr::tuple([
+                Expr::col(Column::Channel),
+                Expr::col(Column::ParticipantsKey),
+            ])
+            .in_tuples(keys),
+        )
+        .into_tuple()
         .all(db)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|k| (k.channel, k.participants_key))
-        .collect())
+    Ok(rows.into_iter().collect())
 }
 
 /// Upserts one conversation per group (in key order) and its participant index rows.
@@ -208,43 +217,16 @@ async fn upsert_groups(
     if groups.is_empty() {
         return Ok((Vec::new(), 0));
     }
-    let backend = db::backend(txn);
     let at = now();
-    let mut sql = Sql::new(
-        "INSERT INTO conversations (channel, participants_key, participants, message_count, \
-         first_message_at, last_message_at, last_message_id, snippet, created_at, updated_at) VALUES ",
-    );
-    sql.push_rows(groups, |sql, ((channel, key), g)| {
-        sql.bind(channel.as_str())
-            .push(", ")
-            .bind(key.as_str())
-            .push(", ")
-            .bind(json_strings(&g.sorted))
-            .push(", 0, ")
-            .bind(g.first)
-            .push(", ")
-            .bind(g.last)
-            .push(", NULL, '', ")
-            .bind(at)
-            .push(", ")
-            .bind(at);
-    });
-    sql.push(
-        " ON CONFLICT (channel, participants_key) DO UPDATE SET updated_at = excluded.updated_at \
-         RETURNING id, channel, participants_key, message_count",
-    );
-    #[derive(FromQueryResult)]
-    struct Upserted {
-        id: i64,
-        channel: Channel,
-        participants_key: String,
-        message_count: i64,
-    }
-    let rows = Upserted::find_by_statement(sql.build(backend))
-        .all(txn)
-        .await?;
-    let created = rows.iter().filter(|r| r.message_count == 0).count() as u64;
-    let by_key: std::collections::HashMap<(Channel, String), i64> = rows
+    let rows: Vec<_> = groups
+        .iter()
+        .map(|((channel, key), g)| {
+            statements::new_conversation(*channel, key, &g.sorted, g.first, g.last, at)
+        })
+        .collect();
+    let upserted = statements::upsert_conversations(txn, &rows).await?;
+    let created = upserted.iter().filter(|r| r.message_count == 0).count() as u64;
+    let by_key: HashMap<(Channel, String), i64> = upserted
         .into_iter()
         .map(|r| ((r.channel, r.participants_key), r.id))
         .collect();
@@ -253,67 +235,28 @@ async fn upsert_groups(
         .filter_map(|(c, k)| by_key.get(&(*c, k.clone())).copied())
         .collect();
 
-    let mut index =
-        Sql::new("INSERT INTO conversation_participants (address, conversation_id) VALUES ");
     let rows = groups
         .values()
         .zip(&ids)
-        .flat_map(|(g, id)| g.sorted.iter().map(move |address| (address, *id)));
-    index
-        .push_rows(rows, |sql, (address, id)| {
-            sql.bind(address.as_str()).push(", ").bind(id);
-        })
-        .push(" ON CONFLICT DO NOTHING");
-    txn.execute_raw(index.build(backend)).await?;
+        .flat_map(|(g, id)| g.sorted.iter().map(move |address| (*id, address.as_str())));
+    statements::insert_participants(txn, rows).await?;
     Ok((ids, created))
 }
 
-/// Attaches each group's messages to its conversation, in one statement.
+/// Attaches each group's messages to its conversation.
 async fn attach(
     txn: &impl ConnectionTrait,
     groups: &BTreeMap<(Channel, String), Group>,
     ids: &[i64],
 ) -> Result<()> {
-    if groups.is_empty() {
-        return Ok(());
-    }
-    let mut sql = Sql::new(
-        "UPDATE messages SET conversation_id = v.column2, from_address = v.column3, \
-         to_addresses = v.column4, assignment_error = NULL FROM (VALUES ",
-    );
-    let rows = groups
+    let rows: Vec<_> = groups
         .values()
         .zip(ids)
-        .flat_map(|(g, cid)| g.members.iter().map(move |(mid, p)| (*mid, *cid, p)));
-    sql.push_rows(rows, |sql, (mid, cid, p)| {
-        sql.bind(mid)
-            .push(", ")
-            .bind(cid)
-            .push(", ")
-            .bind(p.from.as_str())
-            .push(", ")
-            .bind(json_strings(&p.to));
-    });
-    // Only still-unassigned rows: a concurrent backfill may have attached some already.
-    sql.push(") AS v WHERE messages.id = v.column1 AND messages.conversation_id IS NULL");
-    txn.execute_raw(sql.build(db::backend(txn))).await?;
-    Ok(())
-}
-
-/// Records why each message stays unassigned (only where the reason changed, so a second
-/// run writes nothing).
-async fn record_failures(txn: &impl ConnectionTrait, failures: &[(i64, String)]) -> Result<()> {
-    if failures.is_empty() {
-        return Ok(());
-    }
-    let mut sql = Sql::new("UPDATE messages SET assignment_error = v.column2 FROM (VALUES ");
-    sql.push_rows(failures, |sql, (id, reason)| {
-        sql.bind(*id).push(", ").bind(reason.as_str());
-    });
-    sql.push(
-        ") AS v WHERE messages.id = v.column1 AND messages.conversation_id IS NULL \
-         AND (messages.assignment_error IS NULL OR messages.assignment_error <> v.column2)",
-    );
-    txn.execute_raw(sql.build(db::backend(txn))).await?;
-    Ok(())
+        .flat_map(|(g, cid)| {
+            g.members
+                .iter()
+                .map(move |(mid, p)| (*mid, *cid, p.from.as_str(), json_strings(&p.to)))
+        })
+        .collect();
+    statements::attach_messages(txn, &rows).await
 }

@@ -31,6 +31,10 @@ pub enum Error {
     /// The database cannot be reached right now; safe to retry.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// A broken invariant (a row that vanished under a lock, an upsert that returned
+    /// nothing): a bug, not an outage. Logged, never shown to clients.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Any other database error: logged, never shown to clients.
     #[error(transparent)]
     Db(DbErr),

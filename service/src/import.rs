@@ -2,14 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
-use sea_orm::{DatabaseConnection, FromQueryResult};
+use sea_orm::DatabaseConnection;
 use serde::Deserialize;
 
 use crate::db;
 use crate::error::{Error, Result};
-use crate::record::{NewMessage, json_strings, now, record_message, to_micros, validate};
+use crate::record::{NewMessage, new_message, now, record_message, to_micros, validate};
 use crate::settings::Settings;
-use crate::sql::Sql;
+use crate::statements;
 use crate::types::{Channel, Direction, Kind};
 
 /// One line of an import file: the `RecordMessageInput` shape of the GraphQL API.
@@ -145,43 +145,12 @@ async fn import_legacy(
         return Ok(());
     }
     let at = now();
-    let mut sql = Sql::new(
-        "INSERT INTO messages (conversation_id, channel, kind, direction, from_raw, to_raw, \
-         body, attachments, provider_message_id, sent_at, recorded_at) VALUES ",
-    );
-    sql.push_rows(&valid, |sql, (kind, m)| {
-        sql.push("NULL, ")
-            .bind(m.channel.as_str())
-            .push(", ")
-            .bind(kind.as_str())
-            .push(", ")
-            .bind(m.direction.as_str())
-            .push(", ")
-            .bind(m.from.as_str())
-            .push(", ")
-            .bind(json_strings(&m.to))
-            .push(", ")
-            .bind(m.body.as_str())
-            .push(", ")
-            .bind(json_strings(&m.attachments))
-            .push(", ")
-            .bind(m.provider_message_id.clone())
-            .push(", ")
-            .bind(m.sent_at.map(to_micros).unwrap_or(at))
-            .push(", ")
-            .bind(at);
-    });
-    sql.push(" ON CONFLICT (channel, provider_message_id) DO NOTHING RETURNING id");
-    #[derive(FromQueryResult)]
-    struct Id {
-        #[allow(dead_code)]
-        id: i64,
-    }
+    let rows: Vec<_> = valid
+        .iter()
+        .map(|(kind, m)| new_message(m, *kind, m.sent_at.map(to_micros).unwrap_or(at), at))
+        .collect();
     let txn = db::begin_write(db).await?;
-    let inserted = Id::find_by_statement(sql.build(db::backend(&*txn)))
-        .all(&*txn)
-        .await?
-        .len() as u64;
+    let inserted = statements::insert_messages(&*txn, &rows).await?;
     txn.commit().await?;
     report.imported += inserted;
     report.duplicates += valid.len() as u64 - inserted;

@@ -15,6 +15,7 @@ pub mod record;
 pub mod settings;
 pub mod snippet;
 mod sql;
+mod statements;
 pub mod types;
 pub mod verify;
 

@@ -1,16 +1,16 @@
 //! The write path: one message and its conversation, stored atomically.
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
+use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
-    FromQueryResult, IdenStatic, Iterable, JsonValue,
+    ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
 };
 
 use crate::error::{Error, Result};
 use crate::normalize::{self, Participants};
 use crate::settings::{Limits, Settings};
-use crate::snippet::{looks_like_html, snippet};
-use crate::sql::Sql;
+use crate::snippet::message_snippet;
+use crate::statements::{self, json_strings};
 use crate::types::{Channel, Direction, Kind};
 use crate::{conversation, db, message, query};
 
@@ -82,7 +82,6 @@ pub async fn record_message(
     // message) costs no extra round trip and replays stay exact under concurrency.
     let now = now();
     let sent_at = input.sent_at.map(to_micros).unwrap_or(now);
-    let html = input.channel == Channel::Email && looks_like_html(&input.body);
     let row = MessageRow {
         input: &input,
         kind,
@@ -91,60 +90,73 @@ pub async fn record_message(
         assignment: assignment.as_ref(),
     };
 
-    let result = match &assignment {
+    let stored = match &assignment {
         Ok(participants) => {
-            let snippet = snippet(&input.body, html, settings.snippet_length);
+            let snippet = message_snippet(input.channel, &input.body, settings.snippet_length);
             let txn = db::begin_write(db).await?;
             match store_assigned(&txn, &row, participants, &snippet).await {
-                Ok(Some(stored)) => {
-                    txn.commit().await?;
-                    Ok(stored)
-                }
-                Ok(None) => {
-                    txn.rollback().await?;
-                    Err(None)
-                }
+                Ok(stored) => stored,
                 Err(e) => {
-                    metrics::counter!("parley_conversation_upsert_failures_total").increment(1);
-                    Err(Some(e))
+                    metrics::counter!("parley_record_failures_total").increment(1);
+                    return Err(e);
                 }
             }
+            .finish(txn)
+            .await?
         }
         Err(_) => {
             let txn = db::begin_write(db).await?;
-            match insert_message(&txn, &row, None).await? {
-                Some(message) => {
-                    txn.commit().await?;
-                    Ok(Recorded {
-                        message,
-                        conversation: None,
-                        conversation_created: false,
-                        duplicate: false,
-                    })
-                }
-                None => {
-                    txn.rollback().await?;
-                    Err(None)
-                }
+            match statements::insert_message(&*txn, row.active_model(None)).await? {
+                Some(message) => Stored::New(Recorded {
+                    message,
+                    conversation: None,
+                    conversation_created: false,
+                    duplicate: false,
+                }),
+                None => Stored::Duplicate,
             }
+            .finish(txn)
+            .await?
         }
     };
 
-    let recorded = match result {
-        Ok(recorded) => recorded,
+    let recorded = match stored {
+        Stored::New(recorded) => recorded,
         // The provider id was stored before (or by a concurrent call): answer with the original.
-        Err(None) => {
+        Stored::Duplicate => {
             let pid = input.provider_message_id.as_deref().unwrap_or_default();
             let original = find_by_provider_id(db, input.channel, pid)
                 .await?
-                .ok_or_else(|| Error::Unavailable("duplicate vanished; retry".into()))?;
+                .ok_or_else(|| Error::Internal("duplicate vanished".into()))?;
             return duplicate(db, original).await;
         }
-        Err(Some(e)) => return Err(e),
     };
 
     observe(&recorded, started);
     Ok(recorded)
+}
+
+/// What the write transaction of [`record_message`] did.
+// Lives on the stack for one call and is unwrapped at once: boxing `Recorded` would add
+// an allocation to every recorded message for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Stored {
+    /// The message was stored (and its conversation updated).
+    New(Recorded),
+    /// A message with the same (channel, provider id) was already stored: nothing was
+    /// written, and the caller answers with the original.
+    Duplicate,
+}
+
+impl Stored {
+    /// Ends the transaction: commits what was stored, rolls back on a duplicate.
+    async fn finish(self, txn: db::WriteTxn) -> Result<Self> {
+        match self {
+            Stored::New(_) => txn.commit().await?,
+            Stored::Duplicate => txn.rollback().await?,
+        }
+        Ok(self)
+    }
 }
 
 /// The validated, derived fields of the message row to insert.
@@ -156,78 +168,102 @@ struct MessageRow<'a> {
     assignment: std::result::Result<&'a Participants, &'a String>,
 }
 
-/// The conversation upsert, message insert and conversation update. `Ok(None)` when the
-/// provider id turned out to be a duplicate (the caller rolls back).
+impl MessageRow<'_> {
+    /// The row to insert, attached to `conversation_id` (or unassigned).
+    fn active_model(&self, conversation_id: Option<i64>) -> message::ActiveModel {
+        let mut model = new_message(self.input, self.kind, self.sent_at, self.recorded_at);
+        model.conversation_id = Set(conversation_id);
+        match self.assignment {
+            Ok(p) => {
+                model.from_address = Set(Some(p.from.clone()));
+                model.to_addresses = Set(Some(json_strings(&p.to)));
+            }
+            Err(reason) => model.assignment_error = Set(Some(reason.clone())),
+        }
+        model
+    }
+}
+
+/// The message row for `input` as given: unassigned, addresses not normalized.
+pub(crate) fn new_message(
+    input: &NewMessage,
+    kind: Kind,
+    sent_at: DateTime<Utc>,
+    recorded_at: DateTime<Utc>,
+) -> message::ActiveModel {
+    message::ActiveModel {
+        id: NotSet,
+        conversation_id: Set(None),
+        channel: Set(input.channel),
+        kind: Set(kind),
+        direction: Set(input.direction),
+        from_raw: Set(input.from.clone()),
+        to_raw: Set(json_strings(&input.to)),
+        from_address: Set(None),
+        to_addresses: Set(None),
+        body: Set(input.body.clone()),
+        attachments: Set(json_strings(&input.attachments)),
+        provider_message_id: Set(input.provider_message_id.clone()),
+        sent_at: Set(sent_at),
+        recorded_at: Set(recorded_at),
+        assignment_error: Set(None),
+    }
+}
+
+/// The conversation upsert, message insert and conversation update, in `txn`.
 async fn store_assigned(
     txn: &DatabaseTransaction,
     row: &MessageRow<'_>,
     participants: &Participants,
     snippet: &str,
-) -> Result<Option<Recorded>> {
-    let backend = db::backend(txn);
+) -> Result<Stored> {
     let key = normalize::participants_key(&participants.sorted);
-    let channel = row.input.channel;
-
-    // ON CONFLICT DO UPDATE (rather than DO NOTHING) so that the row comes back in both
-    // cases and stays locked by this transaction until commit: concurrent writers to one
-    // conversation queue on that row lock, and the count update below cannot interleave.
-    let mut upsert = Sql::new(
-        "INSERT INTO conversations (channel, participants_key, participants, message_count, \
-         first_message_at, last_message_at, last_message_id, snippet, created_at, updated_at) VALUES (",
+    let conversation = statements::new_conversation(
+        row.input.channel,
+        &key,
+        &participants.sorted,
+        row.sent_at,
+        row.sent_at,
+        row.recorded_at,
     );
-    upsert
-        .bind(channel.as_str())
-        .push(", ")
-        .bind(key.as_str())
-        .push(", ")
-        .bind(json_strings(&participants.sorted))
-        .push(", 0, ")
-        .bind(row.sent_at)
-        .push(", ")
-        .bind(row.sent_at)
-        .push(", NULL, '', ")
-        .bind(row.recorded_at)
-        .push(", ")
-        .bind(row.recorded_at)
-        .push(
-            ") ON CONFLICT (channel, participants_key) DO UPDATE SET updated_at = excluded.updated_at \
-             RETURNING id, message_count",
-        );
-    let upserted = txn
-        .query_one_raw(upsert.build(backend))
-        .await?
-        .ok_or_else(|| Error::Unavailable("conversation upsert returned no row".into()))?;
-    let conversation_id: i64 = upserted.try_get("", "id")?;
+    // The upsert locks the conversation row until commit, so the count update below
+    // cannot interleave with another writer's.
+    let upserted = statements::upsert_conversations(txn, &[conversation]).await?;
+    let Some(upserted) = upserted.first() else {
+        return Err(Error::Internal(
+            "conversation upsert returned no row".into(),
+        ));
+    };
+    let conversation_id = upserted.id;
     // Counts are exact and a conversation is only ever created with its first message, so
     // a count of 0 under our row lock means this transaction created it.
-    let created = upserted.try_get::<i64>("", "message_count")? == 0;
+    let created = upserted.message_count == 0;
 
     if created {
-        let mut index =
-            Sql::new("INSERT INTO conversation_participants (address, conversation_id) VALUES ");
-        index
-            .push_rows(&participants.sorted, |sql, address| {
-                sql.bind(address.as_str()).push(", ").bind(conversation_id);
-            })
-            .push(" ON CONFLICT DO NOTHING");
-        txn.execute_raw(index.build(backend)).await?;
+        let rows = participants
+            .sorted
+            .iter()
+            .map(|a| (conversation_id, a.as_str()));
+        statements::insert_participants(txn, rows).await?;
     }
 
-    let stored = if backend == DbBackend::Postgres {
-        insert_and_apply(txn, row, conversation_id, snippet).await?
+    let model = row.active_model(Some(conversation_id));
+    let stored = if db::backend(txn) == DbBackend::Postgres {
+        statements::insert_and_fold(txn, model, conversation_id, snippet).await?
     } else {
-        match insert_message(txn, row, Some(conversation_id)).await? {
+        match statements::insert_message(txn, model).await? {
             Some(message) => {
-                let conversation = apply_message(txn, conversation_id, &message, snippet).await?;
+                let conversation =
+                    statements::fold_message(txn, conversation_id, &message, snippet).await?;
                 Some((message, conversation))
             }
             None => None,
         }
     };
     let Some((message, conversation)) = stored else {
-        return Ok(None);
+        return Ok(Stored::Duplicate);
     };
-    Ok(Some(Recorded {
+    Ok(Stored::New(Recorded {
         message,
         conversation: Some(conversation),
         conversation_created: created,
@@ -235,192 +271,14 @@ async fn store_assigned(
     }))
 }
 
-/// Folds one newly inserted message into its (locked) conversation row.
-pub(crate) async fn apply_message(
-    txn: &impl ConnectionTrait,
-    conversation_id: i64,
-    message: &message::Model,
-    snippet: &str,
-) -> Result<conversation::Model> {
-    let mut sql = Sql::new("");
-    push_fold(&mut sql, Folded::Bound(message), snippet);
-    sql.push(" WHERE conversations.id = ")
-        .bind(conversation_id)
-        .push(" RETURNING *");
-    conversation::Entity::find()
-        .from_raw_sql(sql.build(db::backend(txn)))
-        .one(txn)
-        .await?
-        .ok_or_else(|| Error::Unavailable("conversation vanished during update".into()))
-}
-
-/// PostgreSQL: the message insert and [`apply_message`] in one statement (a data-modifying
-/// `WITH`), so one round trip fewer per recorded message. The `UPDATE .. FROM m` matches no
-/// row when the insert stored nothing (a replayed provider id): `None`, as from
-/// [`insert_message`]. SQLite has no data-modifying `WITH`; it runs the two statements, in
-/// process, where a statement costs no round trip.
-async fn insert_and_apply(
-    txn: &DatabaseTransaction,
-    row: &MessageRow<'_>,
-    conversation_id: i64,
-    snippet: &str,
-) -> Result<Option<(message::Model, conversation::Model)>> {
-    let mut sql = Sql::new("WITH m AS (");
-    push_message_insert(&mut sql, row, Some(conversation_id));
-    sql.push(" RETURNING *) ");
-    push_fold(&mut sql, Folded::Inserted, snippet);
-    sql.push(" FROM m WHERE conversations.id = ")
-        .bind(conversation_id)
-        .push(" RETURNING conversations.*");
-    for column in message::Column::iter() {
-        let name = column.as_str();
-        sql.push(&format!(", m.{name} AS m_{name}"));
-    }
-    let Some(found) = txn.query_one_raw(sql.build(DbBackend::Postgres)).await? else {
-        return Ok(None);
-    };
-    let message = message::Model::from_query_result(&found, "m_")?;
-    let conversation = conversation::Model::from_query_result(&found, "")?;
-    Ok(Some((message, conversation)))
-}
-
-/// Where the conversation update reads the new message from.
-#[derive(Clone, Copy)]
-enum Folded<'a> {
-    /// Bound values: an earlier statement inserted the message.
-    Bound(&'a message::Model),
-    /// The columns of `m`, the row the same statement inserts (`WITH m AS (INSERT ..)`).
-    Inserted,
-}
-
-impl Folded<'_> {
-    fn sent_at(self, sql: &mut Sql) {
-        match self {
-            Folded::Bound(m) => sql.bind(m.sent_at),
-            Folded::Inserted => sql.push("m.sent_at"),
-        };
-    }
-
-    fn id(self, sql: &mut Sql) {
-        match self {
-            Folded::Bound(m) => sql.bind(m.id),
-            Folded::Inserted => sql.push("m.id"),
-        };
-    }
-
-    fn recorded_at(self, sql: &mut Sql) {
-        match self {
-            Folded::Bound(m) => sql.bind(m.recorded_at),
-            Folded::Inserted => sql.push("m.recorded_at"),
-        };
-    }
-}
-
-/// `UPDATE conversations SET ..` for one new message, without its `WHERE`: count + 1,
-/// first/last activity as min/max, and the last message and snippet only when the message
-/// is the latest by (sent_at, id), so out-of-order arrivals do not regress them. The
-/// conversation's columns are named bare: `messages` has none of these names.
-fn push_fold(sql: &mut Sql, new: Folded<'_>, snippet: &str) {
-    sql.push("UPDATE conversations SET message_count = message_count + 1, ")
-        .push("first_message_at = CASE WHEN message_count = 0 OR ");
-    new.sent_at(sql);
-    sql.push(" < first_message_at THEN ");
-    new.sent_at(sql);
-    sql.push(" ELSE first_message_at END, last_message_at = CASE WHEN message_count = 0 OR ");
-    new.sent_at(sql);
-    sql.push(" > last_message_at THEN ");
-    new.sent_at(sql);
-    sql.push(" ELSE last_message_at END, ");
-    let newer = |sql: &mut Sql| {
-        sql.push("(last_message_id IS NULL OR ");
-        new.sent_at(sql);
-        sql.push(" > last_message_at OR (");
-        new.sent_at(sql);
-        sql.push(" = last_message_at AND ");
-        new.id(sql);
-        sql.push(" > last_message_id))");
-    };
-    sql.push("last_message_id = CASE WHEN ");
-    newer(sql);
-    sql.push(" THEN ");
-    new.id(sql);
-    sql.push(" ELSE last_message_id END, snippet = CASE WHEN ");
-    newer(sql);
-    sql.push(" THEN ")
-        .bind(snippet)
-        .push(" ELSE snippet END, updated_at = ");
-    new.recorded_at(sql);
-}
-
-/// Inserts the message row; `None` when its (channel, provider id) is already stored.
-async fn insert_message(
-    txn: &DatabaseTransaction,
-    row: &MessageRow<'_>,
-    conversation_id: Option<i64>,
-) -> Result<Option<message::Model>> {
-    let mut sql = Sql::new("");
-    push_message_insert(&mut sql, row, conversation_id);
-    sql.push(" RETURNING *");
-    Ok(message::Entity::find()
-        .from_raw_sql(sql.build(db::backend(txn)))
-        .one(txn)
-        .await?)
-}
-
-/// `INSERT INTO messages .. ON CONFLICT (channel, provider_message_id) DO NOTHING`, without
-/// its `RETURNING`.
-fn push_message_insert(sql: &mut Sql, row: &MessageRow<'_>, conversation_id: Option<i64>) {
-    let input = row.input;
-    let (from_address, to_addresses, assignment_error) = match row.assignment {
-        Ok(p) => (Some(p.from.clone()), Some(json_strings(&p.to)), None),
-        Err(reason) => (None, None, Some(reason.clone())),
-    };
-    sql.push(
-        "INSERT INTO messages (conversation_id, channel, kind, direction, from_raw, to_raw, \
-         from_address, to_addresses, body, attachments, provider_message_id, sent_at, recorded_at, \
-         assignment_error) VALUES (",
-    );
-    sql.bind(conversation_id)
-        .push(", ")
-        .bind(input.channel.as_str())
-        .push(", ")
-        .bind(row.kind.as_str())
-        .push(", ")
-        .bind(input.direction.as_str())
-        .push(", ")
-        .bind(input.from.as_str())
-        .push(", ")
-        .bind(json_strings(&input.to))
-        .push(", ")
-        .bind(from_address)
-        .push(", ")
-        .bind(to_addresses)
-        .push(", ")
-        .bind(input.body.as_str())
-        .push(", ")
-        .bind(json_strings(&input.attachments))
-        .push(", ")
-        .bind(input.provider_message_id.clone())
-        .push(", ")
-        .bind(row.sent_at)
-        .push(", ")
-        .bind(row.recorded_at)
-        .push(", ")
-        .bind(assignment_error)
-        .push(") ON CONFLICT (channel, provider_message_id) DO NOTHING");
-}
-
 async fn find_by_provider_id(
     db: &DatabaseConnection,
     channel: Channel,
     provider_message_id: &str,
 ) -> Result<Option<message::Model>> {
-    let mut sql = Sql::new("SELECT * FROM messages WHERE channel = ");
-    sql.bind(channel.as_str())
-        .push(" AND provider_message_id = ")
-        .bind(provider_message_id);
     Ok(message::Entity::find()
-        .from_raw_sql(sql.build(db::backend(db)))
+        .filter(message::Column::Channel.eq(channel))
+        .filter(message::Column::ProviderMessageId.eq(provider_message_id))
         .one(db)
         .await?)
 }
@@ -577,8 +435,4 @@ pub fn now() -> DateTime<Utc> {
 /// compare equal to values written.
 pub fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(Duration::microseconds(1)).unwrap_or(t)
-}
-
-pub(crate) fn json_strings(values: &[String]) -> JsonValue {
-    JsonValue::Array(values.iter().cloned().map(JsonValue::String).collect())
 }

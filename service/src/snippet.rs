@@ -7,6 +7,8 @@ use std::collections::HashSet;
 
 use unicode_segmentation::UnicodeSegmentation;
 
+use crate::types::Channel;
+
 /// Snippet length used when the caller names none (the `snippet_length` setting's default).
 pub const DEFAULT_SNIPPET_LENGTH: usize = 64;
 
@@ -85,6 +87,14 @@ pub fn snippet(body: &str, html: bool, max_graphemes: usize) -> String {
         text.push_str(body);
     }
     text.finish()
+}
+
+/// The snippet of a message on `channel`: an email body that looks like HTML is reduced
+/// to text first; any other body is taken as plain text. The one rule that recording,
+/// recomputing, verifying and the API's `Message.snippet` share.
+pub fn message_snippet(channel: Channel, body: &str, max_graphemes: usize) -> String {
+    let html = channel == Channel::Email && looks_like_html(body);
+    snippet(body, html, max_graphemes)
 }
 
 /// Whether an email body looks like HTML (has a tag like <html, <body, <p, <div, <br, <span,

@@ -18,6 +18,15 @@ impl Sql {
         }
     }
 
+    /// `prefix` followed by a statement built elsewhere with `$1..$n` placeholders
+    /// (sea-query's PostgreSQL builder): later binds continue its numbering.
+    pub(crate) fn wrapping(prefix: &str, built: Statement) -> Self {
+        Sql {
+            text: format!("{prefix}{}", built.sql),
+            values: built.values.map(|v| v.0).unwrap_or_default(),
+        }
+    }
+
     /// Appends raw SQL text.
     pub(crate) fn push(&mut self, text: &str) -> &mut Self {
         self.text.push_str(text);

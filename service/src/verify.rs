@@ -5,14 +5,18 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult};
+use sea_orm::sea_query::{Expr, Func};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult,
+    JoinType, QueryFilter, QueryOrder, QuerySelect,
+};
 
 use crate::error::Result;
 use crate::settings::Settings;
-use crate::snippet::{looks_like_html, snippet};
-use crate::sql::Sql;
+use crate::snippet::message_snippet;
+use crate::statements;
 use crate::types::Channel;
-use crate::{db, query};
+use crate::{conversation, db, message, query};
 
 /// One derived field of one conversation that does not match its messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,21 +75,21 @@ pub async fn verify_conversations(
     mut on_batch: impl FnMut(&VerifyReport),
 ) -> Result<VerifyReport> {
     let batch_size = batch_size.clamp(1, 5000);
-    let backend = db::backend(db);
     let mut report = VerifyReport::default();
     let mut after = 0i64;
     loop {
-        let mut sql = Sql::new(
-            "SELECT c.id, c.channel, c.message_count, c.first_message_at, c.last_message_at, \
-             c.last_message_id, c.snippet, \
-             (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS actual_count, \
-             (SELECT m.id FROM messages m WHERE m.conversation_id = c.id \
-               ORDER BY m.sent_at DESC, m.id DESC LIMIT 1) AS actual_last_id \
-             FROM conversations c WHERE c.id > ",
-        );
-        sql.bind(after)
-            .push(&format!(" ORDER BY c.id LIMIT {batch_size}"));
-        let rows = Observed::find_by_statement(sql.build(backend))
+        use conversation::Column;
+        let observed = conversation::Entity::find()
+            .column_as(
+                Expr::from(statements::messages_aggregate(Func::count, None)),
+                "actual_count",
+            )
+            .column_as(
+                Expr::from(statements::latest_message_id()),
+                "actual_last_id",
+            );
+        let rows = statements::batch_after(observed, Column::Id, after, batch_size)
+            .into_model::<Observed>()
             .all(db)
             .await?;
         let Some(last) = rows.last() else { break };
@@ -132,10 +136,7 @@ pub async fn verify_conversations(
             let expected = r
                 .actual_last_id
                 .and_then(|id| last_messages.get(&id))
-                .map(|m| {
-                    let html = r.channel == Channel::Email && looks_like_html(&m.body);
-                    snippet(&m.body, html, settings.snippet_length)
-                })
+                .map(|m| message_snippet(r.channel, &m.body, settings.snippet_length))
                 .unwrap_or_default();
             check("snippet", r.snippet.clone(), expected);
             if report.drifts.len() > before {
@@ -159,13 +160,15 @@ async fn bounds(
     db: &impl ConnectionTrait,
     ids: &[i64],
 ) -> Result<HashMap<i64, (Option<DateTime<Utc>>, Option<DateTime<Utc>>)>> {
-    let mut sql = Sql::new(
-        "SELECT conversation_id AS id, MIN(sent_at) AS first_at, MAX(sent_at) AS last_at \
-         FROM messages WHERE conversation_id IN (",
-    );
-    sql.bind_list(ids.iter().copied())
-        .push(") GROUP BY conversation_id");
-    let rows = Bounds::find_by_statement(sql.build(db::backend(db)))
+    use message::Column;
+    let rows = message::Entity::find()
+        .select_only()
+        .column_as(Column::ConversationId, "id")
+        .column_as(Column::SentAt.min(), "first_at")
+        .column_as(Column::SentAt.max(), "last_at")
+        .filter(Column::ConversationId.is_in(ids.iter().copied()))
+        .group_by(Column::ConversationId)
+        .into_model::<Bounds>()
         .all(db)
         .await?;
     Ok(rows
@@ -187,29 +190,21 @@ pub async fn refresh_conversations(
     if ids.is_empty() {
         return Ok(());
     }
-    let backend = db::backend(txn);
     let mut sorted = ids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    if backend == DbBackend::Postgres {
-        let mut lock = Sql::new("SELECT id FROM conversations WHERE id IN (");
-        lock.bind_list(sorted.iter().copied())
-            .push(") ORDER BY id FOR UPDATE");
-        txn.query_all_raw(lock.build(backend)).await?;
+    if db::backend(txn) == DbBackend::Postgres {
+        conversation::Entity::find()
+            .select_only()
+            .column(conversation::Column::Id)
+            .filter(conversation::Column::Id.is_in(sorted.iter().copied()))
+            .order_by_asc(conversation::Column::Id)
+            .lock_exclusive()
+            .into_tuple::<i64>()
+            .all(txn)
+            .await?;
     }
-    let of = "FROM messages m WHERE m.conversation_id = conversations.id";
-    let mut sql = Sql::new(&format!(
-        "UPDATE conversations SET message_count = (SELECT COUNT(*) {of}), \
-         first_message_at = COALESCE((SELECT MIN(m.sent_at) {of}), first_message_at), \
-         last_message_at = COALESCE((SELECT MAX(m.sent_at) {of}), last_message_at), \
-         last_message_id = (SELECT m.id {of} ORDER BY m.sent_at DESC, m.id DESC LIMIT 1), \
-         updated_at = "
-    ));
-    sql.bind(crate::record::now())
-        .push(" WHERE id IN (")
-        .bind_list(sorted.iter().copied())
-        .push(")");
-    txn.execute_raw(sql.build(backend)).await?;
+    statements::recompute_conversations(txn, &sorted, crate::record::now()).await?;
 
     #[derive(FromQueryResult)]
     struct Last {
@@ -217,23 +212,31 @@ pub async fn refresh_conversations(
         channel: Channel,
         body: Option<String>,
     }
-    let mut sql = Sql::new(
-        "SELECT c.id, c.channel, m.body FROM conversations c \
-         LEFT JOIN messages m ON m.id = c.last_message_id WHERE c.id IN (",
-    );
-    sql.bind_list(sorted.iter().copied()).push(")");
-    let lasts = Last::find_by_statement(sql.build(backend)).all(txn).await?;
-    let mut update = Sql::new("UPDATE conversations SET snippet = v.column2 FROM (VALUES ");
-    update.push_rows(&lasts, |sql, l| {
-        let body = l.body.as_deref().unwrap_or_default();
-        let html = l.channel == Channel::Email && looks_like_html(body);
-        sql.bind(l.id)
-            .push(", ")
-            .bind(snippet(body, html, settings.snippet_length));
-    });
-    update.push(") AS v WHERE conversations.id = v.column1");
-    if !lasts.is_empty() {
-        txn.execute_raw(update.build(backend)).await?;
-    }
-    Ok(())
+    let lasts = conversation::Entity::find()
+        .select_only()
+        .column(conversation::Column::Id)
+        .column(conversation::Column::Channel)
+        .column_as(Expr::col((message::Entity, message::Column::Body)), "body")
+        .join(
+            JoinType::LeftJoin,
+            conversation::Entity::belongs_to(message::Entity)
+                .from(conversation::Column::LastMessageId)
+                .to(message::Column::Id)
+                .into(),
+        )
+        .filter(conversation::Column::Id.is_in(sorted.iter().copied()))
+        .into_model::<Last>()
+        .all(txn)
+        .await?;
+    let snippets: Vec<(i64, String)> = lasts
+        .iter()
+        .map(|l| {
+            let body = l.body.as_deref().unwrap_or_default();
+            (
+                l.id,
+                message_snippet(l.channel, body, settings.snippet_length),
+            )
+        })
+        .collect();
+    statements::set_snippets(txn, &snippets).await
 }

@@ -165,7 +165,7 @@ async fn metrics_count_known_traffic_exactly() {
     );
     // Nothing failed, so the failure counter was never touched.
     assert_eq!(
-        value("parley_conversation_upsert_failures_total", &[]).unwrap_or(0.0),
+        value("parley_record_failures_total", &[]).unwrap_or(0.0),
         0.0
     );
     // The histogram has buckets, and every recorded message fell in the last one.

@@ -116,9 +116,11 @@ impl Message {
         length: Option<i32>,
     ) -> Result<String> {
         let (length, _) = snippet_length(ctx, length)?;
-        let html =
-            self.0.channel == service::Channel::Email && snippet::looks_like_html(&self.0.body);
-        Ok(snippet::snippet(&self.0.body, html, length))
+        Ok(snippet::message_snippet(
+            self.0.channel,
+            &self.0.body,
+            length,
+        ))
     }
 
     /// Why the message is not attached to a conversation (its addresses did not

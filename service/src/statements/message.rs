@@ -1,0 +1,224 @@
+//! Message statements: the insert (one row, or a batch), the fold of a new message into
+//! its conversation, PostgreSQL's insert-and-fold in one `WITH`, and the backfill's
+//! set-based attach.
+
+use sea_orm::sea_query::{InsertStatement, OnConflict};
+use sea_orm::{
+    ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, IdenStatic, Iterable, JsonValue,
+    ModelTrait,
+};
+
+use super::{LATEST, insert_rows, update_from_values};
+use crate::error::{Error, Result};
+use crate::sql::Sql;
+use crate::{conversation, db, message};
+
+/// `INSERT INTO messages .. ON CONFLICT (channel, provider_message_id) DO NOTHING`, split
+/// under the parameter limit: a replayed provider id inserts nothing.
+fn message_inserts(models: &[message::ActiveModel]) -> Result<Vec<InsertStatement>> {
+    let mut inserts = insert_rows(models)?;
+    for insert in &mut inserts {
+        insert.on_conflict(
+            OnConflict::columns([message::Column::Channel, message::Column::ProviderMessageId])
+                .do_nothing()
+                .to_owned(),
+        );
+    }
+    Ok(inserts)
+}
+
+/// Inserts one message; `None` when its (channel, provider id) is already stored.
+pub(crate) async fn insert_message(
+    conn: &impl ConnectionTrait,
+    model: message::ActiveModel,
+) -> Result<Option<message::Model>> {
+    let backend = db::backend(conn);
+    let mut found = None;
+    for mut insert in message_inserts(&[model])? {
+        insert.returning_all();
+        found = message::Entity::find()
+            .from_raw_sql(backend.build(&insert))
+            .one(conn)
+            .await?;
+    }
+    Ok(found)
+}
+
+/// Inserts `models`, skipping those whose provider id is already stored; returns how many
+/// were inserted.
+pub(crate) async fn insert_messages(
+    conn: &impl ConnectionTrait,
+    models: &[message::ActiveModel],
+) -> Result<u64> {
+    let backend = db::backend(conn);
+    let mut inserted = 0;
+    for mut insert in message_inserts(models)? {
+        insert.returning_col(message::Column::Id);
+        inserted += conn.query_all_raw(backend.build(&insert)).await?.len() as u64;
+    }
+    Ok(inserted)
+}
+
+/// Folds one newly inserted message into its (locked) conversation row and returns the row.
+pub(crate) async fn fold_message(
+    conn: &impl ConnectionTrait,
+    conversation_id: i64,
+    message: &message::Model,
+    snippet: &str,
+) -> Result<conversation::Model> {
+    let mut sql = Sql::new("");
+    push_fold(&mut sql, Folded::Bound(message), snippet);
+    sql.push(" WHERE conversations.id = ")
+        .bind(conversation_id)
+        .push(" RETURNING *");
+    conversation::Entity::find()
+        .from_raw_sql(sql.build(db::backend(conn)))
+        .one(conn)
+        .await?
+        .ok_or_else(|| Error::Internal("conversation vanished during update".into()))
+}
+
+/// PostgreSQL: [`insert_message`] and [`fold_message`] in one statement (a data-modifying
+/// `WITH`), so one round trip fewer per recorded message. The `UPDATE .. FROM m` matches no
+/// row when the insert stored nothing (a replayed provider id): `None`, as from
+/// [`insert_message`]. SQLite has no data-modifying `WITH`; it runs the two statements, in
+/// process, where a statement costs no round trip.
+pub(crate) async fn insert_and_fold(
+    conn: &impl ConnectionTrait,
+    model: message::ActiveModel,
+    conversation_id: i64,
+    snippet: &str,
+) -> Result<Option<(message::Model, conversation::Model)>> {
+    let mut inserts = message_inserts(&[model])?;
+    let Some(insert) = inserts.first_mut() else {
+        return Ok(None);
+    };
+    insert.returning_all();
+    let built = DbBackend::Postgres.build(&*insert);
+    let mut sql = Sql::wrapping("WITH m AS (", built);
+    sql.push(") ");
+    push_fold(&mut sql, Folded::Inserted, snippet);
+    sql.push(" FROM m WHERE conversations.id = ")
+        .bind(conversation_id)
+        .push(" RETURNING conversations.*");
+    for column in message::Column::iter() {
+        let name = column.as_str();
+        sql.push(&format!(", m.{name} AS m_{name}"));
+    }
+    let Some(found) = conn.query_one_raw(sql.build(DbBackend::Postgres)).await? else {
+        return Ok(None);
+    };
+    let message = message::Model::from_query_result(&found, "m_")?;
+    let conversation = conversation::Model::from_query_result(&found, "")?;
+    Ok(Some((message, conversation)))
+}
+
+/// Where the conversation update reads the new message from.
+#[derive(Clone, Copy)]
+enum Folded<'a> {
+    /// Bound values: an earlier statement inserted the message.
+    Bound(&'a message::Model),
+    /// The columns of `m`, the row the same statement inserts (`WITH m AS (INSERT ..)`).
+    Inserted,
+}
+
+impl Folded<'_> {
+    fn push(self, sql: &mut Sql, column: message::Column) {
+        match self {
+            Folded::Bound(m) => sql.bind(m.get(column)),
+            Folded::Inserted => sql.push(&format!("m.{}", column.as_str())),
+        };
+    }
+}
+
+/// `UPDATE conversations SET ..` for one new message, without its `WHERE`: count + 1,
+/// first/last activity as min/max, and the last message and snippet only when the message
+/// is the latest by [`LATEST`], so out-of-order arrivals do not regress them. The
+/// conversation's columns are named bare: `messages` has none of these names.
+fn push_fold(sql: &mut Sql, new: Folded<'_>, snippet: &str) {
+    use message::Column::{Id, RecordedAt, SentAt};
+    sql.push("UPDATE conversations SET message_count = message_count + 1, ")
+        .push("first_message_at = CASE WHEN message_count = 0 OR ");
+    new.push(sql, SentAt);
+    sql.push(" < first_message_at THEN ");
+    new.push(sql, SentAt);
+    sql.push(" ELSE first_message_at END, last_message_at = CASE WHEN message_count = 0 OR ");
+    new.push(sql, SentAt);
+    sql.push(" > last_message_at THEN ");
+    new.push(sql, SentAt);
+    sql.push(" ELSE last_message_at END, ");
+    // The new message is the latest when it sorts after the stored last one by LATEST
+    // (sent_at, then id), spelled out rather than as a row value so each side can use
+    // the conversation's own columns.
+    let newer = |sql: &mut Sql| {
+        let [by_time, by_id] = LATEST;
+        sql.push("(last_message_id IS NULL OR ");
+        new.push(sql, by_time);
+        sql.push(" > last_message_at OR (");
+        new.push(sql, by_time);
+        sql.push(" = last_message_at AND ");
+        new.push(sql, by_id);
+        sql.push(" > last_message_id))");
+    };
+    sql.push("last_message_id = CASE WHEN ");
+    newer(sql);
+    sql.push(" THEN ");
+    new.push(sql, Id);
+    sql.push(" ELSE last_message_id END, snippet = CASE WHEN ");
+    newer(sql);
+    sql.push(" THEN ")
+        .bind(snippet)
+        .push(" ELSE snippet END, updated_at = ");
+    new.push(sql, RecordedAt);
+}
+
+/// Attaches messages to conversations: `(message id, conversation id, normalized sender,
+/// normalized recipients)`. Only still-unassigned rows change: a concurrent backfill may
+/// have attached some already.
+pub(crate) async fn attach_messages(
+    conn: &impl ConnectionTrait,
+    rows: &[(i64, i64, &str, JsonValue)],
+) -> Result<()> {
+    use message::Column;
+    let set = format!(
+        "{} = v.column2, {} = v.column3, {} = v.column4, {} = NULL",
+        Column::ConversationId.as_str(),
+        Column::FromAddress.as_str(),
+        Column::ToAddresses.as_str(),
+        Column::AssignmentError.as_str(),
+    );
+    let filter = " AND messages.conversation_id IS NULL";
+    update_from_values(conn, "messages", &set, filter, rows, 4, |sql, row| {
+        let (mid, cid, from, to) = row;
+        sql.bind(*mid)
+            .push(", ")
+            .bind(*cid)
+            .push(", ")
+            .bind(*from)
+            .push(", ")
+            .bind(to.clone());
+    })
+    .await
+}
+
+/// Records why each unassigned message stays so (only where the reason changed, so a
+/// second run writes nothing).
+pub(crate) async fn record_assignment_errors(
+    conn: &impl ConnectionTrait,
+    rows: &[(i64, String)],
+) -> Result<()> {
+    let filter = " AND messages.conversation_id IS NULL \
+         AND (messages.assignment_error IS NULL OR messages.assignment_error <> v.column2)";
+    update_from_values(
+        conn,
+        "messages",
+        "assignment_error = v.column2",
+        filter,
+        rows,
+        2,
+        |sql, (id, reason)| {
+            sql.bind(*id).push(", ").bind(reason.as_str());
+        },
+    )
+    .await
+}
