@@ -41,20 +41,6 @@ impl Sql {
         self
     }
 
-    /// Appends `$a, $b, ...` for each value.
-    pub(crate) fn bind_list<V: Into<Value>>(
-        &mut self,
-        values: impl IntoIterator<Item = V>,
-    ) -> &mut Self {
-        for (i, v) in values.into_iter().enumerate() {
-            if i > 0 {
-                self.push(", ");
-            }
-            self.bind(v);
-        }
-        self
-    }
-
     /// Appends `(..), (..), ..`: one parenthesized row per item, its values written by `row`.
     pub(crate) fn push_rows<T>(
         &mut self,

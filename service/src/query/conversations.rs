@@ -185,6 +185,6 @@ pub async fn count_conversations(
         select = select.filter(cond);
     }
     let n: Option<i64> = select.into_tuple().one(db).await?;
-    let n = n.ok_or_else(|| Error::Unavailable("COUNT returned no row".into()))?;
+    let n = n.ok_or_else(|| Error::Internal("COUNT returned no row".into()))?;
     Ok(n as u64)
 }

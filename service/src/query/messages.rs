@@ -237,6 +237,6 @@ pub async fn count_unassigned(db: &impl ConnectionTrait) -> Result<u64> {
         .into_tuple()
         .one(db)
         .await?;
-    let n = n.ok_or_else(|| Error::Unavailable("COUNT returned no row".into()))?;
+    let n = n.ok_or_else(|| Error::Internal("COUNT returned no row".into()))?;
     Ok(n as u64)
 }
