@@ -6,11 +6,10 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Query};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, Order, QueryFilter, QueryOrder,
-    QuerySelect, Select,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Select,
 };
 
-use super::{MAX_IDS_PER_STATEMENT, Page, Window};
+use super::{ListOrder, MAX_IDS_PER_STATEMENT, Page, Window, keyset_page};
 use crate::error::{Error, Result};
 use crate::normalize::{self, Region};
 use crate::types::Channel;
@@ -135,28 +134,17 @@ pub fn conversation_page(
     window: &Window,
 ) -> Result<Select<conversation::Entity>> {
     let address = filter_address(filter, region)?;
-    let key = || Expr::tuple([Expr::col(Column::LastMessageAt), Expr::col(Column::Id)]);
     let mut select = conversation::Entity::find();
     let cond = filter_condition(filter, address);
     if !cond.is_empty() {
         select = select.filter(cond);
     }
-    // List order is descending, so "after" means smaller keys.
-    if let Some(c) = window.after {
-        select = select.filter(key().lt(Expr::tuple([Expr::val(c.at), Expr::val(c.id)])));
-    }
-    if let Some(c) = window.before {
-        select = select.filter(key().gt(Expr::tuple([Expr::val(c.at), Expr::val(c.id)])));
-    }
-    let order = if window.forward {
-        Order::Desc
-    } else {
-        Order::Asc
-    };
-    Ok(select
-        .order_by(Column::LastMessageAt, order.clone())
-        .order_by(Column::Id, order)
-        .limit(window.size + 1))
+    Ok(keyset_page(
+        select,
+        (Column::LastMessageAt, Column::Id),
+        ListOrder::Descending,
+        window,
+    ))
 }
 
 /// A page of conversations, most recent activity first (ties: higher id first).

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, Query, SelectStatement, UnionType};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, Order, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, Select,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, Select,
 };
 
-use super::{MAX_ARMS_PER_STATEMENT, MAX_IDS_PER_STATEMENT, Page, Window};
+use super::{ListOrder, MAX_ARMS_PER_STATEMENT, MAX_IDS_PER_STATEMENT, Page, Window, keyset_page};
 use crate::error::{Error, Result};
 use crate::message;
 use crate::types::{Direction, Kind};
@@ -94,32 +94,25 @@ pub fn message_page(
     filter: &MessageFilter,
     window: &Window,
 ) -> Select<message::Entity> {
-    let key = || Expr::tuple([Expr::col(Column::SentAt), Expr::col(Column::Id)]);
     let mut select = message::Entity::find().filter(scope.condition());
     if !filter.is_empty() {
         select = select.filter(filter.condition());
     }
-    if let Some(c) = window.after {
-        select = select.filter(key().gt(Expr::tuple([Expr::val(c.at), Expr::val(c.id)])));
-    }
-    if let Some(c) = window.before {
-        select = select.filter(key().lt(Expr::tuple([Expr::val(c.at), Expr::val(c.id)])));
-    }
-    let order = if window.forward {
-        Order::Asc
-    } else {
-        Order::Desc
-    };
     if scope == MessageScope::Unassigned {
         // PostgreSQL does not take `conversation_id IS NULL` as pinning the index's leading
         // column, so it would sort the unassigned rows by (sent_at, id); ordering by the
         // index's whole key (a constant first column here) lets the index scan deliver it.
-        select = select.order_by(Column::ConversationId, order.clone());
+        select = select.order_by(
+            Column::ConversationId,
+            ListOrder::Ascending.sql_order(window),
+        );
     }
-    select
-        .order_by(Column::SentAt, order.clone())
-        .order_by(Column::Id, order)
-        .limit(window.size + 1)
+    keyset_page(
+        select,
+        (Column::SentAt, Column::Id),
+        ListOrder::Ascending,
+        window,
+    )
 }
 
 /// A page of messages, oldest first (ties: lower id first).

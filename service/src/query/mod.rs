@@ -23,6 +23,8 @@ use crate::cursor::{Cursor, CursorKind, decode_cursor, encode_cursor};
 use crate::error::{Error, Result};
 use crate::settings::Limits;
 use crate::{conversation, message};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect, Select};
 
 /// The most ids one statement binds in an `IN` list; longer lists are split into several
 /// statements. SQLite accepts at most 32,766 parameters per statement, PostgreSQL 65,535.
@@ -159,4 +161,59 @@ pub fn message_cursor(m: &message::Model) -> String {
             id: m.id,
         },
     )
+}
+
+/// Whether a list runs newest first (`conversations`) or oldest first (threads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ListOrder {
+    /// Larger keys first: "after" a cursor means smaller keys.
+    Descending,
+    /// Smaller keys first: "after" a cursor means larger keys.
+    Ascending,
+}
+
+impl ListOrder {
+    /// The SQL order of a page in `window`'s direction (a backward page runs reversed and
+    /// is flipped back by [`Page::from_probe`]).
+    pub(super) fn sql_order(self, window: &Window) -> Order {
+        match (self == ListOrder::Descending) == window.forward {
+            true => Order::Desc,
+            false => Order::Asc,
+        }
+    }
+}
+
+/// The keyset part of a page statement: `window`'s cursor bounds as row-value comparisons on
+/// `(at, id)` (so the composite index serves them), the order along that key, and the limit
+/// of one row past the page (the has-more probe).
+pub(super) fn keyset_page<E: EntityTrait>(
+    mut select: Select<E>,
+    (at, id): (E::Column, E::Column),
+    list: ListOrder,
+    window: &Window,
+) -> Select<E> {
+    let key = || Expr::tuple([Expr::col(at), Expr::col(id)]);
+    let value = |c: Cursor| Expr::tuple([Expr::val(c.at), Expr::val(c.id)]);
+    let descending = list == ListOrder::Descending;
+    if let Some(c) = window.after {
+        let bound = if descending {
+            key().lt(value(c))
+        } else {
+            key().gt(value(c))
+        };
+        select = select.filter(bound);
+    }
+    if let Some(c) = window.before {
+        let bound = if descending {
+            key().gt(value(c))
+        } else {
+            key().lt(value(c))
+        };
+        select = select.filter(bound);
+    }
+    let order = list.sql_order(window);
+    select
+        .order_by(at, order.clone())
+        .order_by(id, order)
+        .limit(window.size + 1)
 }
