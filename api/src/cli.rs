@@ -50,6 +50,8 @@ pub enum Command {
     Verify(crate::ops::VerifyArgs),
     /// Bulk-load messages from a JSON Lines file in the recordMessage input shape.
     Import(crate::ops::ImportArgs),
+    /// Mint an HS256 bearer token with the server's secret (development, tests, curl).
+    Token(crate::auth::jwt::TokenArgs),
 }
 
 /// `parley migrate` actions.
@@ -87,6 +89,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Serve(args)) => serve(&cli.db, &args).await?,
         Some(Command::Migrate { action }) => migrate(&cli.db, action).await?,
         Some(Command::Schema) => print!("{}", graphql::schema::sdl()),
+        Some(Command::Token(args)) => crate::auth::jwt::token(&args)?,
         Some(Command::Backfill(args)) => {
             let db = connect(&cli.db).await?;
             let done = crate::ops::backfill(&db, &args).await;
@@ -155,6 +158,13 @@ fn redact(url: &str) -> String {
 
 async fn serve(db_args: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.app_config();
+    let security = crate::auth::Security::from_args(
+        &args.security,
+        args.bind,
+        config.settings.default_region,
+    )?;
+    crate::auth::warn_if_development(&security, args.bind);
+    crate::auth::spawn_upkeep(&security);
     let db = if args.no_migrate {
         connect(db_args).await?
     } else {
@@ -168,7 +178,7 @@ async fn serve(db_args: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
                 )
             })?
     };
-    let state = AppState::new(db.clone(), config);
+    let state = AppState::secured(db.clone(), config, security);
     let metrics = state.metrics.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -191,10 +201,13 @@ async fn serve(db_args: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
     let drained = Arc::new(AtomicBool::new(false));
     // On the signal axum drops the listener (new connections are refused), closes idle
     // keep-alive connections, and resolves once every in-flight request has been answered.
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal(grace, drained.clone()))
-        .await
-        .context("serving HTTP")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal(grace, drained.clone()))
+    .await
+    .context("serving HTTP")?;
     drained.store(true, Ordering::SeqCst);
     // Every request is answered: hand the connections back to the database cleanly
     // (bounded, so a wedged connection cannot hold the exit).

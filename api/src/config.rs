@@ -183,6 +183,9 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT (0.001 to 86400).
     #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", default_value = "30", value_parser = seconds)]
     pub shutdown_grace: Duration,
+    /// Authentication, CORS and rate limits.
+    #[command(flatten)]
+    pub security: crate::auth::SecurityArgs,
 }
 
 impl ServeArgs {
@@ -191,13 +194,15 @@ impl ServeArgs {
         AppConfig {
             settings: self.record.settings(self.max_page_size),
             max_request_bytes: self.max_request_bytes,
+            auth_required: self.security.auth_on(),
             graphql: GraphqlLimits {
                 max_depth: self.max_depth,
                 max_complexity: self.max_complexity,
                 max_nesting: self.max_nesting,
                 max_directives: self.max_directives,
                 max_batch: self.max_batch,
-                introspection: !self.no_introspection,
+                introspection: !self.no_introspection
+                    && (self.security.introspection || !self.security.auth_on()),
                 suggestions: !self.no_suggestions,
             },
         }
@@ -252,6 +257,9 @@ pub struct AppConfig {
     pub graphql: GraphqlLimits,
     /// Largest request body in bytes.
     pub max_request_bytes: usize,
+    /// Whether every request must carry a principal (authentication on). When off, a
+    /// request without one acts as the development principal (admin).
+    pub auth_required: bool,
 }
 
 impl Default for AppConfig {
@@ -260,6 +268,7 @@ impl Default for AppConfig {
             settings: Settings::default(),
             graphql: GraphqlLimits::default(),
             max_request_bytes: 2 * 1024 * 1024,
+            auth_required: false,
         }
     }
 }

@@ -30,6 +30,13 @@ pub mod code {
     pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
     /// The request is not JSON (REST).
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
+    /// No valid bearer token (or webhook signature): HTTP 401.
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// The principal may not do this (a scope, an inbox); `extensions.field` names what:
+    /// HTTP 403.
+    pub const FORBIDDEN: &str = "FORBIDDEN";
+    /// Too many requests; retry after the `Retry-After` header's seconds: HTTP 429.
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
 }
 
 /// A client-facing rendering of a service error: code, message, field, HTTP status.
@@ -55,6 +62,12 @@ impl ClientError {
                 format!("{field}: {reason}"),
                 Some(field.clone()),
                 400,
+            ),
+            Error::Forbidden { field, reason } => (
+                code::FORBIDDEN,
+                format!("{field}: {reason}"),
+                Some(field.clone()),
+                403,
             ),
             Error::InvalidCursor(why) => (code::INVALID_CURSOR, why.clone(), None, 400),
             Error::NotFound { .. } => (code::NOT_FOUND, err.to_string(), None, 404),

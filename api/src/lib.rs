@@ -1,6 +1,7 @@
 //! The parley server: configuration, the axum router, the async-graphql schema, the REST
 //! ingress adapters and the operator subcommands. Domain logic lives in the `service` crate.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod database;

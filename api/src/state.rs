@@ -1,8 +1,12 @@
-//! What every handler shares: the schemas, the database, the configuration, the metrics.
+//! What every handler shares: the schemas, the database, the configuration, the metrics,
+//! the security settings.
+
+use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use service::DatabaseConnection;
 
+use crate::auth::Security;
 use crate::config::AppConfig;
 use crate::graphql::schema::{
     AppSchema, build_introspection_schema, build_probe_schema, build_schema,
@@ -24,11 +28,20 @@ pub struct AppState {
     pub config: AppConfig,
     /// The Prometheus registry `/metrics` renders.
     pub metrics: PrometheusHandle,
+    /// Authentication, webhook secrets, CORS and rate limits.
+    pub security: Arc<Security>,
 }
 
 impl AppState {
-    /// State over `db` with `config`.
+    /// State over `db` with `config`, in development mode (no authentication).
     pub fn new(db: DatabaseConnection, config: AppConfig) -> Self {
+        Self::secured(db, config, Security::development())
+    }
+
+    /// State over `db` with `config` and `security`; `config.auth_required` follows
+    /// whether `security` authenticates.
+    pub fn secured(db: DatabaseConnection, mut config: AppConfig, security: Security) -> Self {
+        config.auth_required = security.auth_enabled();
         AppState {
             schema: build_schema(db.clone(), config),
             probe_schema: build_probe_schema(db.clone(), config),
@@ -36,6 +49,7 @@ impl AppState {
             db,
             config,
             metrics: observability::metrics_handle(),
+            security: Arc::new(security),
         }
     }
 }

@@ -17,6 +17,16 @@ pub enum Error {
         /// Why it was rejected and what to do instead.
         reason: String,
     },
+    /// The principal may not do this (a missing scope, an address that is not one of its
+    /// inboxes); `field` names what was refused.
+    #[error("{field}: {reason}")]
+    Forbidden {
+        /// The input field or the GraphQL field refused, e.g. `from` or
+        /// `unassignedMessages`.
+        field: String,
+        /// Why, and what would be allowed.
+        reason: String,
+    },
     /// No such record.
     #[error("{what} {id} not found")]
     NotFound {
@@ -44,6 +54,14 @@ impl Error {
     /// An [`Error::InvalidInput`] for `field`.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidInput {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An [`Error::Forbidden`] for `field`.
+    pub fn forbidden(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Forbidden {
             field: field.into(),
             reason: reason.into(),
         }

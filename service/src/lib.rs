@@ -4,6 +4,7 @@
 //! Every function that touches storage takes the connection first and works the same on
 //! SQLite and PostgreSQL.
 
+pub mod access;
 pub mod backfill;
 pub mod cursor;
 pub mod db;
@@ -19,6 +20,7 @@ mod statements;
 pub mod types;
 pub mod verify;
 
+pub use access::{Principal, Viewer};
 pub use entity::{conversation, conversation_participant, message};
 pub use error::{Error, Result};
 pub use sea_orm::{self, DatabaseConnection, DbBackend};

@@ -286,7 +286,7 @@ async fn find_by_provider_id(
 async fn duplicate(db: &DatabaseConnection, message: message::Model) -> Result<Recorded> {
     metrics::counter!("parley_messages_duplicate_total").increment(1);
     let conversation = match message.conversation_id {
-        Some(id) => query::find_conversation(db, id).await?,
+        Some(id) => query::find_conversation(db, &crate::Viewer::Everyone, id).await?,
         None => None,
     };
     Ok(Recorded {

@@ -97,7 +97,7 @@ pub async fn verify_conversations(
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let bounds = bounds(db, &ids).await?;
         let last_ids: Vec<i64> = rows.iter().filter_map(|r| r.actual_last_id).collect();
-        let last_messages = query::messages_by_ids(db, &last_ids).await?;
+        let last_messages = query::messages_by_ids(db, &crate::Viewer::Everyone, &last_ids).await?;
 
         let mut drifted = Vec::new();
         for r in &rows {

@@ -1,6 +1,7 @@
 //! Black-box tests of parley. Storage tests run on SQLite and on PostgreSQL (when
 //! `TEST_DATABASE_URL` is set) through `on_both_engines!`.
 
+mod auth;
 mod bulk_limits;
 mod graphql;
 mod harness;

@@ -291,7 +291,7 @@ async fn conversation_pages_walk_the_activity_index(t: &TestDb) {
     ];
     for filter in &filters {
         for w in &windows {
-            let statement = query::conversation_page(region, filter, w)
+            let statement = query::conversation_page(&service::Viewer::Everyone, region, filter, w)
                 .unwrap()
                 .build(backend);
             let plan = plan(t, statement).await;
@@ -361,7 +361,8 @@ async fn thread_pages_walk_the_thread_index(t: &TestDb) {
     for scope in [MessageScope::Conversation(c), MessageScope::Unassigned] {
         for filter in &filters {
             for w in &windows {
-                let statement = query::message_page(scope, filter, w).build(backend);
+                let statement = query::message_page(&service::Viewer::Everyone, scope, filter, w)
+                    .build(backend);
                 let plan = plan(t, statement).await;
                 assert_walks(t, &plan, THREAD_INDEX);
                 if w.after.is_some() || w.before.is_some() {
@@ -458,12 +459,16 @@ async fn batched_thread_pages_of_600_conversations(t: &TestDb) {
 async fn reads_by_70000_ids(t: &TestDb) {
     seed(&t.db, 600, 5).await;
     let ids: Vec<i64> = (1..=70_000).collect();
-    let messages = query::messages_by_ids(&t.db, &ids).await.unwrap();
+    let messages = query::messages_by_ids(&t.db, &service::Viewer::Everyone, &ids)
+        .await
+        .unwrap();
     assert_eq!(messages.len() as i64, 600 * PER + 5);
     assert!(messages.iter().all(|(id, m)| *id == m.id));
     assert_eq!(messages[&message_id(600, 2)].conversation_id, Some(600));
     assert_eq!(messages[&(600 * PER + 5)].conversation_id, None);
-    let conversations = query::conversations_by_ids(&t.db, &ids).await.unwrap();
+    let conversations = query::conversations_by_ids(&t.db, &service::Viewer::Everyone, &ids)
+        .await
+        .unwrap();
     assert_eq!(conversations.len(), 600);
     assert!((1..=600).all(|c| conversations[&c].id == c));
     let counts = query::count_messages_batch(&t.db, &ids, &MessageFilter::default())

@@ -206,6 +206,7 @@ async fn inbound_with_bad_addresses_is_stored_unassigned(t: &TestDb) {
     .unwrap();
     let page = query::list_messages(
         &t.db,
+        &service::Viewer::Everyone,
         MessageScope::Unassigned,
         &MessageFilter::default(),
         &w,
@@ -358,10 +359,15 @@ async fn concurrent_first_messages_create_one_conversation(t: &TestDb) {
         &s.limits,
     )
     .unwrap();
-    let page =
-        query::list_conversations(&t.db, s.default_region, &ConversationFilter::default(), &w)
-            .await
-            .unwrap();
+    let page = query::list_conversations(
+        &t.db,
+        &service::Viewer::Everyone,
+        s.default_region,
+        &ConversationFilter::default(),
+        &w,
+    )
+    .await
+    .unwrap();
     let c = &page.items[0];
     assert_eq!(c.message_count, 100);
     assert_eq!(c.first_message_at, at(0));
@@ -421,9 +427,15 @@ async fn conversations_page_by_activity_in_both_directions(t: &TestDb) {
         let db = t.db.clone();
         async move {
             let w = Window::new(service::cursor::CursorKind::Conversation, &req, &limits).unwrap();
-            query::list_conversations(&db, s.default_region, &ConversationFilter::default(), &w)
-                .await
-                .unwrap()
+            query::list_conversations(
+                &db,
+                &service::Viewer::Everyone,
+                s.default_region,
+                &ConversationFilter::default(),
+                &w,
+            )
+            .await
+            .unwrap()
         }
     };
     let mut seen = Vec::new();
@@ -481,7 +493,7 @@ async fn conversations_page_by_activity_in_both_directions(t: &TestDb) {
             participant: Some("(804) 555-1005".into()),
             ..Default::default()
         };
-        query::list_conversations(&t.db, s.default_region, &f, &w)
+        query::list_conversations(&t.db, &service::Viewer::Everyone, s.default_region, &f, &w)
             .await
             .unwrap()
     };
@@ -494,9 +506,14 @@ async fn conversations_page_by_activity_in_both_directions(t: &TestDb) {
         ..Default::default()
     };
     assert_eq!(
-        query::count_conversations(&t.db, s.default_region, &window_filter)
-            .await
-            .unwrap(),
+        query::count_conversations(
+            &t.db,
+            &service::Viewer::Everyone,
+            s.default_region,
+            &window_filter
+        )
+        .await
+        .unwrap(),
         10
     );
     let email_only = ConversationFilter {
@@ -504,9 +521,14 @@ async fn conversations_page_by_activity_in_both_directions(t: &TestDb) {
         ..Default::default()
     };
     assert_eq!(
-        query::count_conversations(&t.db, s.default_region, &email_only)
-            .await
-            .unwrap(),
+        query::count_conversations(
+            &t.db,
+            &service::Viewer::Everyone,
+            s.default_region,
+            &email_only
+        )
+        .await
+        .unwrap(),
         0
     );
 }
@@ -534,7 +556,9 @@ async fn threads_page_oldest_first_in_both_directions(t: &TestDb) {
         let db = t.db.clone();
         async move {
             let w = Window::new(service::cursor::CursorKind::Message, &req, &s.limits).unwrap();
-            query::list_messages(&db, scope, &filter, &w).await.unwrap()
+            query::list_messages(&db, &service::Viewer::Everyone, scope, &filter, &w)
+                .await
+                .unwrap()
         }
     };
     let last5 = get(
@@ -625,6 +649,7 @@ async fn batched_thread_pages_equal_single_pages(t: &TestDb) {
         for id in &ids {
             let single = query::list_messages(
                 &t.db,
+                &service::Viewer::Everyone,
                 MessageScope::Conversation(*id),
                 &MessageFilter::default(),
                 &w,
@@ -688,6 +713,7 @@ async fn email_conversations_normalize_and_snippet_html(t: &TestDb) {
     );
     let found = query::find_conversation_by_participants(
         &t.db,
+        &service::Viewer::Everyone,
         s.default_region,
         Channel::Email,
         &[
@@ -777,6 +803,6 @@ async fn unknown_stored_channel_is_an_error_not_a_guess(t: &TestDb) {
     ))
     .await
     .unwrap();
-    let found = query::find_conversation(&t.db, id).await;
+    let found = query::find_conversation(&t.db, &service::Viewer::Everyone, id).await;
     assert!(matches!(found, Err(Error::Db(_))), "{found:?}");
 }

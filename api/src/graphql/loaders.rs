@@ -7,33 +7,56 @@ use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
 use service::query::{self, MessageFilter, Page, Window};
-use service::{DatabaseConnection, conversation, message};
+use service::{DatabaseConnection, Viewer, conversation, message};
 
-/// Loads conversations by id.
+/// A record id as one viewer asks for it: the loaders are shared by all requests, so the
+/// viewer is part of the key, and one batch statement runs per viewer.
+pub type ViewedId = (Viewer, i64);
+
+/// Groups keys by viewer.
+fn by_viewer(keys: &[ViewedId]) -> HashMap<&Viewer, Vec<i64>> {
+    let mut groups: HashMap<&Viewer, Vec<i64>> = HashMap::new();
+    for (viewer, id) in keys {
+        groups.entry(viewer).or_default().push(*id);
+    }
+    groups
+}
+
+/// Loads conversations by id, as their viewer may see them.
 pub struct ConversationLoader(pub DatabaseConnection);
 
-impl Loader<i64> for ConversationLoader {
+impl Loader<ViewedId> for ConversationLoader {
     type Value = conversation::Model;
     type Error = Arc<service::Error>;
 
-    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
-        query::conversations_by_ids(&self.0, keys)
-            .await
-            .map_err(Arc::new)
+    async fn load(&self, keys: &[ViewedId]) -> Result<HashMap<ViewedId, Self::Value>, Self::Error> {
+        let mut out = HashMap::new();
+        for (viewer, ids) in by_viewer(keys) {
+            let found = query::conversations_by_ids(&self.0, viewer, &ids)
+                .await
+                .map_err(Arc::new)?;
+            out.extend(found.into_iter().map(|(id, c)| ((viewer.clone(), id), c)));
+        }
+        Ok(out)
     }
 }
 
-/// Loads messages by id.
+/// Loads messages by id, as their viewer may see them.
 pub struct MessageLoader(pub DatabaseConnection);
 
-impl Loader<i64> for MessageLoader {
+impl Loader<ViewedId> for MessageLoader {
     type Value = message::Model;
     type Error = Arc<service::Error>;
 
-    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
-        query::messages_by_ids(&self.0, keys)
-            .await
-            .map_err(Arc::new)
+    async fn load(&self, keys: &[ViewedId]) -> Result<HashMap<ViewedId, Self::Value>, Self::Error> {
+        let mut out = HashMap::new();
+        for (viewer, ids) in by_viewer(keys) {
+            let found = query::messages_by_ids(&self.0, viewer, &ids)
+                .await
+                .map_err(Arc::new)?;
+            out.extend(found.into_iter().map(|(id, m)| ((viewer.clone(), id), m)));
+        }
+        Ok(out)
     }
 }
 

@@ -83,7 +83,8 @@ async fn prefetch_for(
 
     if nodes.iter().any(|n| n.field("lastMessage").exists()) {
         let ids: Vec<i64> = page.iter().filter_map(|c| c.last_message_id).collect();
-        out.last_messages = query::messages_by_ids(db, &ids).await.gql(ctx)?;
+        let viewer = ctx.data::<service::Viewer>()?;
+        out.last_messages = query::messages_by_ids(db, viewer, &ids).await.gql(ctx)?;
     }
 
     let threads: Vec<_> = nodes

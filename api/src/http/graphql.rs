@@ -8,6 +8,7 @@ use async_graphql::{
     ServerError,
 };
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
+use axum::Extension;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -17,9 +18,11 @@ use crate::error::code;
 use crate::graphql::cost;
 use crate::request_id::{RequestId, request_id};
 use crate::state::AppState;
+use service::Principal;
 
 pub(super) async fn graphql_post(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     request: GraphQLBatchRequest<BodyRejection>,
 ) -> axum::response::Response {
@@ -27,7 +30,13 @@ pub(super) async fn graphql_post(
     let batch = request.into_inner();
     let max_batch = state.config.graphql.max_batch;
     let response = match batch {
-        BatchRequest::Single(req) => BatchResponse::Single(execute(&state, req, rid, false).await),
+        BatchRequest::Single(req) => {
+            let response = execute(&state, &principal, req, rid, false).await;
+            if let Some(status) = access_status(&response) {
+                return (status, GraphQLResponse::from(response)).into_response();
+            }
+            BatchResponse::Single(response)
+        }
         BatchRequest::Batch(reqs) if reqs.len() > max_batch => {
             let err = rejected(
                 code::QUERY_TOO_COMPLEX,
@@ -41,7 +50,7 @@ pub(super) async fn graphql_post(
         BatchRequest::Batch(reqs) => {
             let mut out = Vec::with_capacity(reqs.len());
             for req in reqs {
-                out.push(execute(&state, req, rid, false).await);
+                out.push(execute(&state, &principal, req, rid, false).await);
             }
             BatchResponse::Batch(out)
         }
@@ -94,6 +103,7 @@ impl IntoResponse for BodyRejection {
 
 pub(super) async fn graphql_get(
     State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> axum::response::Response {
@@ -101,6 +111,10 @@ pub(super) async fn graphql_get(
     if raw.is_empty() {
         return crate::graphiql::page().into_response();
     }
+    // The auth guard puts a principal on every request that carries a query.
+    let Some(Extension(principal)) = principal else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
     let rid = request_id(&headers);
     let request = match async_graphql::http::parse_query_string(&raw) {
         Ok(r) => r,
@@ -109,8 +123,10 @@ pub(super) async fn graphql_get(
             return (StatusCode::BAD_REQUEST, GraphQLResponse::from(err)).into_response();
         }
     };
-    let response = execute(&state, request, rid, true).await;
-    let status = if response
+    let response = execute(&state, &principal, request, rid, true).await;
+    let status = if let Some(status) = access_status(&response) {
+        status
+    } else if response
         .errors
         .iter()
         .any(|e| error_code(e) == Some(code::METHOD_NOT_ALLOWED))
@@ -122,8 +138,40 @@ pub(super) async fn graphql_get(
     (status, GraphQLResponse::from(response)).into_response()
 }
 
+/// The status of a response refused for access: 403 when an error is `FORBIDDEN`.
+fn access_status(response: &Response) -> Option<StatusCode> {
+    response
+        .errors
+        .iter()
+        .any(|e| error_code(e) == Some(code::FORBIDDEN))
+        .then_some(StatusCode::FORBIDDEN)
+}
+
+/// The refusal of an operation whose scope the principal lacks: a mutation needs
+/// `messages:write`, anything else `conversations:read` (`admin` has both).
+fn missing_scope(principal: &Principal, request: &Request) -> Option<Response> {
+    let scopes = principal.scopes;
+    let (allowed, needed) = if is_mutation(request) {
+        (scopes.write || scopes.admin, service::access::scope::WRITE)
+    } else {
+        (scopes.read || scopes.admin, service::access::scope::READ)
+    };
+    (!allowed).then(|| {
+        rejected(
+            code::FORBIDDEN,
+            format!("this operation needs the `{needed}` scope"),
+        )
+    })
+}
+
 /// Runs one operation with the pre-parse guards, codes every error, and counts it.
-async fn execute(state: &AppState, request: Request, rid: &str, via_get: bool) -> Response {
+async fn execute(
+    state: &AppState,
+    principal: &Principal,
+    request: Request,
+    rid: &str,
+    via_get: bool,
+) -> Response {
     let started = Instant::now();
     let operation = request
         .operation_name
@@ -144,8 +192,13 @@ async fn execute(state: &AppState, request: Request, rid: &str, via_get: bool) -
             code::METHOD_NOT_ALLOWED,
             "mutations are only accepted over POST",
         )
+    } else if let Some(refused) = missing_scope(principal, &request) {
+        refused
     } else {
-        let request = request.data(RequestId(rid.to_owned()));
+        let request = request
+            .data(RequestId(rid.to_owned()))
+            .data(principal.viewer())
+            .data(principal.clone());
         let mut response = if is_introspection_only(&request) {
             let schema = &state.introspection_schema;
             cost::priced(schema, schema.execute(request)).await

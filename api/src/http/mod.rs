@@ -26,6 +26,7 @@ use crate::state::AppState;
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_request_bytes;
+    let security = state.security.clone();
     Router::new()
         .route(
             "/graphql",
@@ -36,6 +37,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::rest::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::guard::guard,
+        ))
         .with_state(state)
         // The async-graphql extractor reads the raw body stream, so axum's default limit
         // does not apply to it: the tower-http layer caps every body before parsing.
@@ -52,6 +57,7 @@ pub fn router(state: AppState) -> Router {
                 .make_span_with(request_span)
                 .on_failure(()),
         )
+        .layer(crate::auth::cors(&security.cors_origins))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(NextRequestId::default()))
 }

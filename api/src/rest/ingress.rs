@@ -1,16 +1,16 @@
 //! The four write endpoints: a provider's or the legacy contract's payload read into a
 //! [`NewMessage`], recorded, and answered with the message's and conversation's ids.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use service::record::{NewMessage, Recorded};
-use service::{Channel, Direction, Error, Kind};
+use service::{Channel, Direction, Error, Kind, Principal};
 
 use super::error::{RestError, method_not_allowed};
 use super::extract::JsonObject;
@@ -202,11 +202,16 @@ fn recorded_response(r: Recorded) -> Response {
 
 async fn record(
     state: &AppState,
+    principal: &Principal,
     headers: &HeaderMap,
     ingress: Ingress,
     JsonObject(payload): JsonObject,
 ) -> Result<Response, RestError> {
     let input = ingress.new_message(payload)?;
+    if let Err(e) = principal.authorize_write(&input, state.config.settings.default_region) {
+        return Err(RestError::service(&e, headers));
+    }
+    tracing::info!(sub = %principal.sub, "recording a message");
     match service::record::record_message(&state.db, &state.config.settings, input).await {
         Ok(recorded) => Ok(recorded_response(recorded)),
         Err(Error::InvalidInput { field, reason }) => Err(ingress.invalid(&field, &reason)),
@@ -218,8 +223,11 @@ async fn record(
 pub(super) fn ingress(channel: Channel, direction: Direction) -> MethodRouter<AppState> {
     let ingress = Ingress { channel, direction };
     post(
-        move |State(state): State<AppState>, headers: HeaderMap, payload: JsonObject| async move {
-            record(&state, &headers, ingress, payload).await
+        move |State(state): State<AppState>,
+              Extension(principal): Extension<Principal>,
+              headers: HeaderMap,
+              payload: JsonObject| async move {
+            record(&state, &principal, &headers, ingress, payload).await
         },
     )
     .fallback(method_not_allowed)

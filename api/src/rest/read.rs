@@ -3,16 +3,16 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use service::cursor::CursorKind;
 use service::query::{self, MessageScope, Page, Window};
-use service::{Error, conversation, message, normalize};
+use service::{Error, Principal, conversation, message, normalize};
 
 use super::error::RestError;
 use super::extract::page_request;
@@ -129,9 +129,13 @@ fn time(t: DateTime<Utc>) -> String {
 
 pub(super) async fn conversations(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<PageBody<ConversationItem>>, RestError> {
+    principal
+        .require_read()
+        .map_err(|e| RestError::service(&e, &headers))?;
     let settings = &state.config.settings;
     let window = Window::new(
         CursorKind::Conversation,
@@ -141,6 +145,7 @@ pub(super) async fn conversations(
     .map_err(|e| RestError::service(&e, &headers))?;
     let page = query::list_conversations(
         &state.db,
+        &principal.viewer(),
         settings.default_region,
         &Default::default(),
         &window,
@@ -156,10 +161,14 @@ pub(super) async fn conversations(
 
 pub(super) async fn conversation_messages(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<PageBody<MessageItem>>, RestError> {
+    principal
+        .require_read()
+        .map_err(|e| RestError::service(&e, &headers))?;
     let id = id.map(|Path(id)| id).unwrap_or_default();
     let not_found = || {
         RestError::service(
@@ -177,12 +186,15 @@ pub(super) async fn conversation_messages(
         &state.config.settings.limits,
     )
     .map_err(|e| RestError::service(&e, &headers))?;
-    query::find_conversation(&state.db, conversation_id)
+    let viewer = principal.viewer();
+    // An invisible conversation answers 404 exactly like an unknown one.
+    query::find_conversation(&state.db, &viewer, conversation_id)
         .await
         .map_err(|e| RestError::service(&e, &headers))?
         .ok_or_else(not_found)?;
     let page = query::list_messages(
         &state.db,
+        &viewer,
         MessageScope::Conversation(conversation_id),
         &Default::default(),
         &window,

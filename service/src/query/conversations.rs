@@ -10,6 +10,7 @@ use sea_orm::{
 };
 
 use super::{ListOrder, MAX_IDS_PER_STATEMENT, Page, Window, keyset_page};
+use crate::access::Viewer;
 use crate::error::{Error, Result};
 use crate::normalize::{self, Region};
 use crate::types::Channel;
@@ -30,23 +31,36 @@ pub struct ConversationFilter {
     pub active_before: Option<DateTime<Utc>>,
 }
 
-/// A conversation by id.
+/// A conversation by id; `None` when there is none or `viewer` may not see it (the same
+/// answer, so an id's existence does not leak).
 pub async fn find_conversation(
     db: &impl ConnectionTrait,
+    viewer: &Viewer,
     id: i64,
 ) -> Result<Option<conversation::Model>> {
-    Ok(conversation::Entity::find_by_id(id).one(db).await?)
+    Ok(visible(conversation::Entity::find_by_id(id), viewer)
+        .one(db)
+        .await?)
 }
 
-/// Conversations by ids (for batching loaders); missing ids are absent. One statement per
-/// [`MAX_IDS_PER_STATEMENT`] ids.
+/// `select` restricted to the conversations `viewer` sees.
+fn visible(select: Select<conversation::Entity>, viewer: &Viewer) -> Select<conversation::Entity> {
+    match viewer.visible(Column::Id) {
+        Some(rule) => select.filter(rule),
+        None => select,
+    }
+}
+
+/// Conversations by ids (for batching loaders); missing ids, and those `viewer` may not
+/// see, are absent. One statement per [`MAX_IDS_PER_STATEMENT`] ids.
 pub async fn conversations_by_ids(
     db: &impl ConnectionTrait,
+    viewer: &Viewer,
     ids: &[i64],
 ) -> Result<HashMap<i64, conversation::Model>> {
     let mut found = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
-        let rows = conversation::Entity::find()
+        let rows = visible(conversation::Entity::find(), viewer)
             .filter(Column::Id.is_in(chunk.iter().copied()))
             .all(db)
             .await?;
@@ -56,9 +70,11 @@ pub async fn conversations_by_ids(
 }
 
 /// The conversation these participants would share on `channel` (any spelling, any order),
-/// if it exists. Rejects addresses that do not normalize, naming `participants[i]`.
+/// if it exists and `viewer` may see it. Rejects addresses that do not normalize, naming
+/// `participants[i]`.
 pub async fn find_conversation_by_participants(
     db: &impl ConnectionTrait,
+    viewer: &Viewer,
     region: Region,
     channel: Channel,
     participants: &[String],
@@ -77,7 +93,7 @@ pub async fn find_conversation_by_participants(
         Error::invalid(field, e.reason.to_string())
     })?;
     let key = normalize::participants_key(&p.sorted);
-    Ok(conversation::Entity::find()
+    Ok(visible(conversation::Entity::find(), viewer)
         .filter(Column::Channel.eq(channel))
         .filter(Column::ParticipantsKey.eq(key))
         .one(db)
@@ -100,10 +116,18 @@ fn filter_address(filter: &ConversationFilter, region: Region) -> Result<Option<
         .map_err(|e| Error::invalid("filter.participant", e.to_string()))
 }
 
-/// The predicate of `filter`, its participant already normalized. The participant is a
-/// subquery on `conversation_participants`, so it stays a primary-key lookup there.
-fn filter_condition(filter: &ConversationFilter, address: Option<String>) -> Condition {
+/// The predicate of `filter`, its participant already normalized, and of `viewer`'s
+/// visibility. Both are subqueries on `conversation_participants`, so they stay primary-key
+/// lookups there.
+fn filter_condition(
+    viewer: &Viewer,
+    filter: &ConversationFilter,
+    address: Option<String>,
+) -> Condition {
     let mut cond = Condition::all();
+    if let Some(rule) = viewer.visible(Column::Id) {
+        cond = cond.add(rule);
+    }
     if let Some(channel) = filter.channel {
         cond = cond.add(Column::Channel.eq(channel));
     }
@@ -127,15 +151,17 @@ fn filter_condition(filter: &ConversationFilter, address: Option<String>) -> Con
 /// The statement of a page of conversations: `filter`, the window's cursor bounds as
 /// row-value comparisons on `(last_message_at, id)`, ordered along the
 /// `conversations_last_message_at_id` index and limited to one row past the page (the
-/// has-more probe). [`list_conversations`] runs exactly this.
+/// has-more probe), restricted to what `viewer` sees. [`list_conversations`] runs exactly
+/// this.
 pub fn conversation_page(
+    viewer: &Viewer,
     region: Region,
     filter: &ConversationFilter,
     window: &Window,
 ) -> Result<Select<conversation::Entity>> {
     let address = filter_address(filter, region)?;
     let mut select = conversation::Entity::find();
-    let cond = filter_condition(filter, address);
+    let cond = filter_condition(viewer, filter, address);
     if !cond.is_empty() {
         select = select.filter(cond);
     }
@@ -147,20 +173,25 @@ pub fn conversation_page(
     ))
 }
 
-/// A page of conversations, most recent activity first (ties: higher id first).
+/// A page of the conversations `viewer` sees, most recent activity first (ties: higher id
+/// first).
 pub async fn list_conversations(
     db: &impl ConnectionTrait,
+    viewer: &Viewer,
     region: Region,
     filter: &ConversationFilter,
     window: &Window,
 ) -> Result<Page<conversation::Model>> {
-    let rows = conversation_page(region, filter, window)?.all(db).await?;
+    let rows = conversation_page(viewer, region, filter, window)?
+        .all(db)
+        .await?;
     Ok(Page::from_probe(rows, window))
 }
 
-/// How many conversations match `filter`.
+/// How many of the conversations `viewer` sees match `filter`.
 pub async fn count_conversations(
     db: &impl ConnectionTrait,
+    viewer: &Viewer,
     region: Region,
     filter: &ConversationFilter,
 ) -> Result<u64> {
@@ -168,7 +199,7 @@ pub async fn count_conversations(
     let mut select = conversation::Entity::find()
         .select_only()
         .column_as(Expr::col(Asterisk).count(), "n");
-    let cond = filter_condition(filter, address);
+    let cond = filter_condition(viewer, filter, address);
     if !cond.is_empty() {
         select = select.filter(cond);
     }

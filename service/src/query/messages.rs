@@ -10,6 +10,7 @@ use sea_orm::{
 };
 
 use super::{ListOrder, MAX_ARMS_PER_STATEMENT, MAX_IDS_PER_STATEMENT, Page, Window, keyset_page};
+use crate::access::Viewer;
 use crate::error::{Error, Result};
 use crate::message;
 use crate::types::{Direction, Kind};
@@ -62,20 +63,36 @@ impl MessageScope {
     }
 }
 
-/// A message by id.
-pub async fn find_message(db: &impl ConnectionTrait, id: i64) -> Result<Option<message::Model>> {
-    Ok(message::Entity::find_by_id(id).one(db).await?)
+/// A message by id; `None` when there is none or `viewer` may not see it (the same answer,
+/// so an id's existence does not leak).
+pub async fn find_message(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    id: i64,
+) -> Result<Option<message::Model>> {
+    Ok(visible(message::Entity::find_by_id(id), viewer)
+        .one(db)
+        .await?)
 }
 
-/// Messages by ids (for batching loaders); missing ids are absent. One statement per
-/// [`MAX_IDS_PER_STATEMENT`] ids.
+/// `select` restricted to the messages `viewer` sees (those of the conversations it sees).
+fn visible(select: Select<message::Entity>, viewer: &Viewer) -> Select<message::Entity> {
+    match viewer.visible(Column::ConversationId) {
+        Some(rule) => select.filter(rule),
+        None => select,
+    }
+}
+
+/// Messages by ids (for batching loaders); missing ids, and those `viewer` may not see, are
+/// absent. One statement per [`MAX_IDS_PER_STATEMENT`] ids.
 pub async fn messages_by_ids(
     db: &impl ConnectionTrait,
+    viewer: &Viewer,
     ids: &[i64],
 ) -> Result<HashMap<i64, message::Model>> {
     let mut found = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
-        let rows = message::Entity::find()
+        let rows = visible(message::Entity::find(), viewer)
             .filter(Column::Id.is_in(chunk.iter().copied()))
             .all(db)
             .await?;
@@ -87,14 +104,16 @@ pub async fn messages_by_ids(
 /// The statement of a page of messages in `scope`: `filter`, the window's cursor bounds as
 /// row-value comparisons on `(sent_at, id)`, ordered along the
 /// `messages_conversation_id_sent_at_id` index and limited to one row past the page (the
-/// has-more probe). [`list_messages`] runs exactly this, and [`message_batch_pages`] one
-/// per conversation.
+/// has-more probe), restricted to what `viewer` sees. [`list_messages`] runs exactly this,
+/// and [`message_batch_pages`] one per conversation (with [`Viewer::Everyone`]: it is given
+/// conversations already found visible).
 pub fn message_page(
+    viewer: &Viewer,
     scope: MessageScope,
     filter: &MessageFilter,
     window: &Window,
 ) -> Select<message::Entity> {
-    let mut select = message::Entity::find().filter(scope.condition());
+    let mut select = visible(message::Entity::find(), viewer).filter(scope.condition());
     if !filter.is_empty() {
         select = select.filter(filter.condition());
     }
@@ -115,14 +134,20 @@ pub fn message_page(
     )
 }
 
-/// A page of messages, oldest first (ties: lower id first).
+/// A page of the messages `viewer` sees, oldest first (ties: lower id first). Unassigned
+/// messages belong to no conversation, so only a viewer who sees everything may list them
+/// (`FORBIDDEN` naming `unassignedMessages` otherwise).
 pub async fn list_messages(
     db: &impl ConnectionTrait,
+    viewer: &Viewer,
     scope: MessageScope,
     filter: &MessageFilter,
     window: &Window,
 ) -> Result<Page<message::Model>> {
-    let rows = message_page(scope, filter, window).all(db).await?;
+    if scope == MessageScope::Unassigned {
+        viewer.require_everyone("unassignedMessages")?;
+    }
+    let rows = message_page(viewer, scope, filter, window).all(db).await?;
     Ok(Page::from_probe(rows, window))
 }
 
@@ -141,7 +166,12 @@ pub fn message_batch_pages(
         .filter_map(|chunk| {
             // Each arm keeps its own ORDER BY and LIMIT inside a derived table.
             let mut arms = chunk.iter().enumerate().map(|(i, id)| {
-                let page = message_page(MessageScope::Conversation(*id), filter, window);
+                let page = message_page(
+                    &Viewer::Everyone,
+                    MessageScope::Conversation(*id),
+                    filter,
+                    window,
+                );
                 Query::select()
                     .column(Asterisk)
                     .from_subquery(page.into_query(), Alias::new(format!("page{i}")))
@@ -155,7 +185,8 @@ pub fn message_batch_pages(
 }
 
 /// The same page of several conversations' threads, in one statement per
-/// [`MAX_ARMS_PER_STATEMENT`] conversations (see [`message_batch_pages`]).
+/// [`MAX_ARMS_PER_STATEMENT`] conversations (see [`message_batch_pages`]). The ids must be
+/// of conversations the caller already found visible (a page, a lookup).
 pub async fn list_messages_batch(
     db: &impl ConnectionTrait,
     conversation_ids: &[i64],
@@ -191,7 +222,8 @@ pub async fn list_messages_batch(
 }
 
 /// How many messages of each conversation match `filter`, in one statement per
-/// [`MAX_IDS_PER_STATEMENT`] conversations.
+/// [`MAX_IDS_PER_STATEMENT`] conversations. The ids must be of conversations the caller
+/// already found visible.
 pub async fn count_messages_batch(
     db: &impl ConnectionTrait,
     conversation_ids: &[i64],
@@ -221,7 +253,7 @@ pub async fn count_messages_batch(
     Ok(counts)
 }
 
-/// How many messages are unassigned.
+/// How many messages are unassigned (for operators and admins: see [`list_messages`]).
 pub async fn count_unassigned(db: &impl ConnectionTrait) -> Result<u64> {
     let n: Option<i64> = message::Entity::find()
         .select_only()

@@ -2,9 +2,9 @@
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, Object, Result};
-use service::DatabaseConnection;
 use service::cursor::CursorKind;
 use service::query::{self, ConversationFilter as SvcFilter, MessageScope};
+use service::{DatabaseConnection, Principal, Viewer};
 
 use super::cost::page_complexity;
 use super::error::{ServiceResultExt, gql_err};
@@ -25,14 +25,22 @@ use crate::config::AppConfig;
 pub struct QueryRoot;
 
 async fn load_conversation(ctx: &Context<'_>, id: i64) -> Result<Option<Conversation>> {
+    let viewer = ctx.data::<Viewer>()?.clone();
     let loader = ctx.data::<DataLoader<ConversationLoader>>()?;
-    let c = loader.load_one(id).await.map_err(|e| gql_err(ctx, &e))?;
+    let c = loader
+        .load_one((viewer, id))
+        .await
+        .map_err(|e| gql_err(ctx, &e))?;
     Ok(c.map(Conversation::new))
 }
 
 async fn load_message(ctx: &Context<'_>, id: i64) -> Result<Option<Message>> {
+    let viewer = ctx.data::<Viewer>()?.clone();
     let loader = ctx.data::<DataLoader<MessageLoader>>()?;
-    let m = loader.load_one(id).await.map_err(|e| gql_err(ctx, &e))?;
+    let m = loader
+        .load_one((viewer, id))
+        .await
+        .map_err(|e| gql_err(ctx, &e))?;
     Ok(m.map(|m| Message(m, None)))
 }
 
@@ -74,9 +82,11 @@ impl QueryRoot {
         let config = ctx.data::<AppConfig>()?;
         let window = page_window(ctx, CursorKind::Conversation, first, after, last, before)?;
         let filter: SvcFilter = filter.unwrap_or_default().into();
-        let page = query::list_conversations(db, config.settings.default_region, &filter, &window)
-            .await
-            .gql(ctx)?;
+        let viewer = ctx.data::<Viewer>()?;
+        let page =
+            query::list_conversations(db, viewer, config.settings.default_region, &filter, &window)
+                .await
+                .gql(ctx)?;
         let prefetched = prefetch(ctx, db, &page.items).await?;
         Ok(ConversationConnection {
             page,
@@ -85,7 +95,7 @@ impl QueryRoot {
         })
     }
 
-    /// A conversation by global id; null when there is none.
+    /// A conversation by global id; null when there is none or it is not visible to you.
     async fn conversation(
         &self,
         ctx: &Context<'_>,
@@ -97,14 +107,15 @@ impl QueryRoot {
         // Directly, not through the loader (a lone root field has no siblings to batch
         // with), with its last message or thread page loaded ahead.
         let db = ctx.data::<DatabaseConnection>()?;
-        let Some(model) = query::find_conversation(db, n).await.gql(ctx)? else {
+        let viewer = ctx.data::<Viewer>()?;
+        let Some(model) = query::find_conversation(db, viewer, n).await.gql(ctx)? else {
             return Ok(None);
         };
         let prefetched = prefetch_one(ctx, db, &model).await?;
         Ok(Some(Conversation(model, prefetched)))
     }
 
-    /// A message by global id; null when there is none.
+    /// A message by global id; null when there is none or it is not visible to you.
     async fn message(
         &self,
         ctx: &Context<'_>,
@@ -116,7 +127,7 @@ impl QueryRoot {
         }
     }
 
-    /// Any object by global id; null when there is none.
+    /// Any object by global id; null when there is none or it is not visible to you.
     async fn node(
         &self,
         ctx: &Context<'_>,
@@ -125,7 +136,8 @@ impl QueryRoot {
         load_node(ctx, &id).await
     }
 
-    /// Objects by global ids, in the order given; null for each id that names none.
+    /// Objects by global ids, in the order given; null for each id that names none (or none
+    /// visible to you).
     async fn nodes(
         &self,
         ctx: &Context<'_>,
@@ -143,7 +155,7 @@ impl QueryRoot {
     }
 
     /// The conversation these participants share on `channel`, in any spelling and order;
-    /// null when they have none yet.
+    /// null when they have none yet (or it is not visible to you).
     async fn conversation_by_participants(
         &self,
         ctx: &Context<'_>,
@@ -163,6 +175,7 @@ impl QueryRoot {
         }
         query::find_conversation_by_participants(
             db,
+            ctx.data::<Viewer>()?,
             config.settings.default_region,
             channel.into(),
             &participants,
@@ -196,7 +209,8 @@ impl QueryRoot {
     }
 
     /// Messages attached to no conversation (inbound messages whose addresses did not
-    /// normalize, and legacy rows awaiting `parley backfill`), oldest first.
+    /// normalize, and legacy rows awaiting `parley backfill`), oldest first. Needs the
+    /// `admin` scope.
     #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
     async fn unassigned_messages(
         &self,
@@ -215,11 +229,21 @@ impl QueryRoot {
         #[graphql(desc = "Cursor to continue before (from `pageInfo.startCursor`).")]
         before: Option<String>,
     ) -> Result<MessageConnection> {
-        let db = ctx.data::<DatabaseConnection>()?;
-        let window = page_window(ctx, CursorKind::Message, first, after, last, before)?;
-        let page = query::list_messages(db, MessageScope::Unassigned, &Default::default(), &window)
-            .await
+        ctx.data::<Principal>()?
+            .require_admin("unassignedMessages")
             .gql(ctx)?;
+        let db = ctx.data::<DatabaseConnection>()?;
+        let viewer = ctx.data::<Viewer>()?;
+        let window = page_window(ctx, CursorKind::Message, first, after, last, before)?;
+        let page = query::list_messages(
+            db,
+            viewer,
+            MessageScope::Unassigned,
+            &Default::default(),
+            &window,
+        )
+        .await
+        .gql(ctx)?;
         Ok(MessageConnection {
             page,
             parent: None,

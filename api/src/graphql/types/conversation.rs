@@ -7,7 +7,7 @@ use async_graphql::{Context, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use service::cursor::CursorKind;
 use service::query::{self, ConversationFilter, MessageFilter as SvcMessageFilter, Page};
-use service::{DatabaseConnection, conversation, normalize, snippet};
+use service::{DatabaseConnection, Viewer, conversation, normalize, snippet};
 
 use super::enums::Channel;
 use super::filter::MessageFilter;
@@ -93,8 +93,12 @@ impl Conversation {
         if let Some(m) = self.1.as_ref().and_then(|p| p.last_messages.get(&id)) {
             return Ok(Some(Message(m.clone(), Some(self.0.clone()))));
         }
+        let viewer = ctx.data::<Viewer>()?.clone();
         let loader = ctx.data::<DataLoader<MessageLoader>>()?;
-        let m = loader.load_one(id).await.map_err(|e| gql_err(ctx, &e))?;
+        let m = loader
+            .load_one((viewer, id))
+            .await
+            .map_err(|e| gql_err(ctx, &e))?;
         Ok(m.map(|m| Message(m, Some(self.0.clone()))))
     }
 
@@ -201,7 +205,8 @@ impl ConversationConnection {
     async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
         let db = ctx.data::<DatabaseConnection>()?;
         let config = ctx.data::<AppConfig>()?;
-        query::count_conversations(db, config.settings.default_region, &self.filter)
+        let viewer = ctx.data::<Viewer>()?;
+        query::count_conversations(db, viewer, config.settings.default_region, &self.filter)
             .await
             .gql(ctx)
     }

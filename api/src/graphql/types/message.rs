@@ -4,7 +4,7 @@ use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use service::query::{self, MessageFilter, Page};
-use service::{DatabaseConnection, conversation, message, snippet};
+use service::{DatabaseConnection, Viewer, conversation, message, snippet};
 
 use super::enums::{Channel, Direction, MessageKind};
 use super::node::{Conversation, Message};
@@ -40,8 +40,12 @@ impl Message {
         if let Some(parent) = self.1.as_ref().filter(|c| c.id == id) {
             return Ok(Some(Conversation::new(parent.clone())));
         }
+        let viewer = ctx.data::<Viewer>()?.clone();
         let loader = ctx.data::<DataLoader<ConversationLoader>>()?;
-        let c = loader.load_one(id).await.map_err(|e| gql_err(ctx, &e))?;
+        let c = loader
+            .load_one((viewer, id))
+            .await
+            .map_err(|e| gql_err(ctx, &e))?;
         Ok(c.map(Conversation::new))
     }
 

@@ -92,15 +92,20 @@ impl NormalizedAddresses {
         })
     }
 
-    /// The existing conversation of these participants, if there is one.
+    /// The existing conversation of these participants, if there is one (needs the `admin`
+    /// scope: it would tell whether any two addresses have talked).
     async fn conversation(&self, ctx: &Context<'_>) -> Result<Option<Conversation>> {
         let Some(p) = &self.participants else {
             return Ok(None);
         };
+        ctx.data::<service::Principal>()?
+            .require_admin("conversation")
+            .gql(ctx)?;
         let db = ctx.data::<service::DatabaseConnection>()?;
         let config = ctx.data::<AppConfig>()?;
         let found = query::find_conversation_by_participants(
             db,
+            &service::Viewer::Everyone,
             config.settings.default_region,
             self.channel.into(),
             p,
