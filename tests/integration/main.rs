@@ -11,3 +11,4 @@ mod ops_runtime;
 mod plans;
 mod rest;
 mod service_layer;
+mod visibility;

@@ -249,6 +249,15 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_worked_example_is_what_sign_computes() {
+        let body = br#"{"from":"+18045551234","to":"+12016661234","type":"sms","body":"hi","messaging_provider_id":"m-1"}"#;
+        assert_eq!(
+            sign(b"whsec-sms-2026-0123456789", 1_764_547_200, body),
+            "t=1764547200,v1=77778b4e38b8e2c998f92b8c4829d09690735bf50c38e73cdba62cae7cdee9a1"
+        );
+    }
+
+    #[test]
     fn the_secrets_file_is_checked_line_by_line() {
         assert!(WebhookSecrets::parse("fax 0123456789abcdef").is_err());
         assert!(WebhookSecrets::parse("sms short").is_err());
