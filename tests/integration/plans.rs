@@ -24,7 +24,7 @@ on_both_engines!(
 );
 
 /// The number every seeded SMS conversation shares with its contact (a business line).
-const LINE: &str = "+12015550100";
+pub(crate) const LINE: &str = "+12015550100";
 /// Messages per seeded conversation.
 const PER: i64 = 3;
 
@@ -39,7 +39,7 @@ fn message_id(c: i64, k: i64) -> i64 {
 
 /// Inserts `n` conversations (ids 1..=n; odd ones SMS with [`LINE`], even ones email), each
 /// with [`PER`] messages (see [`message_id`]), plus `unassigned` messages without one.
-async fn seed(db: &impl ConnectionTrait, n: i64, unassigned: i64) {
+pub(crate) async fn seed(db: &impl ConnectionTrait, n: i64, unassigned: i64) {
     let t0 = base();
     let mut conversations = Vec::new();
     let mut participants = Vec::new();
@@ -151,7 +151,7 @@ fn new_message(
 /// within a transaction that disables sequential scans and sorts wherever an index can
 /// serve instead: the question is whether the index CAN deliver the rows in key order, not
 /// what the planner prefers for a small table.
-async fn plan(t: &TestDb, statement: Statement) -> String {
+pub(crate) async fn plan(t: &TestDb, statement: Statement) -> String {
     let backend = t.db.get_database_backend();
     let values = statement.values.map(|v| v.0).unwrap_or_default();
     let (prefix, column) = match t.engine {
@@ -183,7 +183,7 @@ async fn plan(t: &TestDb, statement: Statement) -> String {
 
 /// Asserts the plan reads `index` in key order: an index scan (PostgreSQL) or an index
 /// search/scan (SQLite) on it, and no sort node anywhere.
-fn assert_walks(t: &TestDb, plan: &str, index: &str) {
+pub(crate) fn assert_walks(t: &TestDb, plan: &str, index: &str) {
     match t.engine {
         Engine::Postgres => {
             assert!(
@@ -231,13 +231,13 @@ fn assert_range(t: &TestDb, plan: &str, columns: &str) {
     }
 }
 
-async fn analyze(t: &TestDb) {
+pub(crate) async fn analyze(t: &TestDb) {
     if t.engine == Engine::Postgres {
         t.db.execute_unprepared("ANALYZE").await.unwrap();
     }
 }
 
-fn window(forward: bool, after: Option<Cursor>, before: Option<Cursor>) -> Window {
+pub(crate) fn window(forward: bool, after: Option<Cursor>, before: Option<Cursor>) -> Window {
     Window {
         forward,
         size: 20,
@@ -246,7 +246,7 @@ fn window(forward: bool, after: Option<Cursor>, before: Option<Cursor>) -> Windo
     }
 }
 
-fn cursor(minutes: i64, id: i64) -> Option<Cursor> {
+pub(crate) fn cursor(minutes: i64, id: i64) -> Option<Cursor> {
     Some(Cursor {
         at: base() + Duration::days(1) + Duration::minutes(minutes),
         id,

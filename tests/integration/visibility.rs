@@ -316,4 +316,55 @@ async fn each_principal_sees_only_its_inboxes_conversations(t: &TestDb) {
     assert_eq!(everything.len(), 4);
 }
 
-on_both_engines!(each_principal_sees_only_its_inboxes_conversations);
+/// A page as a principal sees it is still one statement that reads indexes only: the
+/// visibility rule is a key lookup in `conversation_participants`, never a scan, and with
+/// many visible rows (the business line is a participant of half of them) PostgreSQL still
+/// walks the activity index without sorting.
+async fn a_visible_page_is_one_statement_on_the_indexes(t: &TestDb) {
+    use crate::plans::{LINE, analyze, assert_walks, cursor, plan, seed, window};
+    use sea_orm::QueryTrait;
+    seed(&t.db, 2000, 10).await;
+    analyze(t).await;
+    let backend = t.db.get_database_backend();
+    let region = service::Settings::default().default_region;
+    let lookup = match t.engine {
+        parley_tests::Engine::Postgres => "conversation_participants_pkey",
+        parley_tests::Engine::Sqlite => "sqlite_autoindex_conversation_participants_1",
+    };
+    let line = service::Viewer::Inboxes(vec![LINE.to_owned(), "+18040000001".to_owned()].into());
+    for w in [
+        window(true, None, None),
+        window(true, cursor(500, 1000), None),
+        window(false, None, cursor(500, 1000)),
+    ] {
+        let statement = service::query::conversation_page(&line, region, &Default::default(), &w)
+            .unwrap()
+            .build(backend);
+        let plan = plan(t, statement).await;
+        assert!(
+            plan.contains(lookup),
+            "visibility is not a key lookup:\n{plan}"
+        );
+        match t.engine {
+            parley_tests::Engine::Postgres => {
+                assert_walks(t, &plan, "conversations_last_message_at_id")
+            }
+            parley_tests::Engine::Sqlite => assert!(
+                !plan.lines().any(|l| l.trim() == "SCAN conversations"),
+                "a full table scan:\n{plan}"
+            ),
+        }
+        // The page itself is what the listing returns: every row visible, none missing.
+        let page =
+            service::query::list_conversations(&t.db, &line, region, &Default::default(), &w)
+                .await
+                .unwrap();
+        assert!(!page.items.is_empty());
+        assert!(page.items.iter().all(|c| c.participants_key.contains(LINE)));
+    }
+}
+
+on_both_engines!(
+    each_principal_sees_only_its_inboxes_conversations,
+    a_visible_page_is_one_statement_on_the_indexes,
+);
