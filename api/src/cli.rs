@@ -187,6 +187,9 @@ async fn serve(db_args: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
             metrics.run_upkeep();
         }
     });
+    if let Some(address) = args.security.metrics_bind {
+        crate::auth::metrics::serve_metrics(address, state.clone()).await?;
+    }
     let app = router(state);
     let listener = TcpListener::bind(args.bind)
         .await

@@ -906,3 +906,112 @@ fn a_minted_token_verifies_and_carries_normalized_inboxes() {
     .unwrap();
     assert_eq!(other.verify(&token), Err(api::auth::jwt::AuthError::Issuer));
 }
+
+/// The real binary: `parley token` mints what `parley serve --jwt-secret-file` accepts,
+/// `--metrics-bind` serves the metrics without a token on its own address while the main
+/// one asks for `admin`, and neither the token nor the secret reaches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_accepts_the_tokens_it_mints_and_logs_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("jwt.secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef-binary-test\n").unwrap();
+    let secret = secret.to_str().unwrap();
+    let url = parley_tests::sqlite_url_in(dir.path());
+    let minted = parley_tests::run_parley(
+        &url,
+        &[
+            "token",
+            "--jwt-secret-file",
+            secret,
+            "--sub",
+            "alice",
+            "--scope",
+            "conversations:read",
+            "--inbox",
+            "(202) 555-0101",
+            "--ttl",
+            "5m",
+        ],
+    )
+    .await;
+    assert!(minted.status.success(), "{minted:?}");
+    let token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    let refused = parley_tests::run_parley(
+        &url,
+        &[
+            "token",
+            "--jwt-secret-file",
+            secret,
+            "--sub",
+            "x",
+            "--scope",
+            "read",
+        ],
+    )
+    .await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown scope `read`"));
+
+    let metrics_port = parley_tests::free_port();
+    let metrics_bind = format!("127.0.0.1:{metrics_port}");
+    let server = parley_tests::Server::start(
+        &url,
+        &[],
+        &["--jwt-secret-file", secret, "--metrics-bind", &metrics_bind],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let query = json!({ "query": "{ conversations { totalCount } }" });
+    let ok = client
+        .post(server.url("/graphql"))
+        .bearer_auth(&token)
+        .json(&query)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        ok.json::<Value>().await.unwrap()["data"]["conversations"]["totalCount"],
+        json!(0)
+    );
+    let no_token = client
+        .post(server.url("/graphql"))
+        .json(&query)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status(), 401);
+    let main_metrics = client.get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(main_metrics.status(), 401);
+    let internal = client
+        .get(format!("http://{metrics_bind}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(internal.status(), 200);
+    let text = internal.text().await.unwrap();
+    assert!(
+        text.contains("parley_auth_failures_total{reason=\"missing\"}"),
+        "{text}"
+    );
+    let logs = server.logs();
+    assert!(!logs.contains(&token), "the token was logged:\n{logs}");
+    assert!(!logs.contains("0123456789abcdef0123456789abcdef"), "{logs}");
+    assert!(!logs.contains("authentication is OFF"), "{logs}");
+}
+
+/// Without a key on loopback the binary runs in development mode and says so once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_warns_once_in_development_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = parley_tests::sqlite_url_in(dir.path());
+    let server = parley_tests::Server::start(&url, &[], &[]).await;
+    let r = reqwest::Client::new()
+        .post(server.url("/graphql"))
+        .json(&json!({ "query": "{ conversations { totalCount } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(server.logs().matches("authentication is OFF").count(), 1);
+}

@@ -7,6 +7,7 @@
 pub mod guard;
 pub mod jwt;
 pub mod limit;
+pub mod metrics;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -66,6 +67,10 @@ pub struct SecurityArgs {
         value_delimiter = ','
     )]
     pub cors_origins: Vec<String>,
+    /// Also serve GET /metrics, without a token, on this separate (internal) address; on
+    /// the main address it needs an `admin` token whenever authentication is on.
+    #[arg(long, env = "PARLEY_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
     /// Requests per minute one principal (`sub`) may make (0 turns the limit off).
     #[arg(long, env = "PARLEY_RATE_LIMIT", default_value_t = 600)]
     pub rate_limit: u32,

@@ -85,7 +85,8 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// `GET /metrics`: the Prometheus text (also served by `--metrics-bind`'s listener).
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     record_pool_gauges(&state.db);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
