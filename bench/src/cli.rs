@@ -56,6 +56,11 @@ pub struct Args {
     /// Extra `KEY=VALUE` environment for the server (repeatable), e.g. `RUST_LOG=warn`.
     #[arg(long = "server-env", value_name = "KEY=VALUE")]
     pub server_env: Vec<String>,
+    /// Send `Authorization: Bearer TOKEN` with every request (a server with authentication
+    /// on: pass its key with --server-env PARLEY_JWT_SECRET_FILE=..., and mint the token
+    /// with `parley token`). Never written to the report.
+    #[arg(long, env = "PARLEY_BENCH_TOKEN", hide_env_values = true)]
+    pub bearer_token: Option<String>,
     /// Tiny scale, short runs, every scenario; exits non-zero on any request error (for CI).
     #[arg(long)]
     pub smoke: bool,

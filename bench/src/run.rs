@@ -53,7 +53,14 @@ pub async fn main(mut args: Args) -> anyhow::Result<()> {
     });
     args.parley_bin = Some(parley_bin);
     let engines = args.engine_list()?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &args.bearer_token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))
@@ -164,8 +171,16 @@ impl Args {
     }
 }
 
+/// The command line, with a bearer token given on it redacted.
 fn command_line() -> String {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    for i in 0..args.len() {
+        if args[i].starts_with("--bearer-token=") {
+            args[i] = "--bearer-token=***".into();
+        } else if i > 0 && args[i - 1] == "--bearer-token" {
+            args[i] = "***".into();
+        }
+    }
     format!("parley-bench {}", args.join(" "))
 }
 

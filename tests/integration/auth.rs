@@ -1015,3 +1015,78 @@ async fn the_binary_warns_once_in_development_mode() {
     assert_eq!(r.status(), 200);
     assert_eq!(server.logs().matches("authentication is OFF").count(), 1);
 }
+
+/// The JWKS file is re-read on SIGHUP: a key added to it is accepted from then on, and a
+/// file that no longer parses keeps the keys in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rereads_the_jwks_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks_path = dir.path().join("jwks.json");
+    let full: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("jwks.json")).unwrap()).unwrap();
+    let only_ec = json!({ "keys": [full["keys"][1].clone()] });
+    std::fs::write(&jwks_path, only_ec.to_string()).unwrap();
+    let url = parley_tests::sqlite_url_in(dir.path());
+    let server =
+        parley_tests::Server::start(&url, &[], &["--jwks-file", jwks_path.to_str().unwrap()]).await;
+    let c = json!({
+        "sub": "alice", "scope": "conversations:read", "inboxes": [ALICE], "exp": now() + 600,
+    });
+    let rs = signed(Algorithm::RS256, "rsa-1", &c);
+    let es = signed(Algorithm::ES256, "ec-1", &c);
+    let client = reqwest::Client::new();
+    let status = |token: String| {
+        let client = client.clone();
+        let url = server.url("/api/conversations");
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status(rs.clone()).await, 401);
+    assert_eq!(status(es.clone()).await, 200);
+    let hup = |pid: u32| {
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -HUP");
+    };
+    std::fs::write(&jwks_path, full.to_string()).unwrap();
+    hup(server.pid());
+    let mut accepted = false;
+    for _ in 0..100 {
+        if status(rs.clone()).await == 200 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        accepted,
+        "the new key was not picked up:\n{}",
+        server.logs()
+    );
+    std::fs::write(&jwks_path, "not json").unwrap();
+    hup(server.pid());
+    for _ in 0..100 {
+        if server.logs().contains("the old keys stay") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        server.logs().contains("the old keys stay"),
+        "{}",
+        server.logs()
+    );
+    assert_eq!(status(rs).await, 200);
+    assert_eq!(status(es).await, 200);
+}
