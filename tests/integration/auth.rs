@@ -713,6 +713,22 @@ async fn the_rate_limit_is_per_principal_with_retry_after(t: &TestDb) {
             StatusCode::TOO_MANY_REQUESTS
         ]
     );
+    // Webhook deliveries are limited per client IP too (2 a minute here), signed or not.
+    let body = json!({ "from": CAROL, "to": ALICE, "type": "sms", "body": "x" }).to_string();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let signature = sign(SMS_SECRET_NEW.as_bytes(), now(), body.as_bytes());
+        statuses.push(deliver(&app, &body, Some(signature)).await.status);
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    assert_eq!(t.count("messages").await, 2);
 }
 
 async fn cors_allows_the_listed_origin_only(t: &TestDb) {
