@@ -1106,3 +1106,22 @@ async fn sighup_rereads_the_jwks_file() {
     assert_eq!(status(rs).await, 200);
     assert_eq!(status(es).await, 200);
 }
+
+/// A verified token is remembered, but never past its `exp`.
+#[test]
+fn a_remembered_token_still_expires() {
+    let auth = Authenticator::new(JwtOptions {
+        secret: Some(SECRET.to_vec()),
+        leeway: Duration::ZERO,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut c = claims("alice", "conversations:read", &[ALICE]);
+    c.as_object_mut().unwrap().remove("aud");
+    c["exp"] = json!(now() + 1);
+    let token = hs256(&c);
+    assert!(auth.verify(&token).is_ok());
+    assert!(auth.verify(&token).is_ok());
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(auth.verify(&token), Err(api::auth::jwt::AuthError::Expired));
+}
