@@ -16,10 +16,9 @@ use crate::config::AppConfig;
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
 /// Builds the schema over `db` with `config`'s limits. It has no extension, so fields
-/// resolve on async-graphql's fast path; the HTTP layer reports each operation's cost from
-/// a run of [`build_probe_schema`] first (see [`super::cost`]). Connections are priced by
-/// `config`'s page sizes when an operation runs through [`super::cost::run`] or
-/// [`super::cost::priced`], by the default page sizes otherwise.
+/// resolve on async-graphql's fast path; the HTTP layer validates and prices each operation
+/// with a run of [`build_probe_schema`] first (see [`super::cost`]), which also enforces the
+/// cost budget (`config.graphql.max_complexity`).
 pub fn build_schema(db: DatabaseConnection, config: AppConfig) -> AppSchema {
     builder(db, config).finish()
 }
@@ -37,7 +36,6 @@ fn builder(
     let limits = config.graphql;
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(limits.max_nesting)
         .limit_directives(limits.max_directives)
         .data(loader(ConversationLoader(db.clone())))
