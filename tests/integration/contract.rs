@@ -448,3 +448,82 @@ async fn fragment_cycles_are_refused_by_validation() {
     assert_eq!(error_code(&answer), "QUERY_TOO_COMPLEX", "{answer}");
     assert_eq!(answer["extensions"]["cost"]["requested"], 2 + (1u64 << 20));
 }
+
+#[tokio::test]
+async fn date_time_is_described_as_an_rfc_3339_instant_in_sdl_and_introspection() {
+    let (_t, app) = app().await;
+    let body = app
+        .data(
+            r#"{ __type(name: "DateTime") { description specifiedByURL } }"#,
+            json!({}),
+        )
+        .await;
+    let url = "https://datatracker.ietf.org/doc/html/rfc3339";
+    assert_eq!(body["__type"]["specifiedByURL"], url);
+    let description = body["__type"]["description"].as_str().unwrap();
+    assert!(
+        description.starts_with("An instant in UTC, as an RFC 3339"),
+        "{description}"
+    );
+    let sdl = api::graphql::schema::sdl();
+    assert!(
+        sdl.contains(&format!("scalar DateTime @specifiedBy(url: \"{url}\")")),
+        "the committed SDL carries @specifiedBy"
+    );
+    assert!(
+        !sdl.contains("DateTime<Utc>"),
+        "no Rust internals in the SDL"
+    );
+    assert!(sdl.contains("type Query {") && sdl.contains("type Mutation {"));
+}
+
+on_both_engines!(record_message_returns_the_edges_clients_insert);
+
+/// `messageEdge` and `conversationEdge` carry the cursors the connections would give the
+/// same nodes, so a client can insert them into cached pages and keep paging from them.
+async fn record_message_returns_the_edges_clients_insert(t: &TestDb) {
+    let app = t.app(AppConfig::default());
+    const EDGES: &str = "mutation R($input: RecordMessageInput!) { recordMessage(input: $input) { \
+        message { id } messageEdge { cursor node { id } } \
+        conversationEdge { cursor node { id messageCount } } } }";
+    let mut first = record_vars();
+    first["input"]["sentAt"] = json!("2024-11-01T14:00:00Z");
+    let a = app.data(EDGES, first).await["recordMessage"].clone();
+    let mut second = record_vars();
+    second["input"]["sentAt"] = json!("2024-11-01T14:05:00Z");
+    let b = app.data(EDGES, second).await["recordMessage"].clone();
+    assert_eq!(b["messageEdge"]["node"]["id"], b["message"]["id"]);
+    assert_eq!(b["conversationEdge"]["node"]["messageCount"], 2);
+    let pages = app
+        .data(
+            "{ conversations(first: 1) { edges { cursor node { id messages(last: 2) { edges { cursor } } } } } }",
+            json!({}),
+        )
+        .await;
+    let conversation = &pages["conversations"]["edges"][0];
+    assert_eq!(conversation["cursor"], b["conversationEdge"]["cursor"]);
+    assert_eq!(
+        conversation["node"]["id"],
+        b["conversationEdge"]["node"]["id"]
+    );
+    let messages = &conversation["node"]["messages"]["edges"];
+    assert_eq!(messages[0]["cursor"], a["messageEdge"]["cursor"]);
+    assert_eq!(messages[1]["cursor"], b["messageEdge"]["cursor"]);
+    // Paging from an edge the mutation returned works like paging from the list's own.
+    let before = app
+        .data(
+            "query Q($id: ID!, $before: String) { conversation(id: $id) { messages(last: 5, before: $before) { nodes { id } } } }",
+            json!({ "id": b["conversationEdge"]["node"]["id"], "before": b["messageEdge"]["cursor"] }),
+        )
+        .await;
+    assert_eq!(
+        before["conversation"]["messages"]["nodes"],
+        json!([{ "id": a["message"]["id"] }])
+    );
+    // An unassigned message (addresses that do not normalize) has no edges.
+    let unassigned = json!({ "input": { "channel": "SMS", "direction": "INBOUND", "from": "not a phone",
+        "to": ["+18045551234"], "body": "x" } });
+    let u = app.data(EDGES, unassigned).await["recordMessage"].clone();
+    assert_eq!(u["messageEdge"], Value::Null, "{u}");
+    assert_eq!(u["conversationEdge"], Value::Null, "{u}");
+}

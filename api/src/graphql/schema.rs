@@ -34,7 +34,7 @@ fn builder(
     config: AppConfig,
 ) -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
     let limits = config.graphql;
-    let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    let mut builder = with_descriptions(Schema::build(QueryRoot, MutationRoot, EmptySubscription))
         .limit_depth(limits.max_depth)
         .limit_recursive_depth(limits.max_nesting)
         .limit_directives(limits.max_directives)
@@ -75,9 +75,25 @@ fn loader<T>(inner: T) -> DataLoader<T> {
     DataLoader::new(inner, tokio::spawn)
 }
 
-/// The SDL of the schema, as committed in `schema.graphql`.
+/// What `DateTime` means, for every client's generated docs.
+const DATE_TIME: &str = "An instant in UTC, as an RFC 3339 date-time string with the offset `Z`, \
+     e.g. `2024-11-01T14:05:00Z` (fractional seconds appear when the instant has them). \
+     Inputs may carry any offset; they are converted to UTC.";
+
+/// The descriptions of the types parley takes from libraries (the library's own would name
+/// Rust internals).
+fn with_descriptions(
+    builder: SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription>,
+) -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+    builder
+        .override_output_type_description::<chrono::DateTime<chrono::Utc>>(DATE_TIME)
+        .override_input_type_description::<chrono::DateTime<chrono::Utc>>(DATE_TIME)
+}
+
+/// The SDL of the schema, as committed in `schema.graphql` (with `@specifiedBy`, as live
+/// introspection reports it).
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    with_descriptions(Schema::build(QueryRoot, MutationRoot, EmptySubscription))
         .finish()
-        .sdl()
+        .sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by())
 }

@@ -151,7 +151,7 @@ impl Conversation {
 }
 
 /// A conversation with its cursor.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Debug, Clone)]
 pub struct ConversationEdge {
     /// Opaque position of this conversation in the list; pass it as `after` or `before`.
     pub cursor: String,
