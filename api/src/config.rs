@@ -189,6 +189,11 @@ pub struct ServeArgs {
     /// Turn "did you mean" field suggestions off (production).
     #[arg(long, env = "PARLEY_NO_SUGGESTIONS")]
     pub no_suggestions: bool,
+    /// Run only the GraphQL documents listed in FILE: a JSON object of SHA-256 (hex) ->
+    /// document, as graphql-codegen's client preset or Relay's persisted queries write it.
+    /// Other documents answer PERSISTED_QUERY_NOT_FOUND or FORBIDDEN before parsing.
+    #[arg(long, env = "PARLEY_TRUSTED_DOCUMENTS", value_name = "FILE")]
+    pub trusted_documents: Option<std::path::PathBuf>,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT (0.001 to 86400).
     #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", default_value = "30", value_parser = seconds)]
     pub shutdown_grace: Duration,

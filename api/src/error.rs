@@ -37,6 +37,13 @@ pub mod code {
     /// The client's `Accept` allows neither `application/graphql-response+json` nor
     /// `application/json` (406).
     pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
+    /// The request names a persisted document (by hash) the server does not have: send
+    /// the text with the hash (automatic persisted queries), or use a listed document.
+    pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+    /// `extensions.persistedQuery` has a version other than 1.
+    pub const PERSISTED_QUERY_NOT_SUPPORTED: &str = "PERSISTED_QUERY_NOT_SUPPORTED";
+    /// Not allowed here: with `--trusted-documents`, a document that is not listed (403).
+    pub const FORBIDDEN: &str = "FORBIDDEN";
 }
 
 /// A client-facing rendering of a service error: code, message, field, HTTP status.

@@ -8,6 +8,7 @@ mod harness;
 mod hostile;
 mod ops;
 mod ops_runtime;
+mod persisted;
 mod plans;
 mod rest;
 mod service_layer;

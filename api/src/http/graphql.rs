@@ -221,10 +221,17 @@ fn one_request(value: serde_json::Value) -> Result<Request, Rejection> {
             "the request body must be a JSON object {\"query\": \"...\"}",
         ));
     };
-    let persisted = map
-        .get("extensions")
-        .and_then(|e| e.get("persistedQuery"))
-        .is_some();
+    // `documentId` (a persisted document's id) travels in `extensions` from here on.
+    let document_id = match map.remove("documentId") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(id)) => Some(id),
+        Some(_) => return Err(bad_request("the `documentId` parameter must be a string")),
+    };
+    let persisted = document_id.is_some()
+        || map
+            .get("extensions")
+            .and_then(|e| e.get("persistedQuery"))
+            .is_some();
     match map.get("query") {
         Some(serde_json::Value::String(_)) => {}
         None | Some(serde_json::Value::Null) if persisted => {
@@ -256,8 +263,14 @@ fn one_request(value: serde_json::Value) -> Result<Request, Rejection> {
             }
         }
     }
-    serde_json::from_value(serde_json::Value::Object(map))
-        .map_err(|e| bad_request(format!("the request does not read as GraphQL: {e}")))
+    let mut request: Request = serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|e| bad_request(format!("the request does not read as GraphQL: {e}")))?;
+    if let Some(id) = document_id {
+        request
+            .extensions
+            .insert("documentId".to_owned(), async_graphql::Value::String(id));
+    }
+    Ok(request)
 }
 
 pub(super) async fn graphql_post(
@@ -339,7 +352,21 @@ pub(super) async fn graphql_get(
             return bad_request(format!("bad GET request: {e}")).into_response(media);
         }
     };
-    if request.query.is_empty() && !request.extensions.contains_key("persistedQuery") {
+    let mut request = request;
+    // A persisted document's id, as in a POST body (`documentId=sha256:...`).
+    if let Some(id) = raw
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("documentId="))
+    {
+        let id = id.replace("%3A", ":").replace("%3a", ":");
+        request
+            .extensions
+            .insert("documentId".to_owned(), async_graphql::Value::String(id));
+    }
+    if request.query.is_empty()
+        && !request.extensions.contains_key("persistedQuery")
+        && !request.extensions.contains_key("documentId")
+    {
         return bad_request("the request has no `query` parameter; send ?query=...")
             .into_response(media);
     }
@@ -400,8 +427,18 @@ fn respond(media: MediaType, outcomes: &[Outcome], batch: bool) -> axum::respons
 }
 
 /// Runs one operation with the pre-parse guards, codes every error, and counts it.
-async fn execute(state: &AppState, request: Request, rid: &str, via_get: bool) -> Outcome {
+async fn execute(state: &AppState, mut request: Request, rid: &str, via_get: bool) -> Outcome {
     let started = Instant::now();
+    let register = match state.persisted.resolve(&mut request) {
+        Ok(register) => register,
+        Err(refusal) => {
+            return Outcome {
+                response: rejected(refusal.code, refusal.message),
+                request_error: true,
+                status: refusal.status,
+            };
+        }
+    };
     let operation = request
         .operation_name
         .as_deref()
@@ -422,6 +459,9 @@ async fn execute(state: &AppState, request: Request, rid: &str, via_get: bool) -
             status: Some(StatusCode::METHOD_NOT_ALLOWED),
         },
         Ok(()) => {
+            if let Some(hash) = register {
+                state.persisted.remember(hash, &request.query);
+            }
             let request = request.data(RequestId(rid.to_owned()));
             let mut response = if is_introspection_only(&request) {
                 let schema = &state.introspection_schema;

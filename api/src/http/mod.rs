@@ -4,6 +4,7 @@
 
 mod graphql;
 mod operation;
+pub mod persisted;
 
 use std::time::Duration;
 
