@@ -42,18 +42,35 @@ log=$(mktemp)
 server=$!
 trap 'kill "$server" 2>/dev/null || true; rm -f "$log"' EXIT
 url="http://127.0.0.1:$port/graphql"
-for _ in $(seq 1 100); do
-  if node -e "fetch('http://127.0.0.1:$port/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"; then
-    break
-  fi
-  sleep 0.2
-done
+wait_up() {
+  for _ in $(seq 1 100); do
+    if node -e "fetch('http://127.0.0.1:$1/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"; then
+      return 0
+    fi
+    sleep 0.2
+  done
+}
+wait_up "$port"
 
 check "graphql-http audit" node audit/audit.mjs "$url"
+check "relay-compiler" bash -c 'cd relay && npx --no-install relay-compiler'
+check "graphql-codegen client preset + tsc --strict" \
+  bash -c 'cd codegen && npx --no-install graphql-codegen --config codegen.yml --silent && npx --no-install tsc -p .'
+check "Apollo Client relayStylePagination" node apollo/pagination.mjs "$url"
+
+# Trusted-documents mode, with the map codegen just wrote.
+tport=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+tlog=$(mktemp)
+"$parley" --database-url sqlite::memory: serve --bind "127.0.0.1:$tport" \
+  --trusted-documents codegen/src/gql/persisted-documents.json >"$tlog" 2>&1 &
+tserver=$!
+trap 'kill "$server" "$tserver" 2>/dev/null || true; rm -f "$log" "$tlog"' EXIT
+wait_up "$tport"
+check "trusted documents from codegen" node codegen/trusted.mjs "http://127.0.0.1:$tport/graphql"
 
 if [ "$failed" -ne 0 ]; then
   echo "--- server log"
-  tail -n 50 "$log"
+  tail -n 50 "$log" "${tlog:-/dev/null}"
 fi
 echo "client checks: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

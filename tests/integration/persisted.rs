@@ -176,7 +176,12 @@ async fn the_trusted_documents_file_is_checked_and_served() {
     assert!(PersistedDocuments::load(&not_json).is_err());
 
     let file = dir.path().join("trusted.json");
-    std::fs::write(&file, json!({ sha256_hex(LIST): LIST }).to_string()).unwrap();
+    // graphql-codegen's client preset writes the keys with a `sha256:` prefix.
+    std::fs::write(
+        &file,
+        json!({ format!("sha256:{}", sha256_hex(LIST)): LIST }).to_string(),
+    )
+    .unwrap();
     let server = parley_tests::Server::start(
         &sqlite_url_in(dir.path()),
         &[],

@@ -84,14 +84,15 @@ impl PersistedDocuments {
             trusted: Some(Arc::new(
                 trusted
                     .into_iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), Arc::from(v)))
+                    .map(|(k, v)| (bare_hash(&k), Arc::from(v)))
                     .collect(),
             )),
             ..Default::default()
         }
     }
 
-    /// Reads a trusted-documents file: a JSON object of SHA-256 (hex) -> document text.
+    /// Reads a trusted-documents file: a JSON object of SHA-256 (hex, `sha256:` prefix
+    /// optional) -> document text.
     /// Each key must be the hash of its text, so a typo cannot let another document in.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         use anyhow::Context as _;
@@ -105,7 +106,7 @@ impl PersistedDocuments {
         })?;
         for (hash, document) in &map {
             let actual = sha256_hex(document);
-            if !actual.eq_ignore_ascii_case(hash) {
+            if actual != bare_hash(hash) {
                 anyhow::bail!(
                     "{}: the document listed as {hash} hashes to {actual}; regenerate the file",
                     path.display()
@@ -191,12 +192,17 @@ impl PersistedDocuments {
     }
 }
 
+/// A hash as stored: lowercase hex, without the `sha256:` prefix that graphql-codegen's
+/// `persisted-documents.json` and `documentId` may carry.
+fn bare_hash(key: &str) -> String {
+    key.strip_prefix("sha256:").unwrap_or(key).to_ascii_lowercase()
+}
+
 /// The hash a request names: `extensions.persistedQuery` (version 1) or `documentId`
 /// (moved into `extensions` by the request reader).
 fn requested_hash(request: &mut Request) -> Result<Option<String>, Refusal> {
     if let Some(Value::String(id)) = request.extensions.remove("documentId") {
-        let hash = id.strip_prefix("sha256:").unwrap_or(&id);
-        return Ok(Some(hash.to_ascii_lowercase()));
+        return Ok(Some(bare_hash(&id)));
     }
     let Some(pq) = request.extensions.remove("persistedQuery") else {
         return Ok(None);
