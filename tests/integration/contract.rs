@@ -527,3 +527,44 @@ async fn record_message_returns_the_edges_clients_insert(t: &TestDb) {
     assert_eq!(u["messageEdge"], Value::Null, "{u}");
     assert_eq!(u["conversationEdge"], Value::Null, "{u}");
 }
+
+/// A batch's operations share one budget (issue 11: ten operations at the cap each were
+/// ten times the work).
+#[tokio::test]
+async fn a_batch_shares_one_budget() {
+    let (_t, app) = app().await;
+    let page = "{ conversations(first: 100) { nodes { id messageCount participants snippet \
+                lastMessageAt channel key createdAt firstMessageAt } } }";
+    assert_eq!(price(&app, page, json!({})).await, Ok(3 + 100 * 10));
+    let batch = Value::Array(vec![json!({ "query": page }); 4]).to_string();
+    let (status, _, answer) = send(&app, post(&batch, Some(GQL))).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let answers = answer.as_array().unwrap();
+    for a in &answers[..3] {
+        assert!(a.get("errors").is_none(), "{a}");
+    }
+    assert_eq!(
+        error_code(&answers[3]),
+        "QUERY_TOO_COMPLEX",
+        "{}",
+        answers[3]
+    );
+    assert_eq!(
+        answers[3]["extensions"]["cost"],
+        json!({ "requested": 1003, "maximum": 4000 - 3 * 1003 })
+    );
+    // Small operations all fit.
+    let small = Value::Array(vec![
+        json!({ "query": "{ conversations(first: 1) { totalCount } }" });
+        10
+    ]);
+    let (_, _, answer) = send(&app, post(&small.to_string(), None)).await;
+    assert!(
+        answer
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a.get("errors").is_none()),
+        "{answer}"
+    );
+}

@@ -128,11 +128,12 @@ pub struct Cost {
 
 /// Runs `request` through the probe schema `probe` and prices it: `Err` with the response
 /// to send when it fails before execution (parse, validation, limits, unknown operation,
-/// a price over the budget), otherwise the request again, carrying its parsed document,
-/// and its cost.
+/// a price over `budget`, the configured `--max-complexity` when `None`), otherwise the
+/// request again, carrying its parsed document, and its cost.
 pub async fn prepare<Q, M, S>(
     probe: &Schema<Q, M, S>,
     mut request: Request,
+    budget: Option<u64>,
 ) -> Result<(Request, Cost), Response>
 where
     Q: ObjectType + 'static,
@@ -142,7 +143,7 @@ where
     let config = probe.data::<AppConfig>().copied().unwrap_or_default();
     let mut cost = Cost {
         requested: 0,
-        maximum: config.graphql.max_complexity as u64,
+        maximum: budget.unwrap_or(config.graphql.max_complexity as u64),
         depth: 0,
     };
     // Priced right after parsing, before validation: async-graphql's validation visits
@@ -204,21 +205,26 @@ fn cost_value(cost: Cost) -> Value {
     async_graphql::value!({ "requested": cost.requested, "maximum": cost.maximum })
 }
 
-/// Prepares `request` on `probe`, then runs it on `schema` (the same schema without the
-/// probe) with the document the probe parsed, and adds its cost to the response.
+/// Prepares `request` on `probe` within `budget` (see [`prepare`]), then runs it on `schema`
+/// (the same schema without the probe) with the document the probe parsed, and adds its
+/// cost to the response. Also returns the price the run spent (0 when refused).
 pub async fn run<Q, M, S>(
     probe: &Schema<Q, M, S>,
     schema: &Schema<Q, M, S>,
     request: Request,
-) -> Response
+    budget: Option<u64>,
+) -> (Response, u64)
 where
     Q: ObjectType + 'static,
     M: ObjectType + 'static,
     S: SubscriptionType + 'static,
 {
-    match prepare(probe, request).await {
-        Ok((request, cost)) => with_cost(schema.execute(request).await, cost),
-        Err(rejected) => rejected,
+    match prepare(probe, request, budget).await {
+        Ok((request, cost)) => (
+            with_cost(schema.execute(request).await, cost),
+            cost.requested,
+        ),
+        Err(rejected) => (rejected, 0),
     }
 }
 

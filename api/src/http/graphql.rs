@@ -296,7 +296,7 @@ pub(super) async fn graphql_post(
     let max_batch = state.config.graphql.max_batch;
     match params {
         Params::Single(req) => {
-            let outcome = execute(&state, *req, rid, false).await;
+            let outcome = execute(&state, *req, rid, false, None).await;
             respond(media, &[outcome], false)
         }
         Params::Batch(reqs) if reqs.len() > max_batch => Rejection::new(
@@ -309,9 +309,14 @@ pub(super) async fn graphql_post(
         )
         .into_response(media),
         Params::Batch(reqs) => {
+            // The operations of a batch share one budget: each may spend what the ones
+            // before it left.
+            let mut left = state.config.graphql.max_complexity as u64;
             let mut out = Vec::with_capacity(reqs.len());
             for req in reqs {
-                out.push(execute(&state, req, rid, false).await);
+                let outcome = execute(&state, req, rid, false, Some(left)).await;
+                left = left.saturating_sub(outcome.spent);
+                out.push(outcome);
             }
             respond(media, &out, true)
         }
@@ -371,7 +376,7 @@ pub(super) async fn graphql_get(
             .into_response(media);
     }
     let rid = request_id(&headers);
-    let outcome = execute(&state, request, rid, true).await;
+    let outcome = execute(&state, request, rid, true, None).await;
     respond(media, &[outcome], false)
 }
 
@@ -384,6 +389,8 @@ struct Outcome {
     request_error: bool,
     /// A status that overrides the media type's rule (405 for a mutation over GET).
     status: Option<StatusCode>,
+    /// The price the operation spent (0 when it did not run).
+    spent: u64,
 }
 
 /// The HTTP response for `outcomes` (one, or a batch when `batch`), in `media`.
@@ -427,7 +434,14 @@ fn respond(media: MediaType, outcomes: &[Outcome], batch: bool) -> axum::respons
 }
 
 /// Runs one operation with the pre-parse guards, codes every error, and counts it.
-async fn execute(state: &AppState, mut request: Request, rid: &str, via_get: bool) -> Outcome {
+/// `budget` is the cost the operation may spend (`--max-complexity` when `None`).
+async fn execute(
+    state: &AppState,
+    mut request: Request,
+    rid: &str,
+    via_get: bool,
+    budget: Option<u64>,
+) -> Outcome {
     let started = Instant::now();
     let register = match state.persisted.resolve(&mut request) {
         Ok(register) => register,
@@ -436,6 +450,7 @@ async fn execute(state: &AppState, mut request: Request, rid: &str, via_get: boo
                 response: rejected(refusal.code, refusal.message),
                 request_error: true,
                 status: refusal.status,
+                spent: 0,
             };
         }
     };
@@ -449,6 +464,7 @@ async fn execute(state: &AppState, mut request: Request, rid: &str, via_get: boo
             response: *response,
             request_error: true,
             status: None,
+            spent: 0,
         },
         Ok(()) if via_get && is_mutation(&request) => Outcome {
             response: rejected(
@@ -457,17 +473,18 @@ async fn execute(state: &AppState, mut request: Request, rid: &str, via_get: boo
             ),
             request_error: true,
             status: Some(StatusCode::METHOD_NOT_ALLOWED),
+            spent: 0,
         },
         Ok(()) => {
             if let Some(hash) = register {
                 state.persisted.remember(hash, &request.query);
             }
             let request = request.data(RequestId(rid.to_owned()));
-            let mut response = if is_introspection_only(&request) {
+            let (mut response, spent) = if is_introspection_only(&request) {
                 let schema = &state.introspection_schema;
-                schema.execute(request).await
+                (schema.execute(request).await, 0)
             } else {
-                cost::run(&state.probe_schema, &state.schema, request).await
+                cost::run(&state.probe_schema, &state.schema, request, budget).await
             };
             for err in &mut response.errors {
                 classify(err);
@@ -477,6 +494,7 @@ async fn execute(state: &AppState, mut request: Request, rid: &str, via_get: boo
                 response,
                 request_error,
                 status: None,
+                spent,
             }
         }
     };

@@ -195,7 +195,9 @@ impl PersistedDocuments {
 /// A hash as stored: lowercase hex, without the `sha256:` prefix that graphql-codegen's
 /// `persisted-documents.json` and `documentId` may carry.
 fn bare_hash(key: &str) -> String {
-    key.strip_prefix("sha256:").unwrap_or(key).to_ascii_lowercase()
+    key.strip_prefix("sha256:")
+        .unwrap_or(key)
+        .to_ascii_lowercase()
 }
 
 /// The hash a request names: `extensions.persistedQuery` (version 1) or `documentId`
