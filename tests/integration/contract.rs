@@ -500,6 +500,15 @@ async fn record_message_returns_the_edges_clients_insert(t: &TestDb) {
             json!({}),
         )
         .await;
+    // `extensions.cost.returned`: the objects the answer holds (connection, edge, node,
+    // messages connection, 2 edges): 6.
+    let answer = app
+        .graphql(
+            "{ conversations(first: 1) { edges { node { messages(last: 2) { edges { cursor } } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(answer["extensions"]["cost"]["returned"], 6, "{answer}");
     let conversation = &pages["conversations"]["edges"][0];
     assert_eq!(conversation["cursor"], b["conversationEdge"]["cursor"]);
     assert_eq!(

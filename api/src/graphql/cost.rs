@@ -228,16 +228,31 @@ where
     }
 }
 
-/// Adds the cost to a response: `extensions.cost` (`requested`, `maximum`) and, as before,
+/// Adds the cost to a response: `extensions.cost` (`requested`, `maximum`, and `returned`:
+/// the objects the response actually holds, counted in one pass over it) and, as before,
 /// `extensions.analyzer` (`complexity`, the same price, and `depth`).
 pub fn with_cost(response: Response, cost: Cost) -> Response {
-    response.extension("cost", cost_value(cost)).extension(
+    let returned = objects_in(&response.data).saturating_sub(1);
+    let mut value = cost_value(cost);
+    if let Value::Object(map) = &mut value {
+        map.insert(Name::new("returned"), Value::from(returned));
+    }
+    response.extension("cost", value).extension(
         "analyzer",
         async_graphql::value!({
             "complexity": cost.requested,
             "depth": cost.depth,
         }),
     )
+}
+
+/// How many objects `value` holds, itself included.
+fn objects_in(value: &Value) -> u64 {
+    match value {
+        Value::Object(map) => 1 + map.values().map(objects_in).sum::<u64>(),
+        Value::List(items) => items.iter().map(objects_in).sum(),
+        _ => 0,
+    }
 }
 
 /// The field types of the schema's object and interface types, read once from its SDL.
