@@ -53,20 +53,23 @@ wait_up() {
 wait_up "$port"
 
 check "graphql-http audit" node audit/audit.mjs "$url"
-check "relay-compiler" bash -c 'cd relay && npx --no-install relay-compiler'
+check "relay-compiler" bash -c 'cd relay && rm -rf src/__generated__ && echo "{}" > persisted-queries.json && npx --no-install relay-compiler'
 check "graphql-codegen client preset + tsc --strict" \
   bash -c 'cd codegen && npx --no-install graphql-codegen --config codegen.yml --silent && npx --no-install tsc -p .'
 check "Apollo Client relayStylePagination" node apollo/pagination.mjs "$url"
 
-# Trusted-documents mode, with the map codegen just wrote.
+# Trusted-documents mode, with the maps codegen and Relay just wrote (merged into one file).
+trusted=$(mktemp)
+node -e 'const fs=require("fs");const m={...JSON.parse(fs.readFileSync(process.argv[1])),...JSON.parse(fs.readFileSync(process.argv[2]))};fs.writeFileSync(process.argv[3],JSON.stringify(m))' \
+  codegen/src/gql/persisted-documents.json relay/persisted-queries.json "$trusted"
 tport=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
 tlog=$(mktemp)
 "$parley" --database-url sqlite::memory: serve --bind "127.0.0.1:$tport" \
-  --trusted-documents codegen/src/gql/persisted-documents.json >"$tlog" 2>&1 &
+  --trusted-documents "$trusted" >"$tlog" 2>&1 &
 tserver=$!
-trap 'kill "$server" "$tserver" 2>/dev/null || true; rm -f "$log" "$tlog"' EXIT
+trap 'kill "$server" "$tserver" 2>/dev/null || true; rm -f "$log" "$tlog" "$trusted"' EXIT
 wait_up "$tport"
-check "trusted documents from codegen" node codegen/trusted.mjs "http://127.0.0.1:$tport/graphql"
+check "trusted documents from codegen and Relay" node codegen/trusted.mjs "http://127.0.0.1:$tport/graphql"
 
 if [ "$failed" -ne 0 ]; then
   echo "--- server log"
