@@ -10,10 +10,14 @@ use async_graphql::parser::types::OperationType;
 /// and priced like any other).
 pub(super) fn is_introspection_only(request: &Request) -> bool {
     use async_graphql::parser::types::{DocumentOperations, Selection};
-    if !request.query.contains("__schema")
-        && !request.query.contains("__type(")
-        && !request.query.contains("__type (")
-    {
+    // A cheap look before parsing: `__type` as a whole name (not the start of `__typename`).
+    let names_type = request.query.match_indices("__type").any(|(i, _)| {
+        !matches!(
+            request.query.as_bytes().get(i + 6),
+            Some(b'_' | b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9')
+        )
+    });
+    if !request.query.contains("__schema") && !names_type {
         return false;
     }
     let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
