@@ -168,7 +168,10 @@ async fn serve(db_args: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
                 )
             })?
     };
-    let state = AppState::new(db.clone(), config);
+    let mut state = AppState::new(db.clone(), config);
+    if let Some(path) = &args.trusted_documents {
+        state = state.with_persisted(crate::http::persisted::PersistedDocuments::load(path)?);
+    }
     let metrics = state.metrics.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));

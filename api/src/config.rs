@@ -159,13 +159,22 @@ pub struct ServeArgs {
     /// Deepest selection nesting of a query.
     #[arg(long, env = "PARLEY_MAX_DEPTH", default_value_t = 10)]
     pub max_depth: usize,
-    /// Highest query complexity (each field, alias included, counts; connections count
-    /// their page size).
-    #[arg(long, env = "PARLEY_MAX_COMPLEXITY", default_value_t = 1000)]
+    /// The cost budget of one operation: how many values its response can hold (each field,
+    /// alias and `__typename` counts 1, each object 1 more, lists of objects their page size
+    /// times their elements, fragments as if inline). 4000 admits no query that can return
+    /// more than 2000 objects.
+    #[arg(long, env = "PARLEY_MAX_COMPLEXITY", default_value_t = 4000)]
     pub max_complexity: usize,
     /// Deepest nesting of brackets and braces in the query text, checked before parsing.
     #[arg(long, env = "PARLEY_MAX_NESTING", default_value_t = 32)]
     pub max_nesting: usize,
+    /// Largest query text in bytes, checked before parsing (distinct from
+    /// --max-request-bytes, which variables need).
+    #[arg(long, env = "PARLEY_MAX_QUERY_BYTES", default_value_t = 64 * 1024)]
+    pub max_query_bytes: usize,
+    /// Most lexical tokens in the query text, checked before parsing.
+    #[arg(long, env = "PARLEY_MAX_QUERY_TOKENS", default_value_t = 5000)]
+    pub max_query_tokens: usize,
     /// Most directives on one field (@skip and @include are the only executable ones, so
     /// a field never needs more than 2).
     #[arg(long, env = "PARLEY_MAX_DIRECTIVES", default_value_t = 2)]
@@ -180,6 +189,11 @@ pub struct ServeArgs {
     /// Turn "did you mean" field suggestions off (production).
     #[arg(long, env = "PARLEY_NO_SUGGESTIONS")]
     pub no_suggestions: bool,
+    /// Run only the GraphQL documents listed in FILE: a JSON object of SHA-256 (hex) ->
+    /// document, as graphql-codegen's client preset or Relay's persisted queries write it.
+    /// Other documents answer PERSISTED_QUERY_NOT_FOUND or FORBIDDEN before parsing.
+    #[arg(long, env = "PARLEY_TRUSTED_DOCUMENTS", value_name = "FILE")]
+    pub trusted_documents: Option<std::path::PathBuf>,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT (0.001 to 86400).
     #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", default_value = "30", value_parser = seconds)]
     pub shutdown_grace: Duration,
@@ -195,6 +209,8 @@ impl ServeArgs {
                 max_depth: self.max_depth,
                 max_complexity: self.max_complexity,
                 max_nesting: self.max_nesting,
+                max_query_bytes: self.max_query_bytes,
+                max_query_tokens: self.max_query_tokens,
                 max_directives: self.max_directives,
                 max_batch: self.max_batch,
                 introspection: !self.no_introspection,
@@ -215,10 +231,14 @@ impl ServeArgs {
 pub struct GraphqlLimits {
     /// Selection depth.
     pub max_depth: usize,
-    /// Complexity (fields and aliases; connections weighted by page size).
+    /// The cost budget: values the response can hold (see `api::graphql::cost`).
     pub max_complexity: usize,
     /// Bracket/brace nesting of the query text, checked before parsing.
     pub max_nesting: usize,
+    /// Size of the query text in bytes, checked before parsing.
+    pub max_query_bytes: usize,
+    /// Lexical tokens in the query text, checked before parsing.
+    pub max_query_tokens: usize,
     /// Directives on one field.
     pub max_directives: usize,
     /// Operations in one batch.
@@ -233,8 +253,10 @@ impl Default for GraphqlLimits {
     fn default() -> Self {
         GraphqlLimits {
             max_depth: 10,
-            max_complexity: 1000,
+            max_complexity: 4000,
             max_nesting: 32,
+            max_query_bytes: 64 * 1024,
+            max_query_tokens: 5000,
             max_directives: 2,
             max_batch: 10,
             introspection: true,

@@ -28,8 +28,22 @@ pub mod code {
     pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
     /// The request body is over the configured limit.
     pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
-    /// The request is not JSON (REST).
+    /// The request is not JSON (REST, and a GraphQL POST: answered 415 before the body is
+    /// read).
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
+    /// The HTTP request is not a well-formed GraphQL request: the body is not JSON, or
+    /// `query` is missing, or a parameter has the wrong type (400).
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    /// The client's `Accept` allows neither `application/graphql-response+json` nor
+    /// `application/json` (406).
+    pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
+    /// The request names a persisted document (by hash) the server does not have: send
+    /// the text with the hash (automatic persisted queries), or use a listed document.
+    pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+    /// `extensions.persistedQuery` has a version other than 1.
+    pub const PERSISTED_QUERY_NOT_SUPPORTED: &str = "PERSISTED_QUERY_NOT_SUPPORTED";
+    /// Not allowed here: with `--trusted-documents`, a document that is not listed (403).
+    pub const FORBIDDEN: &str = "FORBIDDEN";
 }
 
 /// A client-facing rendering of a service error: code, message, field, HTTP status.

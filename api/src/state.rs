@@ -7,6 +7,7 @@ use crate::config::AppConfig;
 use crate::graphql::schema::{
     AppSchema, build_introspection_schema, build_probe_schema, build_schema,
 };
+use crate::http::persisted::PersistedDocuments;
 use crate::observability;
 
 /// Shared state of the router.
@@ -24,6 +25,9 @@ pub struct AppState {
     pub config: AppConfig,
     /// The Prometheus registry `/metrics` renders.
     pub metrics: PrometheusHandle,
+    /// Persisted documents: the automatic-persisted-queries cache, and the trusted list
+    /// when `--trusted-documents` is set.
+    pub persisted: PersistedDocuments,
 }
 
 impl AppState {
@@ -36,6 +40,13 @@ impl AppState {
             db,
             config,
             metrics: observability::metrics_handle(),
+            persisted: PersistedDocuments::default(),
         }
+    }
+
+    /// The same state, running only the documents of `trusted`.
+    pub fn with_persisted(mut self, persisted: PersistedDocuments) -> Self {
+        self.persisted = persisted;
+        self
     }
 }

@@ -2,11 +2,13 @@
 //! `TEST_DATABASE_URL` is set) through `on_both_engines!`.
 
 mod bulk_limits;
+mod contract;
 mod graphql;
 mod harness;
 mod hostile;
 mod ops;
 mod ops_runtime;
+mod persisted;
 mod plans;
 mod rest;
 mod service_layer;

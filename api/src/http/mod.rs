@@ -4,6 +4,7 @@
 
 mod graphql;
 mod operation;
+pub mod persisted;
 
 use std::time::Duration;
 
@@ -17,8 +18,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-pub use self::graphql::BodyRejection;
-pub use self::operation::check_nesting;
+pub use self::graphql::{MediaType, Params, Rejection, negotiate, read_params, require_json_body};
+pub use self::operation::{check_nesting, check_tokens};
 
 use crate::request_id::{NextRequestId, request_id};
 use crate::state::AppState;
