@@ -5,6 +5,7 @@ mod bulk_limits;
 mod graphql;
 mod harness;
 mod hostile;
+mod http_limits;
 mod ops;
 mod ops_runtime;
 mod plans;
