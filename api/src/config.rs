@@ -308,12 +308,12 @@ pub struct ConnArgs {
     pub max_in_flight: usize,
     /// Most requests waiting for a turn when --max-in-flight are being handled; one more is
     /// answered 503 OVERLOADED with Retry-After (0 sheds at once).
-    #[arg(long, env = "PARLEY_MAX_QUEUED", default_value_t = 256,
+    #[arg(long, env = "PARLEY_MAX_QUEUED", default_value_t = 512,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1_000_000))]
     pub max_queued: usize,
     /// Seconds a request may wait for its turn before it is answered 503 OVERLOADED
     /// (0.001 to 86400).
-    #[arg(long, env = "PARLEY_QUEUE_TIMEOUT", default_value = "5", value_parser = seconds)]
+    #[arg(long, env = "PARLEY_QUEUE_TIMEOUT", default_value = "10", value_parser = seconds)]
     pub queue_timeout: Duration,
     /// Largest JSON response (a GraphQL result or a REST page), in bytes (at least 1024); a
     /// larger one is replaced by a RESPONSE_TOO_LARGE error.

@@ -77,8 +77,8 @@ impl Default for ConnLimits {
             max_connections: 1024,
             max_connections_per_ip: 256,
             max_in_flight: 32,
-            max_queued: 256,
-            queue_timeout: Duration::from_secs(5),
+            max_queued: 512,
+            queue_timeout: Duration::from_secs(10),
             max_response_bytes: 16 * 1024 * 1024,
         }
     }
@@ -141,9 +141,10 @@ pub(crate) fn overloaded(path: &str, why: &str) -> Response {
         OVERLOADED,
         format!("the server is overloaded ({why}); retry after {RETRY_AFTER_SECONDS} s"),
     );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+    // The body (if any) is not read: close rather than drain it.
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
