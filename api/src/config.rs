@@ -301,9 +301,9 @@ pub struct ConnArgs {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub max_connections_per_ip: usize,
     /// Most requests handled at once (at least 1). Request bodies are read only by
-    /// requests being handled, so the memory unfinished bodies hold is at most this times
-    /// --max-request-bytes.
-    #[arg(long, env = "PARLEY_MAX_IN_FLIGHT", default_value_t = 32,
+    /// requests being handled, so the memory unfinished bodies hold follows this times
+    /// --max-request-bytes, not the number of clients.
+    #[arg(long, env = "PARLEY_MAX_IN_FLIGHT", default_value_t = 16,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub max_in_flight: usize,
     /// Most requests waiting for a turn when --max-in-flight are being handled; one more is

@@ -76,7 +76,7 @@ impl Default for ConnLimits {
             idle_timeout: Duration::from_secs(5),
             max_connections: 1024,
             max_connections_per_ip: 256,
-            max_in_flight: 32,
+            max_in_flight: 16,
             max_queued: 512,
             queue_timeout: Duration::from_secs(10),
             max_response_bytes: 16 * 1024 * 1024,
