@@ -59,6 +59,18 @@ def wait_healthy(port, proc, within=60.0):
     raise RuntimeError("parley did not come up")
 
 
+def limited(port):
+    """The server's `parley_http_limited_total` counters, by reason."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("parley_http_limited_total{"):
+            series, value = line.rsplit(" ", 1)
+            out[series.split('reason="')[1].split('"')[0]] = int(float(value))
+    return out
+
+
 def idle_phase(port, pid, n, within):
     socks = []
     for _ in range(n):
@@ -151,7 +163,7 @@ def slow_phase(port, pid, n, declared, sent, within):
         "peak_rss_mb": peak,
         "answers": by_status,
         "fully_sent": sum(1 for _, ok, _ in results if ok),
-        "last_disconnected_s": max(t for _, _, t in results),
+        "last_disconnected_s": max((t for _, _, t in results), default=0.0),
     }
 
 
@@ -196,6 +208,7 @@ def main():
             f"the last after {idle['last_closed_s'] or 0:.1f} s; still open after "
             f"{args.within:.0f} s: {idle['still_open']}"
         )
+        print(f"limits hit so far: {limited(port)}")
         time.sleep(1.0)
         base2 = rss_mb(proc.pid)
         slow = slow_phase(port, proc.pid, args.slow, args.declared, args.sent, args.within)
@@ -206,6 +219,7 @@ def main():
             f"(+{slow['peak_rss_mb'] - base:.1f} MB over baseline); answers {slow['answers']}; "
             f"the last disconnected after {slow['last_disconnected_s']:.1f} s"
         )
+        print(f"limits hit in all: {limited(port)}")
         print(f"after: VmRSS {rss_mb(proc.pid):.1f} MB; server alive: {proc.poll() is None}")
     finally:
         proc.terminate()
