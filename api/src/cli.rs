@@ -192,12 +192,18 @@ async fn serve(db_args: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
     );
     let grace = args.shutdown_grace();
     let drained = Arc::new(AtomicBool::new(false));
-    // On the signal axum drops the listener (new connections are refused), closes idle
-    // keep-alive connections, and resolves once every in-flight request has been answered.
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal(grace, drained.clone()))
-        .await
-        .context("serving HTTP")?;
+    // Under the connection limits (--header-read-timeout, --max-connections, ...). On the
+    // signal the listener is dropped (new connections are refused), idle keep-alive
+    // connections are closed, and `serve` returns once every in-flight request has been
+    // answered.
+    crate::http::serve::serve(
+        listener,
+        app,
+        args.conn.limits(),
+        shutdown_signal(grace, drained.clone()),
+    )
+    .await
+    .context("serving HTTP")?;
     drained.store(true, Ordering::SeqCst);
     // Every request is answered: hand the connections back to the database cleanly
     // (bounded, so a wedged connection cannot hold the exit).

@@ -197,6 +197,9 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT (0.001 to 86400).
     #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", default_value = "30", value_parser = seconds)]
     pub shutdown_grace: Duration,
+    /// Connection-level timeouts and limits.
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
 impl ServeArgs {
@@ -282,6 +285,79 @@ impl Default for AppConfig {
             settings: Settings::default(),
             graphql: GraphqlLimits::default(),
             max_request_bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+/// Connection-level timeouts and limits of `parley serve`: what a client may hold (a
+/// connection, an unfinished request, a place in the queue) and for how long.
+#[derive(Debug, Clone, Args)]
+pub struct ConnArgs {
+    /// Seconds a client has to send a request's headers, counted from when the connection
+    /// is ready for a request (opened, or its previous response sent); then it is closed
+    /// (0.001 to 86400). Also bounds how long a keep-alive connection may stay idle.
+    #[arg(long, env = "PARLEY_HEADER_READ_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub header_read_timeout: Duration,
+    /// Seconds a request body may take to arrive, plus one second per --body-min-rate bytes
+    /// received; a slower body is cut with 408 REQUEST_TIMEOUT and the connection closed
+    /// (0.001 to 86400).
+    #[arg(long, env = "PARLEY_BODY_READ_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub body_read_timeout: Duration,
+    /// Bytes per second of request body that earn one more second beyond
+    /// --body-read-timeout (at least 1): a body that keeps this rate is never cut.
+    #[arg(long, env = "PARLEY_BODY_MIN_RATE", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_min_rate: u64,
+    /// Seconds a connection may stay open with nothing sent either way and no request
+    /// being handled; then it is closed (0.001 to 86400).
+    #[arg(long, env = "PARLEY_IDLE_TIMEOUT", default_value = "5", value_parser = seconds)]
+    pub idle_timeout: Duration,
+    /// Most open client connections; one more is answered 503 OVERLOADED and closed (at
+    /// least 1; keep the open-files limit, `ulimit -n`, above it).
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_connections: usize,
+    /// Most open connections from one client IP address (at least 1; behind a reverse
+    /// proxy every client has the proxy's address: raise it to --max-connections).
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS_PER_IP", default_value_t = 256,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_connections_per_ip: usize,
+    /// Most requests handled at once (at least 1). Request bodies are read only by
+    /// requests being handled, so the memory unfinished bodies hold follows this times
+    /// --max-request-bytes, not the number of clients.
+    #[arg(long, env = "PARLEY_MAX_IN_FLIGHT", default_value_t = 16,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_in_flight: usize,
+    /// Most requests waiting for a turn when --max-in-flight are being handled; one more is
+    /// answered 503 OVERLOADED with Retry-After (0 sheds at once).
+    #[arg(long, env = "PARLEY_MAX_QUEUED", default_value_t = 512,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1_000_000))]
+    pub max_queued: usize,
+    /// Seconds a request may wait for its turn before it is answered 503 OVERLOADED
+    /// (0.001 to 86400).
+    #[arg(long, env = "PARLEY_QUEUE_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub queue_timeout: Duration,
+    /// Largest JSON response (a GraphQL result or a REST page), in bytes (at least 1024); a
+    /// larger one is replaced by a RESPONSE_TOO_LARGE error.
+    #[arg(long, env = "PARLEY_MAX_RESPONSE_BYTES", default_value_t = 16 * 1024 * 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=usize::MAX as u64))]
+    pub max_response_bytes: usize,
+}
+
+impl ConnArgs {
+    /// The limits these arguments describe.
+    pub fn limits(&self) -> crate::http::limits::ConnLimits {
+        crate::http::limits::ConnLimits {
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            body_min_rate: self.body_min_rate,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_in_flight: self.max_in_flight,
+            max_queued: self.max_queued,
+            queue_timeout: self.queue_timeout,
+            max_response_bytes: self.max_response_bytes,
         }
     }
 }

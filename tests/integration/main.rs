@@ -6,6 +6,7 @@ mod contract;
 mod graphql;
 mod harness;
 mod hostile;
+mod http_limits;
 mod ops;
 mod ops_runtime;
 mod persisted;

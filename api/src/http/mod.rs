@@ -3,8 +3,10 @@
 //! request-id and a body-size limit.
 
 mod graphql;
+pub mod limits;
 mod operation;
 pub mod persisted;
+pub mod serve;
 
 use std::time::Duration;
 
@@ -45,6 +47,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             max_body,
             crate::rest::json_payload_too_large,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            max_body,
+            limits::graphql_payload_too_large,
         ))
         // Failures are logged where they are classified (UNAVAILABLE, INTERNAL), with the
         // request id; a second, generic line per 5xx would only be noise during an outage.
