@@ -182,7 +182,7 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
     busy.write_all(rest.as_bytes()).await.unwrap();
     let answer = read_answer(&mut busy).await;
     assert_eq!(answer.status, 200, "{answer:?}");
-    assert_eq!(answer.json["data"]["__typename"], "QueryRoot");
+    assert_eq!(answer.json["data"]["__typename"], "Query");
 }
 
 #[tokio::test]
@@ -275,7 +275,7 @@ async fn a_body_slower_than_the_minimum_rate_is_cut_with_408_and_a_steady_one_pa
     }
     let answer = read_answer(&mut steady).await;
     assert_eq!(answer.status, 200, "{answer:?}");
-    assert_eq!(answer.json["data"]["__typename"], "QueryRoot", "{answer:?}");
+    assert_eq!(answer.json["data"]["__typename"], "Query", "{answer:?}");
     assert!(limited(&server, "body_timeout").await >= 1.0);
 }
 
@@ -382,7 +382,7 @@ async fn requests_over_the_in_flight_cap_queue_and_beyond_the_queue_are_shed_wit
     assert_eq!(a.status, 200, "{a:?}");
     let b = read_answer(&mut b).await;
     assert_eq!(b.status, 200, "{b:?}");
-    assert_eq!(b.json["data"]["__typename"], "QueryRoot");
+    assert_eq!(b.json["data"]["__typename"], "Query");
 
     // A request that waits longer than --queue-timeout is shed too.
     let mut hold = connect(&server).await;
@@ -450,7 +450,7 @@ async fn a_response_over_the_cap_is_replaced_by_a_typed_error() {
     assert!(big.header("x-request-id").is_some(), "{big:?}");
     let small = request(&server, &post("/graphql", &graphql("{ __typename }"))).await;
     assert_eq!(small.status, 200, "{small:?}");
-    assert_eq!(small.json["data"]["__typename"], "QueryRoot");
+    assert_eq!(small.json["data"]["__typename"], "Query");
     // REST: a page over the cap is a 400 in the REST shape.
     let message = json!({ "from": "+12016661234", "to": "+18045551234", "type": "sms",
                           "body": "b".repeat(1500), "attachments": null });
