@@ -93,16 +93,30 @@ pub async fn record_message(
     let stored = match &assignment {
         Ok(participants) => {
             let snippet = message_snippet(input.channel, &input.body, settings.snippet_length);
-            let txn = db::begin_write(db).await?;
-            match store_assigned(&txn, &row, participants, &snippet).await {
-                Ok(stored) => stored,
-                Err(e) => {
-                    metrics::counter!("parley_record_failures_total").increment(1);
-                    return Err(e);
-                }
+            // Queue behind this process's other writers to the conversation before taking
+            // a connection (see `db::conversation_turn`); held until the commit.
+            let key = normalize::participants_key(&participants.sorted);
+            let mut turn = db::conversation_turn(&format!("{}:{key}", input.channel)).await;
+            if let Some(err) = turn.failed_ahead() {
+                return Err(err);
             }
-            .finish(txn)
-            .await?
+            let stored = async {
+                let txn = db::begin_write(db).await?;
+                match store_assigned(&txn, &row, participants, &snippet).await {
+                    Ok(stored) => stored,
+                    Err(e) => {
+                        metrics::counter!("parley_record_failures_total").increment(1);
+                        return Err(e);
+                    }
+                }
+                .finish(txn)
+                .await
+            }
+            .await;
+            if let Err(e) = &stored {
+                turn.failed(e);
+            }
+            stored?
         }
         Err(_) => {
             let txn = db::begin_write(db).await?;
