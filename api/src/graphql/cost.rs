@@ -107,11 +107,13 @@ impl Extension for ProbeExtension {
 }
 
 /// Runs `request` through the probe schema `probe`: `Err` with the response to send when
-/// it fails before execution (parse, validation, limits, unknown operation), otherwise the
-/// request again, carrying its parsed document, and its cost.
+/// it fails before execution (parse, validation, limits, unknown operation, or `check` of
+/// the validated document), otherwise the request again, carrying its parsed document, and
+/// its cost.
 pub async fn prepare<Q, M, S>(
     probe: &Schema<Q, M, S>,
     mut request: Request,
+    check: impl FnOnce(&ExecutableDocument, &Request) -> Result<(), ServerError>,
 ) -> Result<(Request, Option<ValidationResult>), Response>
 where
     Q: ObjectType + 'static,
@@ -119,34 +121,41 @@ where
     S: SubscriptionType + 'static,
 {
     let slot = Slot::default();
-    let mut check = Request::new(request.query.clone()).data(slot.clone());
-    check.operation_name = request.operation_name.clone();
-    check.variables = request.variables.clone();
-    check.introspection_mode = request.introspection_mode;
-    let response = priced(probe, probe.execute(check)).await;
+    let mut probed = Request::new(request.query.clone()).data(slot.clone());
+    probed.operation_name = request.operation_name.clone();
+    probed.variables = request.variables.clone();
+    probed.introspection_mode = request.introspection_mode;
+    let response = priced(probe, probe.execute(probed)).await;
     if !response.errors.is_empty() {
         return Err(response);
     }
     let prepared = slot.with(std::mem::take);
+    if let Some(document) = &prepared.document
+        && let Err(err) = check(document, &request)
+    {
+        return Err(Response::from_errors(vec![err]));
+    }
     if let Some(document) = prepared.document {
         request.set_parsed_query(document);
     }
     Ok((request, prepared.validation))
 }
 
-/// Prepares `request` on `probe`, then runs it on `schema` (the same schema without the
-/// probe) with the document the probe parsed, and adds its cost to the response.
+/// Prepares `request` on `probe` (with `check`, see [`prepare`]), then runs it on `schema`
+/// (the same schema without the probe) with the document the probe parsed, and adds its
+/// cost to the response.
 pub async fn run<Q, M, S>(
     probe: &Schema<Q, M, S>,
     schema: &Schema<Q, M, S>,
     request: Request,
+    check: impl FnOnce(&ExecutableDocument, &Request) -> Result<(), ServerError>,
 ) -> Response
 where
     Q: ObjectType + 'static,
     M: ObjectType + 'static,
     S: SubscriptionType + 'static,
 {
-    match prepare(probe, request).await {
+    match prepare(probe, request, check).await {
         Ok((request, cost)) => with_cost(priced(schema, schema.execute(request)).await, cost),
         Err(rejected) => rejected,
     }

@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 
 use super::operation::{check_nesting, is_introspection_only, is_mutation};
 use crate::error::code;
-use crate::graphql::cost;
+use crate::graphql::{cost, shape};
 use crate::request_id::{RequestId, request_id};
 use crate::state::AppState;
 
@@ -46,7 +46,21 @@ pub(super) async fn graphql_post(
             BatchResponse::Batch(out)
         }
     };
-    GraphQLResponse::from(response).into_response()
+    let status = match &response {
+        BatchResponse::Single(r) if failed_overloaded(r) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    (status, GraphQLResponse::from(response)).into_response()
+}
+
+/// Whether `response` has no data because the server was overloaded: answered with 503 (and
+/// `Retry-After`, set by `execute`) so that HTTP clients and proxies back off too.
+fn failed_overloaded(response: &Response) -> bool {
+    response.data == async_graphql::Value::Null
+        && response
+            .errors
+            .iter()
+            .any(|e| error_code(e) == Some(code::OVERLOADED))
 }
 
 /// Why a GraphQL request body could not be read, as a GraphQL-shaped JSON error: 413
@@ -116,6 +130,8 @@ pub(super) async fn graphql_get(
         .any(|e| error_code(e) == Some(code::METHOD_NOT_ALLOWED))
     {
         StatusCode::METHOD_NOT_ALLOWED
+    } else if failed_overloaded(&response) {
+        StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
@@ -146,14 +162,30 @@ async fn execute(state: &AppState, request: Request, rid: &str, via_get: bool) -
         )
     } else {
         let request = request.data(RequestId(rid.to_owned()));
+        // Kept for null propagation, which reads the document again when a field failed.
+        let (query, operation_name) = (request.query.clone(), request.operation_name.clone());
         let mut response = if is_introspection_only(&request) {
             let schema = &state.introspection_schema;
             cost::priced(schema, schema.execute(request)).await
         } else {
-            cost::run(&state.probe_schema, &state.schema, request).await
+            cost::run(&state.probe_schema, &state.schema, request, |doc, req| {
+                shape::check_int_ranges(doc, req.operation_name.as_deref(), &req.variables)
+            })
+            .await
         };
+        shape::propagate_nulls(&query, operation_name.as_deref(), &mut response);
         for err in &mut response.errors {
             classify(err);
+        }
+        if response
+            .errors
+            .iter()
+            .any(|e| error_code(e) == Some(code::OVERLOADED))
+        {
+            response.http_headers.insert(
+                axum::http::header::RETRY_AFTER,
+                crate::error::RETRY_AFTER_SECONDS.into(),
+            );
         }
         response
     };
