@@ -2,6 +2,7 @@
 //! `TEST_DATABASE_URL` is set) through `on_both_engines!`.
 
 mod bulk_limits;
+mod correctness;
 mod graphql;
 mod harness;
 mod hostile;
