@@ -40,7 +40,7 @@ pub struct Cursor {
 /// (`record::to_micros`) but which SQLite rows written before that may still hold.
 pub fn encode_cursor(kind: CursorKind, cursor: Cursor) -> String {
     // chrono counts a leap second's time from second 59, so its microsecond timestamp is
-    // the next second's: the `:60` suffix says which of the two it is.
+    // the next second's: the `:leap` suffix says which of the two it is.
     let leap = if cursor.at.nanosecond() >= 1_000_000_000 {
         LEAP
     } else {
@@ -54,8 +54,8 @@ pub fn encode_cursor(kind: CursorKind, cursor: Cursor) -> String {
     ))
 }
 
-/// The suffix of a cursor positioned on a leap second.
-const LEAP: &str = ":60";
+/// The suffix of a cursor positioned on a leap second (never the end of an id).
+const LEAP: &str = ":leap";
 
 /// Decodes a cursor issued for `kind`.
 pub fn decode_cursor(kind: CursorKind, text: &str) -> Result<Cursor> {
@@ -89,9 +89,8 @@ pub fn decode_cursor(kind: CursorKind, text: &str) -> Result<Cursor> {
     let at = if leap {
         // Second 59 plus one second and a fraction (chrono refuses it anywhere but at :59).
         let (secs, micros) = (at.div_euclid(1_000_000), at.rem_euclid(1_000_000));
-        secs.checked_sub(1).and_then(|s| {
-            DateTime::<Utc>::from_timestamp(s, (1_000_000 + micros as u32) * 1_000)
-        })
+        secs.checked_sub(1)
+            .and_then(|s| DateTime::<Utc>::from_timestamp(s, (1_000_000 + micros as u32) * 1_000))
     } else {
         DateTime::<Utc>::from_timestamp_micros(at)
     }
@@ -118,6 +117,16 @@ mod tests {
     }
 
     #[test]
+    fn any_id_round_trips() {
+        let at = DateTime::from_timestamp_micros(1_483_228_800_000_000).unwrap();
+        for id in [1, 6, 60, 600, 160, i64::MAX] {
+            let c = Cursor { at, id };
+            let text = encode_cursor(CursorKind::Message, c);
+            assert_eq!(decode_cursor(CursorKind::Message, &text).unwrap(), c);
+        }
+    }
+
+    #[test]
     fn a_leap_second_round_trips() {
         // 2016-12-31T23:59:60.5Z, as SQLite rows written before normalization hold it.
         let at = "2016-12-31T23:59:60.500001Z"
@@ -140,7 +149,7 @@ mod tests {
             );
         }
         // A leap suffix on a second that is not :59 is forged.
-        let forged = URL_SAFE_NO_PAD.encode("m1:1500000:1:60");
+        let forged = URL_SAFE_NO_PAD.encode("m1:1500000:1:leap");
         assert!(matches!(
             decode_cursor(CursorKind::Message, &forged),
             Err(Error::InvalidCursor(_))

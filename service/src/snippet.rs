@@ -601,7 +601,11 @@ mod tests {
         let body = format!("a{}", "\u{301}".repeat(400_000));
         for max in [1, 2, 64, MAX_SNIPPET_LENGTH] {
             let out = assert_fast("a long cluster", || snippet(&body, false, max));
-            assert!(out.len() <= max * MAX_SNIPPET_BYTES_PER_CHARACTER, "{max}: {}", out.len());
+            assert!(
+                out.len() <= max * MAX_SNIPPET_BYTES_PER_CHARACTER,
+                "{max}: {}",
+                out.len()
+            );
             assert!(clusters(&out) <= max, "{max}: {out:?}");
             assert!(out.ends_with('…'), "{max}");
             // Cut at a scalar boundary: the accents kept are whole.
@@ -610,7 +614,10 @@ mod tests {
             // As many accents (2 bytes each) as fit beside the '…' (3 bytes).
             if max > 1 {
                 let bytes = max * MAX_SNIPPET_BYTES_PER_CHARACTER;
-                assert!(kept.len() + 3 <= bytes && kept.len() + 3 + 2 > bytes, "{max}");
+                assert!(
+                    kept.len() + 3 <= bytes && kept.len() + 3 + 2 > bytes,
+                    "{max}"
+                );
             }
         }
         assert_eq!(snippet(&body, false, 1), "…");
