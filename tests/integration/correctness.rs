@@ -70,7 +70,7 @@ fn anchors() -> Vec<String> {
 }
 
 /// The instant a `sentAt` is stored at: microseconds, a leap second as 23:59:59.999999
-/// (README, "Timestamps").
+/// (README, GraphQL section).
 fn stored_at(sent_at: &str) -> DateTime<Utc> {
     let t: DateTime<Utc> = sent_at.parse().unwrap();
     let t = if t.nanosecond() >= 1_000_000_000 {
