@@ -448,20 +448,17 @@ async fn an_exhausted_pool_answers_overloaded_not_unavailable(t: &TestDb) {
     // Hold the pool's one connection: the database is healthy, the pool is exhausted.
     let held = db.begin().await.expect("the one connection");
 
-    let answer = app
-        .post_json(
-            "/graphql",
-            &json!({ "query": "{ conversations(first: 1) { totalCount } }" }),
-        )
-        .await;
-    assert_eq!(
-        answer.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        answer.text
-    );
-    assert_eq!(error_code(&answer.json), "OVERLOADED", "{}", answer.text);
-    assert_eq!(answer.json["data"], Value::Null);
+    let request = Request::post("/graphql")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({ "query": "{ conversations(first: 1) { totalCount } }" }).to_string(),
+        ))
+        .unwrap();
+    let (status, retry_after, body) = send_with_retry_after(&app, request).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:#}");
+    assert_eq!(retry_after.as_deref(), Some("1"), "Retry-After");
+    assert_eq!(error_code(&body), "OVERLOADED", "{body:#}");
+    assert_eq!(body["data"], Value::Null);
 
     let write = app
         .post_json(
@@ -471,7 +468,10 @@ async fn an_exhausted_pool_answers_overloaded_not_unavailable(t: &TestDb) {
         .await;
     assert_eq!(error_code(&write.json), "OVERLOADED", "{}", write.text);
 
-    let response = get_with_retry_after(&app, "/api/conversations").await;
+    let request = Request::get("/api/conversations")
+        .body(Body::empty())
+        .unwrap();
+    let response = send_with_retry_after(&app, request).await;
     assert_eq!(response.0, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.1.as_deref(), Some("1"), "Retry-After");
     assert_eq!(response.2["code"], "OVERLOADED");
@@ -489,10 +489,12 @@ async fn overloaded_total(app: &TestApp) -> f64 {
     prometheus_value(&text, "parley_overloaded_total", &[]).unwrap_or(0.0)
 }
 
-/// GETs `path` and returns the status, the `Retry-After` header and the JSON body.
-async fn get_with_retry_after(app: &TestApp, path: &str) -> (StatusCode, Option<String>, Value) {
+/// Sends `request` and returns the status, the `Retry-After` header and the JSON body.
+async fn send_with_retry_after(
+    app: &TestApp,
+    request: Request<Body>,
+) -> (StatusCode, Option<String>, Value) {
     use tower::ServiceExt;
-    let request = Request::get(path).body(Body::empty()).unwrap();
     let response = app
         .router
         .clone()
