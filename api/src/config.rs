@@ -28,8 +28,9 @@ pub struct DbArgs {
         global = true
     )]
     pub db_max_connections: u32,
-    /// Seconds a request waits for a database connection before failing with UNAVAILABLE
-    /// (0.001 to 86400).
+    /// Seconds a request waits for a database connection before failing: OVERLOADED when
+    /// every pooled connection stayed busy, UNAVAILABLE when none could be opened (0.001 to
+    /// 86400).
     #[arg(
         long,
         env = "PARLEY_DB_ACQUIRE_TIMEOUT",
@@ -101,7 +102,8 @@ pub enum LogFormat {
 /// Settings of the record path, shared by `serve` and `import`.
 #[derive(Debug, Clone, Args)]
 pub struct RecordArgs {
-    /// Snippet length in user-perceived characters (1..=4096).
+    /// Snippet length in user-perceived characters (1..=4096); a snippet also takes at most
+    /// 32 bytes per character.
     #[arg(long, env = "PARLEY_SNIPPET_LENGTH", default_value_t = 64,
           value_parser = clap::value_parser!(u16).range(1..=MAX_SNIPPET_LENGTH as i64))]
     pub snippet_length: u16,

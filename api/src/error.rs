@@ -18,6 +18,10 @@ pub mod code {
     pub const QUERY_TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
     /// The database is unreachable right now; safe to retry.
     pub const UNAVAILABLE: &str = "UNAVAILABLE";
+    /// Every database connection stayed busy for the whole acquire timeout: the server has
+    /// more work than it can take right now, while the database is healthy. Safe to retry
+    /// after the `Retry-After` seconds.
+    pub const OVERLOADED: &str = "OVERLOADED";
     /// A bug or an unexpected failure; the message carries a request id to report.
     pub const INTERNAL: &str = "INTERNAL";
     /// The query text does not parse.
@@ -46,6 +50,9 @@ pub mod code {
     pub const FORBIDDEN: &str = "FORBIDDEN";
 }
 
+/// Seconds an `OVERLOADED` answer asks the client to wait (`Retry-After`).
+pub const RETRY_AFTER_SECONDS: u64 = 1;
+
 /// A client-facing rendering of a service error: code, message, field, HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientError {
@@ -72,7 +79,23 @@ impl ClientError {
             ),
             Error::InvalidCursor(why) => (code::INVALID_CURSOR, why.clone(), None, 400),
             Error::NotFound { .. } => (code::NOT_FOUND, err.to_string(), None, 404),
-            Error::Unavailable(detail) => {
+            Error::Overloaded(detail) => {
+                metrics::counter!("parley_overloaded_total").increment(1);
+                tracing::warn!(
+                    request_id,
+                    detail,
+                    "overloaded: no free database connection"
+                );
+                (
+                    code::OVERLOADED,
+                    format!(
+                        "the server is busy (every database connection is in use); retry in {RETRY_AFTER_SECONDS} s"
+                    ),
+                    None,
+                    503,
+                )
+            }
+            Error::Unavailable(detail) | Error::PoolTimeout(detail) => {
                 tracing::warn!(request_id, detail, "database unavailable");
                 (
                     code::UNAVAILABLE,
@@ -133,6 +156,26 @@ mod tests {
                 message: "internal error; report request id req-7".into(),
                 field: None,
                 status: 500,
+            }
+        );
+    }
+
+    #[test]
+    fn a_pool_timeout_is_unavailable_until_told_apart() {
+        let err = Error::PoolTimeout("pool timed out".into());
+        assert_eq!(
+            ClientError::from_service(&err, None).code,
+            code::UNAVAILABLE
+        );
+        let err = Error::Overloaded("pool timed out".into());
+        assert_eq!(
+            ClientError::from_service(&err, None),
+            ClientError {
+                code: code::OVERLOADED,
+                message: "the server is busy (every database connection is in use); retry in 1 s"
+                    .into(),
+                field: None,
+                status: 503,
             }
         );
     }

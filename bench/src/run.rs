@@ -53,6 +53,9 @@ pub async fn main(mut args: Args) -> anyhow::Result<()> {
     });
     args.parley_bin = Some(parley_bin);
     let engines = args.engine_list()?;
+    if let Some(writers) = args.burst {
+        return crate::burst::run(&args, &engines, writers).await;
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)

@@ -3,6 +3,7 @@
 
 mod bulk_limits;
 mod contract;
+mod correctness;
 mod graphql;
 mod harness;
 mod hostile;

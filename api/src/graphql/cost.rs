@@ -128,12 +128,14 @@ pub struct Cost {
 
 /// Runs `request` through the probe schema `probe` and prices it: `Err` with the response
 /// to send when it fails before execution (parse, validation, limits, unknown operation,
-/// a price over `budget`, the configured `--max-complexity` when `None`), otherwise the
-/// request again, carrying its parsed document, and its cost.
+/// a price over `budget`, the configured `--max-complexity` when `None`, or `check` of the
+/// validated document), otherwise the request again, carrying its parsed document, and its
+/// cost.
 pub async fn prepare<Q, M, S>(
     probe: &Schema<Q, M, S>,
     mut request: Request,
     budget: Option<u64>,
+    check: impl FnOnce(&ExecutableDocument, &Request) -> Result<(), ServerError>,
 ) -> Result<(Request, Cost), Response>
 where
     Q: ObjectType + 'static,
@@ -164,19 +166,24 @@ where
         }
     }
     let slot = Slot::default();
-    let mut check = Request::new(request.query.clone()).data(slot.clone());
-    check.operation_name = request.operation_name.clone();
-    check.variables = request.variables.clone();
-    check.introspection_mode = request.introspection_mode;
+    let mut probed = Request::new(request.query.clone()).data(slot.clone());
+    probed.operation_name = request.operation_name.clone();
+    probed.variables = request.variables.clone();
+    probed.introspection_mode = request.introspection_mode;
     if let Some(document) = parsed {
-        check.set_parsed_query(document);
+        probed.set_parsed_query(document);
     }
-    let response = probe.execute(check).await;
+    let response = probe.execute(probed).await;
     if !response.errors.is_empty() {
         return Err(response);
     }
     let prepared = slot.with(std::mem::take);
     cost.depth = prepared.validation.map_or(0, |v| v.depth);
+    if let Some(document) = &prepared.document
+        && let Err(err) = check(document, &request)
+    {
+        return Err(Response::from_errors(vec![err]));
+    }
     if let Some(document) = prepared.document {
         request.set_parsed_query(document);
     }
@@ -205,7 +212,7 @@ fn cost_value(cost: Cost) -> Value {
     async_graphql::value!({ "requested": cost.requested, "maximum": cost.maximum })
 }
 
-/// Prepares `request` on `probe` within `budget` (see [`prepare`]), then runs it on `schema`
+/// Prepares `request` on `probe` within `budget` and with `check` (see [`prepare`]), then runs it on `schema`
 /// (the same schema without the probe) with the document the probe parsed, and adds its
 /// cost to the response. Also returns the price the run spent (0 when refused).
 pub async fn run<Q, M, S>(
@@ -213,13 +220,14 @@ pub async fn run<Q, M, S>(
     schema: &Schema<Q, M, S>,
     request: Request,
     budget: Option<u64>,
+    check: impl FnOnce(&ExecutableDocument, &Request) -> Result<(), ServerError>,
 ) -> (Response, u64)
 where
     Q: ObjectType + 'static,
     M: ObjectType + 'static,
     S: SubscriptionType + 'static,
 {
-    match prepare(probe, request, budget).await {
+    match prepare(probe, request, budget, check).await {
         Ok((request, cost)) => (
             with_cost(schema.execute(request).await, cost),
             cost.requested,

@@ -19,7 +19,7 @@ use axum::response::IntoResponse;
 
 use super::operation::{check_nesting, check_tokens, is_introspection_only, is_mutation};
 use crate::error::code;
-use crate::graphql::cost;
+use crate::graphql::{cost, shape};
 use crate::request_id::{RequestId, request_id};
 use crate::state::AppState;
 
@@ -411,7 +411,9 @@ fn respond(media: MediaType, outcomes: &[Outcome], batch: bool) -> axum::respons
         )
     } else {
         let o = &outcomes[0];
-        let status = o.status.unwrap_or(if o.request_error {
+        let status = o.status.unwrap_or(if failed_overloaded(&o.response) {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else if o.request_error {
             match media {
                 MediaType::GraphqlResponse => StatusCode::BAD_REQUEST,
                 MediaType::Json => StatusCode::OK,
@@ -430,7 +432,28 @@ fn respond(media: MediaType, outcomes: &[Outcome], batch: bool) -> axum::respons
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
     }
+    if outcomes.iter().any(|o| overloaded(&o.response)) {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(crate::error::RETRY_AFTER_SECONDS),
+        );
+    }
     response
+}
+
+/// Whether an error of `response` says the server was overloaded (`Retry-After` then tells
+/// the client when to try again).
+fn overloaded(response: &Response) -> bool {
+    response
+        .errors
+        .iter()
+        .any(|e| error_code(e) == Some(code::OVERLOADED))
+}
+
+/// Whether `response` has no data because the server was overloaded: answered with 503 (and
+/// `Retry-After`) so that HTTP clients and proxies back off too.
+fn failed_overloaded(response: &Response) -> bool {
+    response.data == async_graphql::Value::Null && overloaded(response)
 }
 
 /// Runs one operation with the pre-parse guards, codes every error, and counts it.
@@ -480,12 +503,24 @@ async fn execute(
                 state.persisted.remember(hash, &request.query);
             }
             let request = request.data(RequestId(rid.to_owned()));
+            // Kept for null propagation, which reads the document again when a field failed.
+            let (query, operation_name) = (request.query.clone(), request.operation_name.clone());
             let (mut response, spent) = if is_introspection_only(&request) {
                 let schema = &state.introspection_schema;
                 (schema.execute(request).await, 0)
             } else {
-                cost::run(&state.probe_schema, &state.schema, request, budget).await
+                cost::run(
+                    &state.probe_schema,
+                    &state.schema,
+                    request,
+                    budget,
+                    |doc, req| {
+                        shape::check_int_ranges(doc, req.operation_name.as_deref(), &req.variables)
+                    },
+                )
+                .await
             };
+            shape::propagate_nulls(&query, operation_name.as_deref(), &mut response);
             for err in &mut response.errors {
                 classify(err);
             }

@@ -29,8 +29,9 @@ use tokio::time::{Instant, Sleep};
 use crate::error::code::PAYLOAD_TOO_LARGE;
 
 /// `extensions.code` of a request shed because the server is at its limits (503, with
-/// `Retry-After`); safe to retry after that many seconds.
-pub const OVERLOADED: &str = "OVERLOADED";
+/// `Retry-After`); safe to retry after that many seconds. The same code as a saturated
+/// database pool.
+pub use crate::error::code::OVERLOADED;
 /// `extensions.code` of a request whose body arrived too slowly (408; the connection is
 /// closed).
 pub const REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";

@@ -146,7 +146,7 @@ pub(super) async fn conversations(
         &window,
     )
     .await
-    .map_err(|e| RestError::service(&e, &headers))?;
+    .map_err(|e| RestError::service_on(e, &state.db, &headers))?;
     Ok(Json(PageBody::new(
         page,
         query::conversation_cursor,
@@ -179,7 +179,7 @@ pub(super) async fn conversation_messages(
     .map_err(|e| RestError::service(&e, &headers))?;
     query::find_conversation(&state.db, conversation_id)
         .await
-        .map_err(|e| RestError::service(&e, &headers))?
+        .map_err(|e| RestError::service_on(e, &state.db, &headers))?
         .ok_or_else(not_found)?;
     let page = query::list_messages(
         &state.db,
@@ -188,7 +188,7 @@ pub(super) async fn conversation_messages(
         &window,
     )
     .await
-    .map_err(|e| RestError::service(&e, &headers))?;
+    .map_err(|e| RestError::service_on(e, &state.db, &headers))?;
     Ok(Json(PageBody::new(
         page,
         query::message_cursor,
