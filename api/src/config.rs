@@ -321,7 +321,7 @@ pub struct ConnArgs {
     pub max_connections: usize,
     /// Most open connections from one client IP address (at least 1; behind a reverse
     /// proxy every client has the proxy's address: raise it to --max-connections).
-    #[arg(long, env = "PARLEY_MAX_CONNECTIONS_PER_IP", default_value_t = 256,
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS_PER_IP", default_value_t = 512,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub max_connections_per_ip: usize,
     /// Most requests handled at once (at least 1). Request bodies are read only by

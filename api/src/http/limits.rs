@@ -76,7 +76,7 @@ impl Default for ConnLimits {
             body_min_rate: 65_536,
             idle_timeout: Duration::from_secs(5),
             max_connections: 1024,
-            max_connections_per_ip: 256,
+            max_connections_per_ip: 512,
             max_in_flight: 16,
             max_queued: 512,
             queue_timeout: Duration::from_secs(10),
