@@ -178,7 +178,10 @@ async fn serve(db_args: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
                 )
             })?
     };
-    let state = AppState::secured(db.clone(), config, security);
+    let mut state = AppState::secured(db.clone(), config, security);
+    if let Some(path) = &args.trusted_documents {
+        state = state.with_persisted(crate::http::persisted::PersistedDocuments::load(path)?);
+    }
     let metrics = state.metrics.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -202,13 +205,16 @@ async fn serve(db_args: &DbArgs, args: &ServeArgs) -> anyhow::Result<()> {
     );
     let grace = args.shutdown_grace();
     let drained = Arc::new(AtomicBool::new(false));
-    // On the signal axum drops the listener (new connections are refused), closes idle
-    // keep-alive connections, and resolves once every in-flight request has been answered.
-    axum::serve(
+    // Under the connection limits (--header-read-timeout, --max-connections, ...). On the
+    // signal the listener is dropped (new connections are refused), idle keep-alive
+    // connections are closed, and `serve` returns once every in-flight request has been
+    // answered.
+    crate::http::serve::serve(
         listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        app,
+        args.conn.limits(),
+        shutdown_signal(grace, drained.clone()),
     )
-    .with_graceful_shutdown(shutdown_signal(grace, drained.clone()))
     .await
     .context("serving HTTP")?;
     drained.store(true, Ordering::SeqCst);

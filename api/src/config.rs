@@ -28,8 +28,9 @@ pub struct DbArgs {
         global = true
     )]
     pub db_max_connections: u32,
-    /// Seconds a request waits for a database connection before failing with UNAVAILABLE
-    /// (0.001 to 86400).
+    /// Seconds a request waits for a database connection before failing: OVERLOADED when
+    /// every pooled connection stayed busy, UNAVAILABLE when none could be opened (0.001 to
+    /// 86400).
     #[arg(
         long,
         env = "PARLEY_DB_ACQUIRE_TIMEOUT",
@@ -101,7 +102,8 @@ pub enum LogFormat {
 /// Settings of the record path, shared by `serve` and `import`.
 #[derive(Debug, Clone, Args)]
 pub struct RecordArgs {
-    /// Snippet length in user-perceived characters (1..=4096).
+    /// Snippet length in user-perceived characters (1..=4096); a snippet also takes at most
+    /// 32 bytes per character.
     #[arg(long, env = "PARLEY_SNIPPET_LENGTH", default_value_t = 64,
           value_parser = clap::value_parser!(u16).range(1..=MAX_SNIPPET_LENGTH as i64))]
     pub snippet_length: u16,
@@ -159,13 +161,22 @@ pub struct ServeArgs {
     /// Deepest selection nesting of a query.
     #[arg(long, env = "PARLEY_MAX_DEPTH", default_value_t = 10)]
     pub max_depth: usize,
-    /// Highest query complexity (each field, alias included, counts; connections count
-    /// their page size).
-    #[arg(long, env = "PARLEY_MAX_COMPLEXITY", default_value_t = 1000)]
+    /// The cost budget of one operation: how many values its response can hold (each field,
+    /// alias and `__typename` counts 1, each object 1 more, lists of objects their page size
+    /// times their elements, fragments as if inline). 4000 admits no query that can return
+    /// more than 2000 objects.
+    #[arg(long, env = "PARLEY_MAX_COMPLEXITY", default_value_t = 4000)]
     pub max_complexity: usize,
     /// Deepest nesting of brackets and braces in the query text, checked before parsing.
     #[arg(long, env = "PARLEY_MAX_NESTING", default_value_t = 32)]
     pub max_nesting: usize,
+    /// Largest query text in bytes, checked before parsing (distinct from
+    /// --max-request-bytes, which variables need).
+    #[arg(long, env = "PARLEY_MAX_QUERY_BYTES", default_value_t = 64 * 1024)]
+    pub max_query_bytes: usize,
+    /// Most lexical tokens in the query text, checked before parsing.
+    #[arg(long, env = "PARLEY_MAX_QUERY_TOKENS", default_value_t = 5000)]
+    pub max_query_tokens: usize,
     /// Most directives on one field (@skip and @include are the only executable ones, so
     /// a field never needs more than 2).
     #[arg(long, env = "PARLEY_MAX_DIRECTIVES", default_value_t = 2)]
@@ -180,12 +191,20 @@ pub struct ServeArgs {
     /// Turn "did you mean" field suggestions off (production).
     #[arg(long, env = "PARLEY_NO_SUGGESTIONS")]
     pub no_suggestions: bool,
+    /// Run only the GraphQL documents listed in FILE: a JSON object of SHA-256 (hex) ->
+    /// document, as graphql-codegen's client preset or Relay's persisted queries write it.
+    /// Other documents answer PERSISTED_QUERY_NOT_FOUND or FORBIDDEN before parsing.
+    #[arg(long, env = "PARLEY_TRUSTED_DOCUMENTS", value_name = "FILE")]
+    pub trusted_documents: Option<std::path::PathBuf>,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT (0.001 to 86400).
     #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", default_value = "30", value_parser = seconds)]
     pub shutdown_grace: Duration,
     /// Authentication, CORS and rate limits.
     #[command(flatten)]
     pub security: crate::auth::SecurityArgs,
+    /// Connection-level timeouts and limits.
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
 impl ServeArgs {
@@ -199,6 +218,8 @@ impl ServeArgs {
                 max_depth: self.max_depth,
                 max_complexity: self.max_complexity,
                 max_nesting: self.max_nesting,
+                max_query_bytes: self.max_query_bytes,
+                max_query_tokens: self.max_query_tokens,
                 max_directives: self.max_directives,
                 max_batch: self.max_batch,
                 introspection: !self.no_introspection
@@ -220,10 +241,14 @@ impl ServeArgs {
 pub struct GraphqlLimits {
     /// Selection depth.
     pub max_depth: usize,
-    /// Complexity (fields and aliases; connections weighted by page size).
+    /// The cost budget: values the response can hold (see `api::graphql::cost`).
     pub max_complexity: usize,
     /// Bracket/brace nesting of the query text, checked before parsing.
     pub max_nesting: usize,
+    /// Size of the query text in bytes, checked before parsing.
+    pub max_query_bytes: usize,
+    /// Lexical tokens in the query text, checked before parsing.
+    pub max_query_tokens: usize,
     /// Directives on one field.
     pub max_directives: usize,
     /// Operations in one batch.
@@ -238,8 +263,10 @@ impl Default for GraphqlLimits {
     fn default() -> Self {
         GraphqlLimits {
             max_depth: 10,
-            max_complexity: 1000,
+            max_complexity: 4000,
             max_nesting: 32,
+            max_query_bytes: 64 * 1024,
+            max_query_tokens: 5000,
             max_directives: 2,
             max_batch: 10,
             introspection: true,
@@ -269,6 +296,79 @@ impl Default for AppConfig {
             graphql: GraphqlLimits::default(),
             max_request_bytes: 2 * 1024 * 1024,
             auth_required: false,
+        }
+    }
+}
+
+/// Connection-level timeouts and limits of `parley serve`: what a client may hold (a
+/// connection, an unfinished request, a place in the queue) and for how long.
+#[derive(Debug, Clone, Args)]
+pub struct ConnArgs {
+    /// Seconds a client has to send a request's headers, counted from when the connection
+    /// is ready for a request (opened, or its previous response sent); then it is closed
+    /// (0.001 to 86400). Also bounds how long a keep-alive connection may stay idle.
+    #[arg(long, env = "PARLEY_HEADER_READ_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub header_read_timeout: Duration,
+    /// Seconds a request body may take to arrive, plus one second per --body-min-rate bytes
+    /// received; a slower body is cut with 408 REQUEST_TIMEOUT and the connection closed
+    /// (0.001 to 86400).
+    #[arg(long, env = "PARLEY_BODY_READ_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub body_read_timeout: Duration,
+    /// Bytes per second of request body that earn one more second beyond
+    /// --body-read-timeout (at least 1): a body that keeps this rate is never cut.
+    #[arg(long, env = "PARLEY_BODY_MIN_RATE", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_min_rate: u64,
+    /// Seconds a connection may stay open with nothing sent either way and no request
+    /// being handled; then it is closed (0.001 to 86400).
+    #[arg(long, env = "PARLEY_IDLE_TIMEOUT", default_value = "5", value_parser = seconds)]
+    pub idle_timeout: Duration,
+    /// Most open client connections; one more is answered 503 OVERLOADED and closed (at
+    /// least 1; keep the open-files limit, `ulimit -n`, above it).
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_connections: usize,
+    /// Most open connections from one client IP address (at least 1; behind a reverse
+    /// proxy every client has the proxy's address: raise it to --max-connections).
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS_PER_IP", default_value_t = 512,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_connections_per_ip: usize,
+    /// Most requests handled at once (at least 1). Request bodies are read only by
+    /// requests being handled, so the memory unfinished bodies hold follows this times
+    /// --max-request-bytes, not the number of clients.
+    #[arg(long, env = "PARLEY_MAX_IN_FLIGHT", default_value_t = 16,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_in_flight: usize,
+    /// Most requests waiting for a turn when --max-in-flight are being handled; one more is
+    /// answered 503 OVERLOADED with Retry-After (0 sheds at once).
+    #[arg(long, env = "PARLEY_MAX_QUEUED", default_value_t = 512,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1_000_000))]
+    pub max_queued: usize,
+    /// Seconds a request may wait for its turn before it is answered 503 OVERLOADED
+    /// (0.001 to 86400).
+    #[arg(long, env = "PARLEY_QUEUE_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub queue_timeout: Duration,
+    /// Largest JSON response (a GraphQL result or a REST page), in bytes (at least 1024); a
+    /// larger one is replaced by a RESPONSE_TOO_LARGE error.
+    #[arg(long, env = "PARLEY_MAX_RESPONSE_BYTES", default_value_t = 16 * 1024 * 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=usize::MAX as u64))]
+    pub max_response_bytes: usize,
+}
+
+impl ConnArgs {
+    /// The limits these arguments describe.
+    pub fn limits(&self) -> crate::http::limits::ConnLimits {
+        crate::http::limits::ConnLimits {
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            body_min_rate: self.body_min_rate,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_in_flight: self.max_in_flight,
+            max_queued: self.max_queued,
+            queue_timeout: self.queue_timeout,
+            max_response_bytes: self.max_response_bytes,
         }
     }
 }

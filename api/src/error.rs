@@ -18,6 +18,10 @@ pub mod code {
     pub const QUERY_TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
     /// The database is unreachable right now; safe to retry.
     pub const UNAVAILABLE: &str = "UNAVAILABLE";
+    /// Every database connection stayed busy for the whole acquire timeout: the server has
+    /// more work than it can take right now, while the database is healthy. Safe to retry
+    /// after the `Retry-After` seconds.
+    pub const OVERLOADED: &str = "OVERLOADED";
     /// A bug or an unexpected failure; the message carries a request id to report.
     pub const INTERNAL: &str = "INTERNAL";
     /// The query text does not parse.
@@ -28,16 +32,31 @@ pub mod code {
     pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
     /// The request body is over the configured limit.
     pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
-    /// The request is not JSON (REST).
+    /// The request is not JSON (REST, and a GraphQL POST: answered 415 before the body is
+    /// read).
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
     /// No valid bearer token (or webhook signature): HTTP 401.
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
-    /// The principal may not do this (a scope, an inbox); `extensions.field` names what:
-    /// HTTP 403.
-    pub const FORBIDDEN: &str = "FORBIDDEN";
     /// Too many requests; retry after the `Retry-After` header's seconds: HTTP 429.
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    /// The HTTP request is not a well-formed GraphQL request: the body is not JSON, or
+    /// `query` is missing, or a parameter has the wrong type (400).
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    /// The client's `Accept` allows neither `application/graphql-response+json` nor
+    /// `application/json` (406).
+    pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
+    /// The request names a persisted document (by hash) the server does not have: send
+    /// the text with the hash (automatic persisted queries), or use a listed document.
+    pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+    /// `extensions.persistedQuery` has a version other than 1.
+    pub const PERSISTED_QUERY_NOT_SUPPORTED: &str = "PERSISTED_QUERY_NOT_SUPPORTED";
+    /// Not allowed here (403): the principal lacks a scope or the inbox (`extensions.field`
+    /// names what), or with `--trusted-documents`, a document that is not listed.
+    pub const FORBIDDEN: &str = "FORBIDDEN";
 }
+
+/// Seconds an `OVERLOADED` answer asks the client to wait (`Retry-After`).
+pub const RETRY_AFTER_SECONDS: u64 = 1;
 
 /// A client-facing rendering of a service error: code, message, field, HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +90,23 @@ impl ClientError {
             ),
             Error::InvalidCursor(why) => (code::INVALID_CURSOR, why.clone(), None, 400),
             Error::NotFound { .. } => (code::NOT_FOUND, err.to_string(), None, 404),
-            Error::Unavailable(detail) => {
+            Error::Overloaded(detail) => {
+                metrics::counter!("parley_overloaded_total").increment(1);
+                tracing::warn!(
+                    request_id,
+                    detail,
+                    "overloaded: no free database connection"
+                );
+                (
+                    code::OVERLOADED,
+                    format!(
+                        "the server is busy (every database connection is in use); retry in {RETRY_AFTER_SECONDS} s"
+                    ),
+                    None,
+                    503,
+                )
+            }
+            Error::Unavailable(detail) | Error::PoolTimeout(detail) => {
                 tracing::warn!(request_id, detail, "database unavailable");
                 (
                     code::UNAVAILABLE,
@@ -132,6 +167,26 @@ mod tests {
                 message: "internal error; report request id req-7".into(),
                 field: None,
                 status: 500,
+            }
+        );
+    }
+
+    #[test]
+    fn a_pool_timeout_is_unavailable_until_told_apart() {
+        let err = Error::PoolTimeout("pool timed out".into());
+        assert_eq!(
+            ClientError::from_service(&err, None).code,
+            code::UNAVAILABLE
+        );
+        let err = Error::Overloaded("pool timed out".into());
+        assert_eq!(
+            ClientError::from_service(&err, None),
+            ClientError {
+                code: code::OVERLOADED,
+                message: "the server is busy (every database connection is in use); retry in 1 s"
+                    .into(),
+                field: None,
+                status: 503,
             }
         );
     }

@@ -11,6 +11,7 @@ use crate::config::AppConfig;
 use crate::graphql::schema::{
     AppSchema, build_introspection_schema, build_probe_schema, build_schema,
 };
+use crate::http::persisted::PersistedDocuments;
 use crate::observability;
 
 /// Shared state of the router.
@@ -30,6 +31,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Authentication, webhook secrets, CORS and rate limits.
     pub security: Arc<Security>,
+    /// Persisted documents: the automatic-persisted-queries cache, and the trusted list
+    /// when `--trusted-documents` is set.
+    pub persisted: PersistedDocuments,
 }
 
 impl AppState {
@@ -50,6 +54,13 @@ impl AppState {
             config,
             metrics: observability::metrics_handle(),
             security: Arc::new(security),
+            persisted: PersistedDocuments::default(),
         }
+    }
+
+    /// The same state, running only the documents of `trusted`.
+    pub fn with_persisted(mut self, persisted: PersistedDocuments) -> Self {
+        self.persisted = persisted;
+        self
     }
 }

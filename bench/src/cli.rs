@@ -87,6 +87,14 @@ pub struct Args {
     /// Keep the bench databases (and print where they are) instead of dropping them.
     #[arg(long)]
     pub keep_db: bool,
+    /// Measure only one burst: N concurrent recordMessage calls into one conversation,
+    /// all sent at once, spread over --burst-servers server processes on one database;
+    /// exits non-zero on any error or a count that does not match.
+    #[arg(long, value_name = "N")]
+    pub burst: Option<usize>,
+    /// Server processes of the --burst run.
+    #[arg(long, default_value_t = 2)]
+    pub burst_servers: usize,
 }
 
 /// A storage engine.

@@ -53,6 +53,9 @@ pub async fn main(mut args: Args) -> anyhow::Result<()> {
     });
     args.parley_bin = Some(parley_bin);
     let engines = args.engine_list()?;
+    if let Some(writers) = args.burst {
+        return crate::burst::run(&args, &engines, writers).await;
+    }
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(token) = &args.bearer_token {
         let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;

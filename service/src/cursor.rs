@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 
 use crate::error::{Error, Result};
 
@@ -35,15 +35,27 @@ pub struct Cursor {
     pub id: i64,
 }
 
-/// Encodes a cursor for `kind`.
+/// Encodes a cursor for `kind`. Every value decodes back to itself ([`decode_cursor`]),
+/// including a leap second (`23:59:60.5`), which new writes normalize away
+/// (`record::to_micros`) but which SQLite rows written before that may still hold.
 pub fn encode_cursor(kind: CursorKind, cursor: Cursor) -> String {
+    // chrono counts a leap second's time from second 59, so its microsecond timestamp is
+    // the next second's: the `:leap` suffix says which of the two it is.
+    let leap = if cursor.at.nanosecond() >= 1_000_000_000 {
+        LEAP
+    } else {
+        ""
+    };
     URL_SAFE_NO_PAD.encode(format!(
-        "{}:{}:{}",
+        "{}:{}:{}{leap}",
         kind.tag(),
         cursor.at.timestamp_micros(),
         cursor.id
     ))
 }
+
+/// The suffix of a cursor positioned on a leap second (never the end of an id).
+const LEAP: &str = ":leap";
 
 /// Decodes a cursor issued for `kind`.
 pub fn decode_cursor(kind: CursorKind, text: &str) -> Result<Cursor> {
@@ -59,6 +71,10 @@ pub fn decode_cursor(kind: CursorKind, text: &str) -> Result<Cursor> {
         .decode(text)
         .map_err(|_| bad("cursor is not one this server issued"))?;
     let raw = String::from_utf8(raw).map_err(|_| bad("cursor is not one this server issued"))?;
+    let (raw, leap) = match raw.strip_suffix(LEAP) {
+        Some(rest) => (rest, true),
+        None => (raw.as_str(), false),
+    };
     let mut parts = raw.split(':');
     let (Some(tag), Some(at), Some(id), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -70,9 +86,16 @@ pub fn decode_cursor(kind: CursorKind, text: &str) -> Result<Cursor> {
     }
     let at: i64 = at.parse().map_err(|_| bad("cursor is malformed"))?;
     let id: i64 = id.parse().map_err(|_| bad("cursor is malformed"))?;
-    let at = DateTime::<Utc>::from_timestamp_micros(at)
-        .filter(|t| t.timestamp() >= 0 && t.timestamp() < 253_402_300_800)
-        .ok_or_else(|| bad("cursor is out of range"))?;
+    let at = if leap {
+        // Second 59 plus one second and a fraction (chrono refuses it anywhere but at :59).
+        let (secs, micros) = (at.div_euclid(1_000_000), at.rem_euclid(1_000_000));
+        secs.checked_sub(1)
+            .and_then(|s| DateTime::<Utc>::from_timestamp(s, (1_000_000 + micros as u32) * 1_000))
+    } else {
+        DateTime::<Utc>::from_timestamp_micros(at)
+    }
+    .filter(|t| t.timestamp() >= 0 && t.timestamp() < 253_402_300_800)
+    .ok_or_else(|| bad("cursor is out of range"))?;
     if id <= 0 {
         return Err(bad("cursor is out of range"));
     }
@@ -91,6 +114,46 @@ mod tests {
         };
         let text = encode_cursor(CursorKind::Conversation, c);
         assert_eq!(decode_cursor(CursorKind::Conversation, &text).unwrap(), c);
+    }
+
+    #[test]
+    fn any_id_round_trips() {
+        let at = DateTime::from_timestamp_micros(1_483_228_800_000_000).unwrap();
+        for id in [1, 6, 60, 600, 160, i64::MAX] {
+            let c = Cursor { at, id };
+            let text = encode_cursor(CursorKind::Message, c);
+            assert_eq!(decode_cursor(CursorKind::Message, &text).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn a_leap_second_round_trips() {
+        // 2016-12-31T23:59:60.5Z, as SQLite rows written before normalization hold it.
+        let at = "2016-12-31T23:59:60.500001Z"
+            .parse::<DateTime<Utc>>()
+            .unwrap();
+        assert_eq!(at.nanosecond(), 1_500_001_000);
+        for kind in [CursorKind::Conversation, CursorKind::Message] {
+            let c = Cursor { at, id: 7 };
+            let text = encode_cursor(kind, c);
+            assert_eq!(decode_cursor(kind, &text).unwrap(), c);
+            // The next second's cursor is a different position.
+            let next = Cursor {
+                at: DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap(),
+                id: 7,
+            };
+            assert_ne!(next, c);
+            assert_eq!(
+                decode_cursor(kind, &encode_cursor(kind, next)).unwrap(),
+                next
+            );
+        }
+        // A leap suffix on a second that is not :59 is forged.
+        let forged = URL_SAFE_NO_PAD.encode("m1:1500000:1:leap");
+        assert!(matches!(
+            decode_cursor(CursorKind::Message, &forged),
+            Err(Error::InvalidCursor(_))
+        ));
     }
 
     #[test]

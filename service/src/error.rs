@@ -41,6 +41,15 @@ pub enum Error {
     /// The database cannot be reached right now; safe to retry.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// No pooled connection came free within the acquire timeout. Either every connection
+    /// is in use (overload: [`Error::in_pool`] makes it [`Error::Overloaded`]) or new ones
+    /// cannot be opened (an outage: it stays `Unavailable` when mapped).
+    #[error("no database connection within the acquire timeout: {0}")]
+    PoolTimeout(String),
+    /// Every pooled connection was in use for the whole acquire timeout while the database
+    /// was reachable: the server has more work than connections. Safe to retry later.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     /// A broken invariant (a row that vanished under a lock, an upsert that returned
     /// nothing): a bug, not an outage. Logged, never shown to clients.
     #[error("internal error: {0}")]
@@ -68,13 +77,44 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Tells a [`Error::PoolTimeout`] from `db`'s pool apart: [`Error::Overloaded`] when
+    /// every connection the pool may open is open and in use (see
+    /// [`crate::db::pool_saturated`]), [`Error::Unavailable`] otherwise (the pool had room
+    /// but could not connect). Any other error is returned as it is.
+    pub fn in_pool(self, db: &sea_orm::DatabaseConnection) -> Self {
+        match self {
+            Error::PoolTimeout(detail) if crate::db::pool_saturated(db) => {
+                Error::Overloaded(detail)
+            }
+            Error::PoolTimeout(detail) => Error::Unavailable(detail),
+            other => other,
+        }
+    }
+}
+
 impl From<DbErr> for Error {
     fn from(err: DbErr) -> Self {
-        if is_unavailable(&err) {
+        if is_pool_timeout(&err) {
+            Error::PoolTimeout(err.to_string())
+        } else if is_unavailable(&err) {
             Error::Unavailable(err.to_string())
         } else {
             Error::Db(err)
         }
+    }
+}
+
+/// Whether a database error is the pool's acquire timeout: no connection came free, and
+/// none could be opened, in time.
+fn is_pool_timeout(err: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as SqlxError;
+    match err {
+        DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            matches!(e.as_ref(), SqlxError::PoolTimedOut)
+        }
+        _ => false,
     }
 }
 
@@ -137,7 +177,7 @@ mod tests {
     use sea_orm::sqlx::error::{DatabaseError, ErrorKind};
     use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr};
 
-    use super::{Error, is_unavailable, unavailable_code};
+    use super::{Error, is_pool_timeout, is_unavailable, unavailable_code};
 
     #[derive(Debug)]
     struct Coded(&'static str);
@@ -211,7 +251,12 @@ mod tests {
             coded("8714"), // SQLITE_IOERR_IN_PAGE
         ] {
             assert!(is_unavailable(&err), "{err}");
-            assert!(matches!(Error::from(err), Error::Unavailable(_)));
+            // A pool timeout is told apart from an outage by the pool (`in_pool`).
+            if is_pool_timeout(&err) {
+                assert!(matches!(Error::from(err), Error::PoolTimeout(_)));
+            } else {
+                assert!(matches!(Error::from(err), Error::Unavailable(_)));
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! The write path: one message and its conversation, stored atomically.
 
-use chrono::{DateTime, Duration, DurationRound, Utc};
+use chrono::{DateTime, Duration, DurationRound, Timelike, Utc};
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
@@ -93,16 +93,30 @@ pub async fn record_message(
     let stored = match &assignment {
         Ok(participants) => {
             let snippet = message_snippet(input.channel, &input.body, settings.snippet_length);
-            let txn = db::begin_write(db).await?;
-            match store_assigned(&txn, &row, participants, &snippet).await {
-                Ok(stored) => stored,
-                Err(e) => {
-                    metrics::counter!("parley_record_failures_total").increment(1);
-                    return Err(e);
-                }
+            // Queue behind this process's other writers to the conversation before taking
+            // a connection (see `db::conversation_turn`); held until the commit.
+            let key = normalize::participants_key(&participants.sorted);
+            let mut turn = db::conversation_turn(&format!("{}:{key}", input.channel)).await;
+            if let Some(err) = turn.failed_ahead() {
+                return Err(err);
             }
-            .finish(txn)
-            .await?
+            let stored = async {
+                let txn = db::begin_write(db).await?;
+                match store_assigned(&txn, &row, participants, &snippet).await {
+                    Ok(stored) => stored,
+                    Err(e) => {
+                        metrics::counter!("parley_record_failures_total").increment(1);
+                        return Err(e);
+                    }
+                }
+                .finish(txn)
+                .await
+            }
+            .await;
+            if let Err(e) = &stored {
+                turn.failed(e);
+            }
+            stored?
         }
         Err(_) => {
             let txn = db::begin_write(db).await?;
@@ -433,6 +447,47 @@ pub fn now() -> DateTime<Utc> {
 
 /// Truncates to microseconds, the precision both engines store, so that values read back
 /// compare equal to values written.
+///
+/// A leap second (`23:59:60.5Z`, which RFC 3339 allows and chrono parses) becomes the last
+/// representable instant of the second before it, `23:59:59.999999`: PostgreSQL would store
+/// it as the next second (`00:00:00.5`) and SQLite as written (`:60`), so the two engines
+/// would disagree on the value and on its order. The normalized value keeps the message in
+/// its minute, after every message of second 59 that was sent before it.
 pub fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    // chrono keeps a leap second as second 59 with 1_000_000_000 or more nanoseconds.
+    let t = if t.nanosecond() >= 1_000_000_000 {
+        t.with_nanosecond(999_999_999).unwrap_or(t)
+    } else {
+        t
+    };
     t.duration_trunc(Duration::microseconds(1)).unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+
+    use super::to_micros;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_leap_second_becomes_the_last_instant_of_second_59() {
+        assert_eq!(
+            to_micros(at("2016-12-31T23:59:60.5Z")),
+            at("2016-12-31T23:59:59.999999Z")
+        );
+        assert_eq!(
+            to_micros(at("2016-12-31T23:59:60Z")),
+            at("2016-12-31T23:59:59.999999Z")
+        );
+        // Ordinary instants are only truncated to microseconds.
+        assert_eq!(
+            to_micros(at("2016-12-31T23:59:59.1234567Z")),
+            at("2016-12-31T23:59:59.123456Z")
+        );
+        assert_eq!(to_micros(at("1970-01-01T00:00:00Z")), DateTime::UNIX_EPOCH);
+    }
 }

@@ -15,6 +15,14 @@ pub const DEFAULT_SNIPPET_LENGTH: usize = 64;
 /// The longest snippet that can be asked for, in user-perceived characters.
 pub const MAX_SNIPPET_LENGTH: usize = 4096;
 
+/// Bytes a snippet may take per user-perceived character asked for (`…` included). One
+/// cluster can be arbitrarily long (a letter with 400,000 combining accents is one), so the
+/// character limit alone does not bound a snippet's size; this does: a snippet of length `n`
+/// is at most `32 n` bytes (2 KiB at the default length). 32 is room for what real text
+/// puts in one character (a family emoji is 25 bytes, a Hangul syllable of jamo 9, a
+/// letter with a few accents under 10), so only stacked-mark abuse is cut by bytes.
+pub const MAX_SNIPPET_BYTES_PER_CHARACTER: usize = 32;
+
 /// Elements whose content is never shown to a reader.
 const HIDDEN_ELEMENTS: &[&str] = &["script", "style", "title", "template"];
 
@@ -79,6 +87,10 @@ const MAX_ENTITY_LEN: usize = 34;
 /// `max_graphemes` user-perceived characters (extended grapheme clusters), never inside a
 /// cluster, with '…' appended when cut (the '…' counts inside the limit: result has at most
 /// max_graphemes clusters). max_graphemes is clamped to 1..=MAX_SNIPPET_LENGTH.
+///
+/// The result is also at most [`MAX_SNIPPET_BYTES_PER_CHARACTER`] × `max_graphemes` bytes,
+/// `…` included: when the clusters kept would be longer, as many whole clusters as fit are
+/// kept, and when not even the first one fits it is cut at a Unicode scalar boundary.
 pub fn snippet(body: &str, html: bool, max_graphemes: usize) -> String {
     let mut text = Collector::new(max_graphemes.clamp(1, MAX_SNIPPET_LENGTH));
     if html {
@@ -164,6 +176,8 @@ struct Collector {
     /// Whitespace (or a block boundary) seen since the last character written.
     pending_space: bool,
     max: usize,
+    /// The byte limit of the result (`max` × [`MAX_SNIPPET_BYTES_PER_CHARACTER`]).
+    max_bytes: usize,
     /// Byte length of `out` at which to count graphemes next.
     next_check: usize,
     /// `out` holds at least `max + 2` clusters: the first `max` are final whatever follows
@@ -177,6 +191,7 @@ impl Collector {
             out: String::new(),
             pending_space: false,
             max,
+            max_bytes: max * MAX_SNIPPET_BYTES_PER_CHARACTER,
             next_check: max + 2,
             full: false,
         }
@@ -201,6 +216,12 @@ impl Collector {
         }
         self.pending_space = false;
         self.out.push(c);
+        // Past the byte limit (and one more character, which decides whether a cluster
+        // ends at the limit) the result is byte-cut, and nothing that follows changes it.
+        if self.out.len() > self.max_bytes + 4 {
+            self.full = true;
+            return;
+        }
         if self.out.len() >= self.next_check {
             // Counting at doubling sizes keeps the total counting work linear.
             if self.out.graphemes(true).take(self.max + 2).count() >= self.max + 2 {
@@ -217,12 +238,35 @@ impl Collector {
     }
 
     fn finish(self) -> String {
-        let Collector { mut out, max, .. } = self;
+        let Collector {
+            mut out,
+            max,
+            max_bytes,
+            ..
+        } = self;
         let mut starts = out.grapheme_indices(true).map(|(i, _)| i).skip(max - 1);
         // Keep max - 1 clusters (room for the '…') if there are more than max.
-        let (Some(keep), Some(_)) = (starts.next(), starts.next()) else {
-            return out;
+        let mut keep = match (starts.next(), starts.next()) {
+            (Some(keep), Some(_)) => keep,
+            _ if out.len() <= max_bytes => return out,
+            _ => out.len(),
         };
+        let budget = max_bytes - '…'.len_utf8();
+        if keep > budget {
+            // Whole clusters up to the byte budget; inside the first one when it alone is
+            // longer, at a scalar boundary.
+            keep = out
+                .grapheme_indices(true)
+                .map(|(i, _)| i)
+                .take_while(|&i| i <= budget)
+                .last()
+                .filter(|&i| i > 0)
+                // With a limit of 1 the '…' alone is the one character.
+                .unwrap_or_else(|| match max {
+                    1 => 0,
+                    _ => floor_char_boundary(&out, budget),
+                });
+        }
         out.truncate(keep);
         // A cut right after a space would show "word …"; only a lone space is dropped, so no
         // cluster is split.
@@ -232,6 +276,14 @@ impl Collector {
         out.push('…');
         out
     }
+}
+
+/// The largest index at most `at` that is a char boundary of `s`.
+fn floor_char_boundary(s: &str, at: usize) -> usize {
+    (0..=at.min(s.len()))
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0)
 }
 
 /// Feeds the visible text of an HTML document to `text`, in one forward pass: every search
@@ -450,16 +502,31 @@ mod tests {
     /// The specification, written the slow and obvious way.
     fn reference(text: &str, max: usize) -> String {
         let max = max.clamp(1, MAX_SNIPPET_LENGTH);
+        let bytes = max * MAX_SNIPPET_BYTES_PER_CHARACTER;
         let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
         let all: Vec<&str> = collapsed.graphemes(true).collect();
-        if all.len() <= max {
+        if all.len() <= max && collapsed.len() <= bytes {
             return collapsed;
         }
-        let mut kept: Vec<&str> = all[..max - 1].to_vec();
-        if kept.last() == Some(&" ") {
+        let mut kept: Vec<&str> = all[..(max - 1).min(all.len())].to_vec();
+        // The byte limit: drop whole clusters until the rest and the '…' fit.
+        while !kept.is_empty() && kept.concat().len() + 3 > bytes {
             kept.pop();
         }
-        kept.concat() + "…"
+        let mut kept = kept.concat();
+        if kept.is_empty() && max > 1 {
+            // Not even the first cluster fits: its longest scalar prefix that does.
+            for c in all[0].chars() {
+                if kept.len() + c.len_utf8() + 3 > bytes {
+                    break;
+                }
+                kept.push(c);
+            }
+        }
+        if kept.graphemes(true).next_back() == Some(" ") {
+            kept.pop();
+        }
+        kept + "…"
     }
 
     fn assert_fast(what: &str, f: impl FnOnce() -> String) -> String {
@@ -526,6 +593,49 @@ mod tests {
         assert_eq!(snippet("🇺🇸🇫🇷🇩🇪", false, 3), "🇺🇸🇫🇷🇩🇪");
         assert_eq!(snippet("🇺🇸🇫🇷🇩🇪", false, 2), "🇺🇸…");
         assert_eq!(snippet("🇺🇸🇫🇷🇩🇪", false, 1), "…");
+    }
+
+    #[test]
+    fn snippets_are_capped_in_bytes_too() {
+        // One user-perceived character of 800,001 bytes: `a` and 400,000 accents.
+        let body = format!("a{}", "\u{301}".repeat(400_000));
+        for max in [1, 2, 64, MAX_SNIPPET_LENGTH] {
+            let out = assert_fast("a long cluster", || snippet(&body, false, max));
+            assert!(
+                out.len() <= max * MAX_SNIPPET_BYTES_PER_CHARACTER,
+                "{max}: {}",
+                out.len()
+            );
+            assert!(clusters(&out) <= max, "{max}: {out:?}");
+            assert!(out.ends_with('…'), "{max}");
+            // Cut at a scalar boundary: the accents kept are whole.
+            let kept = out.strip_suffix('…').unwrap();
+            assert!(body.starts_with(kept));
+            // As many accents (2 bytes each) as fit beside the '…' (3 bytes).
+            if max > 1 {
+                let bytes = max * MAX_SNIPPET_BYTES_PER_CHARACTER;
+                assert!(
+                    kept.len() + 3 <= bytes && kept.len() + 3 + 2 > bytes,
+                    "{max}"
+                );
+            }
+        }
+        assert_eq!(snippet(&body, false, 1), "…");
+        assert_eq!(
+            snippet(&body, false, 2),
+            format!("a{}…", "\u{301}".repeat(30))
+        );
+        // Whole clusters are kept while they fit: "x" then the long one.
+        let two = format!("x{body}");
+        assert_eq!(snippet(&two, false, 3), "x…");
+        // Ordinary text is untouched by the byte limit.
+        assert_eq!(snippet("héllo wörld", false, 64), "héllo wörld");
+        assert_eq!(snippet("👍🏽👍🏽", false, 2), "👍🏽👍🏽");
+        assert_eq!(snippet("👍🏽👍🏽👍🏽", false, 2), "👍🏽…");
+        assert_eq!(
+            snippet("👩\u{200d}👩\u{200d}👧\u{200d}👦 family", false, 64),
+            "👩\u{200d}👩\u{200d}👧\u{200d}👦 family"
+        );
     }
 
     #[test]
@@ -674,10 +784,12 @@ mod tests {
             assert_fast("1 MiB of whitespace", || snippet(&spaces, false, 64)),
             ""
         );
+        // One 1 MiB cluster: cut by bytes (at a scalar boundary), the rest never read.
         let zalgo = format!("e{}", "\u{301}".repeat(MIB / 2));
+        let budget = 64 * MAX_SNIPPET_BYTES_PER_CHARACTER - 3;
         assert_eq!(
             assert_fast("one 1 MiB cluster", || snippet(&zalgo, false, 64)),
-            zalgo
+            format!("{}…", &zalgo[..budget])
         );
         let flags = "🇺🇸".repeat(MIB / 8);
         let out = assert_fast("1 MiB of flags", || snippet(&flags, false, 4096));
@@ -818,14 +930,35 @@ mod tests {
         #[test]
         fn output_is_a_cluster_prefix_within_the_limit(body in cluster_soup(), max in 1usize..12) {
             let out = snippet(&body, false, max);
+            let bytes = max * MAX_SNIPPET_BYTES_PER_CHARACTER;
             prop_assert!(clusters(&out) <= max, "{out:?}");
+            prop_assert!(out.len() <= bytes, "{out:?}");
             let input: Vec<&str> = body.graphemes(true).collect();
-            if input.len() <= max {
+            if input.len() <= max && body.len() <= bytes {
                 prop_assert_eq!(out, body);
-            } else {
+            } else if input.len() > max && input[..max - 1].concat().len() + 3 <= bytes {
                 let prefix = out.strip_suffix('…').expect("cut output ends with '…'");
                 prop_assert_eq!(prefix, input[..max - 1].concat());
+            } else {
+                // Cut by bytes: a prefix of the input, at a scalar boundary.
+                let prefix = out.strip_suffix('…').expect("cut output ends with '…'");
+                prop_assert!(body.starts_with(prefix));
+                prop_assert_eq!(out, reference(&body, max));
             }
+        }
+
+        #[test]
+        fn long_clusters_are_cut_by_bytes_like_the_reference(
+            body in prop::collection::vec(
+                prop::sample::select(vec!["a", "\u{301}", "\u{301}\u{301}\u{301}\u{301}", " ", "👩\u{200d}👧", "\u{200d}", "é"]),
+                0..80,
+            ).prop_map(|v| v.concat()),
+            max in 1usize..12,
+        ) {
+            let out = snippet(&body, false, max);
+            prop_assert!(out.len() <= max * MAX_SNIPPET_BYTES_PER_CHARACTER);
+            prop_assert!(clusters(&out) <= max);
+            prop_assert_eq!(out, reference(&body, max));
         }
 
         #[test]

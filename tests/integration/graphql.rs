@@ -917,16 +917,15 @@ async fn every_operation_reports_its_cost_and_runs_once(t: &TestDb) {
         body["data"]["recordMessage"]["conversation"]["messageCount"],
         1
     );
-    // The figures async-graphql's Analyzer extension gave for the same operations when it
-    // ran inside the executing schema.
+    // The price: the values the response can hold (see `api::graphql::cost`).
     assert_eq!(
         body["extensions"]["analyzer"],
-        json!({ "complexity": 28, "depth": 4 })
+        json!({ "complexity": 33, "depth": 4 })
     );
     assert_eq!(t.count("messages").await, 1, "the mutation ran once");
 
-    // The page size counts, also when it comes in a variable: 5 nodes of two fields each
-    // (5 x 3 + 1), then 10 (10 x 3 + 1).
+    // The page size counts, also when it comes in a variable: 5 nodes of an object and two
+    // fields each (2 + 1 + 5 x 3), then 10 (2 + 1 + 10 x 3).
     let body = app
         .graphql(
             "query Page($n: Int) { conversations(first: $n) { nodes { id messageCount } } }",
@@ -937,7 +936,7 @@ async fn every_operation_reports_its_cost_and_runs_once(t: &TestDb) {
     assert_eq!(body["data"]["conversations"]["nodes"][0]["messageCount"], 1);
     assert_eq!(
         body["extensions"]["analyzer"],
-        json!({ "complexity": 16, "depth": 3 })
+        json!({ "complexity": 18, "depth": 3 })
     );
     let body = app
         .graphql(
@@ -947,7 +946,7 @@ async fn every_operation_reports_its_cost_and_runs_once(t: &TestDb) {
         .await;
     assert_eq!(
         body["extensions"]["analyzer"],
-        json!({ "complexity": 31, "depth": 3 })
+        json!({ "complexity": 33, "depth": 3 })
     );
 
     // A mutation that fails validation is not run (the probe answers), and the answer

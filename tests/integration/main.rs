@@ -3,11 +3,15 @@
 
 mod auth;
 mod bulk_limits;
+mod contract;
+mod correctness;
 mod graphql;
 mod harness;
 mod hostile;
+mod http_limits;
 mod ops;
 mod ops_runtime;
+mod persisted;
 mod plans;
 mod rest;
 mod service_layer;

@@ -1,5 +1,17 @@
-//! An operation's cost (`extensions.analyzer`: complexity and depth) without a per-field
-//! extension.
+//! An operation's cost: what it may return, priced on the document before anything runs
+//! (`extensions.cost`), and the probe that validates it without a per-field extension.
+//!
+//! **The price** ([`price`]) is the number of values the response can hold: every field
+//! counts 1 (aliases separately, `__typename` included), an object counts 1 more, and a
+//! list of objects counts its length times what each element holds. A connection's
+//! `edges`/`nodes` are as long as its page (`first`/`last`, at most `--max-page-size`, the
+//! default page size when neither is given), `nodes(ids:)` as long as `ids`, any other list
+//! of objects `--max-page-size`. Named and inline fragments are priced where they are spread,
+//! as if written inline (each fragment priced once and reused, so nesting cannot make the
+//! pricing itself expensive; cycles are refused by validation first). Type conditions are
+//! all added up, so the price is an upper bound. Since every object selects at least one
+//! field, a price of `N` means at most `N / 2` objects: the default budget of 4,000
+//! (`--max-complexity`) admits no query that can return more than 2,000.
 //!
 //! As soon as a schema has one extension, async-graphql runs every field of every object
 //! through the extension chain, even when the extension only looks at validation (as its
@@ -11,28 +23,24 @@
 //! operation then runs on the schema without extensions, reusing the parsed document, and
 //! the cost is added to its response as the Analyzer would have added it ([`run`]).
 //!
-//! A connection field costs its children once per item it may return, by the page sizes
-//! the server is configured with (`--max-page-size` and the default page size); see
-//! `page_complexity` and [`priced`].
-
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextValidation,
 };
-use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::parser::types::{
+    BaseType, DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet, Type,
+    TypeKind, TypeSystemDefinition,
+};
 use async_graphql::{
-    ObjectType, Request, Response, Schema, ServerError, ServerResult, SubscriptionType,
-    ValidationResult, Variables,
+    ErrorExtensionValues, Name, ObjectType, Request, Response, Schema, ServerError, ServerResult,
+    SubscriptionType, ValidationResult, Value, Variables,
 };
 use service::Limits;
 
 use crate::config::AppConfig;
-
-tokio::task_local! {
-    /// The page sizes of the operation being validated (see [`priced`]).
-    static PAGE_LIMITS: Limits;
-}
+use crate::error::code;
 
 /// What the probe keeps of one operation.
 #[derive(Default)]
@@ -106,99 +114,347 @@ impl Extension for ProbeExtension {
     }
 }
 
-/// Runs `request` through the probe schema `probe`: `Err` with the response to send when
-/// it fails before execution (parse, validation, limits, unknown operation), otherwise the
-/// request again, carrying its parsed document, and its cost.
+/// What [`prepare`] found: the request's price and the budget it was checked against,
+/// and the depth validation measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Cost {
+    /// The price of the selected operation (see the module doc).
+    pub requested: u64,
+    /// The budget (`--max-complexity`).
+    pub maximum: u64,
+    /// The selection depth.
+    pub depth: usize,
+}
+
+/// Runs `request` through the probe schema `probe` and prices it: `Err` with the response
+/// to send when it fails before execution (parse, validation, limits, unknown operation,
+/// a price over `budget`, the configured `--max-complexity` when `None`, or `check` of the
+/// validated document), otherwise the request again, carrying its parsed document, and its
+/// cost.
 pub async fn prepare<Q, M, S>(
     probe: &Schema<Q, M, S>,
     mut request: Request,
-) -> Result<(Request, Option<ValidationResult>), Response>
+    budget: Option<u64>,
+    check: impl FnOnce(&ExecutableDocument, &Request) -> Result<(), ServerError>,
+) -> Result<(Request, Cost), Response>
 where
     Q: ObjectType + 'static,
     M: ObjectType + 'static,
     S: SubscriptionType + 'static,
 {
+    let config = probe.data::<AppConfig>().copied().unwrap_or_default();
+    let mut cost = Cost {
+        requested: 0,
+        maximum: budget.unwrap_or(config.graphql.max_complexity as u64),
+        depth: 0,
+    };
+    // Priced right after parsing, before validation: async-graphql's validation visits
+    // every fragment spread as if inlined, so a document of fragments spreading each other
+    // twice would cost 2^n there; the price (linear in the document) refuses it first.
+    // A document that does not parse is left to the probe, which reports why.
+    let parsed = async_graphql::parser::parse_query(&request.query).ok();
+    if let Some(document) = &parsed {
+        cost.requested = price(
+            type_map(|| probe.sdl()),
+            document,
+            request.operation_name.as_deref(),
+            &request.variables,
+            &config.settings.limits,
+        );
+        if cost.requested > cost.maximum {
+            return Err(over_budget(cost));
+        }
+    }
     let slot = Slot::default();
-    let mut check = Request::new(request.query.clone()).data(slot.clone());
-    check.operation_name = request.operation_name.clone();
-    check.variables = request.variables.clone();
-    check.introspection_mode = request.introspection_mode;
-    let response = priced(probe, probe.execute(check)).await;
+    let mut probed = Request::new(request.query.clone()).data(slot.clone());
+    probed.operation_name = request.operation_name.clone();
+    probed.variables = request.variables.clone();
+    probed.introspection_mode = request.introspection_mode;
+    if let Some(document) = parsed {
+        probed.set_parsed_query(document);
+    }
+    let response = probe.execute(probed).await;
     if !response.errors.is_empty() {
         return Err(response);
     }
     let prepared = slot.with(std::mem::take);
+    cost.depth = prepared.validation.map_or(0, |v| v.depth);
+    if let Some(document) = &prepared.document
+        && let Err(err) = check(document, &request)
+    {
+        return Err(Response::from_errors(vec![err]));
+    }
     if let Some(document) = prepared.document {
         request.set_parsed_query(document);
     }
-    Ok((request, prepared.validation))
+    Ok((request, cost))
 }
 
-/// Prepares `request` on `probe`, then runs it on `schema` (the same schema without the
-/// probe) with the document the probe parsed, and adds its cost to the response.
+/// The `QUERY_TOO_COMPLEX` answer for a price over the budget, with both in
+/// `extensions.cost`.
+fn over_budget(cost: Cost) -> Response {
+    let mut err = ServerError::new(
+        format!(
+            "the query can return up to {} values; at most {} are allowed (--max-complexity). \
+             Ask for smaller pages or fewer fields",
+            cost.requested, cost.maximum
+        ),
+        None,
+    );
+    let mut ext = ErrorExtensionValues::default();
+    ext.set("code", code::QUERY_TOO_COMPLEX);
+    ext.set("cost", cost_value(cost));
+    err.extensions = Some(ext);
+    Response::from_errors(vec![err]).extension("cost", cost_value(cost))
+}
+
+fn cost_value(cost: Cost) -> Value {
+    async_graphql::value!({ "requested": cost.requested, "maximum": cost.maximum })
+}
+
+/// Prepares `request` on `probe` within `budget` and with `check` (see [`prepare`]), then runs it on `schema`
+/// (the same schema without the probe) with the document the probe parsed, and adds its
+/// cost to the response. Also returns the price the run spent (0 when refused).
 pub async fn run<Q, M, S>(
     probe: &Schema<Q, M, S>,
     schema: &Schema<Q, M, S>,
     request: Request,
-) -> Response
+    budget: Option<u64>,
+    check: impl FnOnce(&ExecutableDocument, &Request) -> Result<(), ServerError>,
+) -> (Response, u64)
 where
     Q: ObjectType + 'static,
     M: ObjectType + 'static,
     S: SubscriptionType + 'static,
 {
-    match prepare(probe, request).await {
-        Ok((request, cost)) => with_cost(priced(schema, schema.execute(request)).await, cost),
-        Err(rejected) => rejected,
-    }
-}
-
-/// Runs `operation` (an execution on `schema`) with the page sizes configured in
-/// `schema`'s [`AppConfig`] as the ones `page_complexity` prices connections by.
-/// async-graphql computes complexity with plain functions that cannot reach the schema's
-/// data, so the sizes travel in a task-local for the operation's duration.
-pub async fn priced<Q, M, S, F>(schema: &Schema<Q, M, S>, operation: F) -> F::Output
-where
-    Q: ObjectType + 'static,
-    M: ObjectType + 'static,
-    S: SubscriptionType + 'static,
-    F: Future,
-{
-    let limits = schema
-        .data::<AppConfig>()
-        .map_or_else(Limits::default, |c| c.settings.limits);
-    PAGE_LIMITS.scope(limits, operation).await
-}
-
-/// Adds the cost to a response the way async-graphql's `Analyzer` does.
-pub fn with_cost(response: Response, cost: Option<ValidationResult>) -> Response {
-    match cost {
-        Some(v) => response.extension(
-            "analyzer",
-            async_graphql::value!({
-                "complexity": v.complexity,
-                "depth": v.depth,
-            }),
+    match prepare(probe, request, budget, check).await {
+        Ok((request, cost)) => (
+            with_cost(schema.execute(request).await, cost),
+            cost.requested,
         ),
-        None => response,
+        Err(rejected) => (rejected, 0),
     }
 }
 
-/// Page-size complexity: a connection costs its children once per item it may return:
-/// the `first` or `last` asked for, at most the configured maximum page size, or the
-/// configured default page size when neither is given. The sizes are those of the schema
-/// the operation runs on (see [`priced`]); outside [`priced`] they are [`Limits`]' defaults.
-pub(crate) fn page_complexity(first: Option<i32>, last: Option<i32>, child: usize) -> usize {
-    let limits = PAGE_LIMITS.try_with(|l| *l).unwrap_or_default();
-    let n = match first.or(last) {
-        Some(n) => u64::try_from(n).unwrap_or(0),
-        None => limits.default_page_size,
+/// Adds the cost to a response: `extensions.cost` (`requested`, `maximum`, and `returned`:
+/// the objects the response actually holds, counted in one pass over it) and, as before,
+/// `extensions.analyzer` (`complexity`, the same price, and `depth`).
+pub fn with_cost(response: Response, cost: Cost) -> Response {
+    let returned = objects_in(&response.data).saturating_sub(1);
+    let mut value = cost_value(cost);
+    if let Value::Object(map) = &mut value {
+        map.insert(Name::new("returned"), Value::from(returned));
+    }
+    response.extension("cost", value).extension(
+        "analyzer",
+        async_graphql::value!({
+            "complexity": cost.requested,
+            "depth": cost.depth,
+        }),
+    )
+}
+
+/// How many objects `value` holds, itself included.
+fn objects_in(value: &Value) -> u64 {
+    match value {
+        Value::Object(map) => 1 + map.values().map(objects_in).sum::<u64>(),
+        Value::List(items) => items.iter().map(objects_in).sum(),
+        _ => 0,
+    }
+}
+
+/// The field types of the schema's object and interface types, read once from its SDL.
+struct TypeMap {
+    /// Type name -> field name -> (named type it returns, whether a list wraps it).
+    fields: HashMap<String, HashMap<String, (String, bool)>>,
+    query: String,
+    mutation: String,
+}
+
+/// The type map of parley's schema, read from `sdl` the first time (every schema the
+/// server builds has the same types).
+fn type_map(sdl: impl FnOnce() -> String) -> &'static TypeMap {
+    static MAP: OnceLock<TypeMap> = OnceLock::new();
+    MAP.get_or_init(|| {
+        let mut map = TypeMap {
+            fields: HashMap::new(),
+            query: "Query".to_owned(),
+            mutation: "Mutation".to_owned(),
+        };
+        let Ok(doc) = async_graphql::parser::parse_schema(sdl()) else {
+            return map;
+        };
+        fn named(ty: &Type) -> (String, bool) {
+            match &ty.base {
+                BaseType::Named(n) => (n.to_string(), false),
+                BaseType::List(inner) => (named(inner).0, true),
+            }
+        }
+        for def in doc.definitions {
+            match def {
+                TypeSystemDefinition::Schema(s) => {
+                    if let Some(q) = &s.node.query {
+                        map.query = q.node.to_string();
+                    }
+                    if let Some(m) = &s.node.mutation {
+                        map.mutation = m.node.to_string();
+                    }
+                }
+                TypeSystemDefinition::Type(t) => {
+                    let fields = match &t.node.kind {
+                        TypeKind::Object(o) => &o.fields,
+                        TypeKind::Interface(i) => &i.fields,
+                        _ => continue,
+                    };
+                    map.fields.insert(
+                        t.node.name.node.to_string(),
+                        fields
+                            .iter()
+                            .map(|f| (f.node.name.node.to_string(), named(&f.node.ty.node)))
+                            .collect(),
+                    );
+                }
+                TypeSystemDefinition::Directive(_) => {}
+            }
+        }
+        map
+    })
+}
+
+/// The price of the operation `operation_name` selects in `document` (see the module
+/// doc), with `variables` for page sizes and id lists given as variables. Saturates
+/// rather than overflows.
+fn price(
+    map: &TypeMap,
+    document: &ExecutableDocument,
+    operation_name: Option<&str>,
+    variables: &Variables,
+    limits: &Limits,
+) -> u64 {
+    let op = match (&document.operations, operation_name) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
+        (DocumentOperations::Multiple(ops), None) => ops.values().next(),
     };
-    // `clamp` panics when its bounds cross; a maximum of 0 is refused at start-up anyway.
-    let n = n.clamp(1, limits.max_page_size.max(1));
-    usize::try_from(n)
-        .unwrap_or(usize::MAX)
-        .saturating_mul(child)
-        .saturating_add(1)
+    let Some(op) = op else { return 0 };
+    let root = match op.node.ty {
+        OperationType::Mutation => map.mutation.as_str(),
+        _ => map.query.as_str(),
+    };
+    let mut pricer = Pricer {
+        map,
+        document,
+        variables,
+        limits,
+        memo: HashMap::new(),
+        active: HashSet::new(),
+    };
+    pricer.set(&op.node.selection_set.node, root, None)
+}
+
+struct Pricer<'a> {
+    map: &'a TypeMap,
+    document: &'a ExecutableDocument,
+    variables: &'a Variables,
+    limits: &'a Limits,
+    /// Fragment prices, by name and the page size of the connection they are spread in.
+    memo: HashMap<(Name, Option<u64>), u64>,
+    /// Fragments being priced (a cycle, refused by validation anyway, prices as infinite).
+    active: HashSet<Name>,
+}
+
+impl Pricer<'_> {
+    /// The price of `set` on type `ty`; `page` is the page size when `ty` is a connection.
+    fn set(&mut self, set: &SelectionSet, ty: &str, page: Option<u64>) -> u64 {
+        let mut total = 0u64;
+        for item in &set.items {
+            let cost = match &item.node {
+                Selection::Field(f) => self.field(&f.node, ty, page),
+                Selection::InlineFragment(i) => {
+                    let on = i
+                        .node
+                        .type_condition
+                        .as_ref()
+                        .map_or(ty, |c| c.node.on.node.as_str());
+                    self.set(&i.node.selection_set.node, on, page)
+                }
+                Selection::FragmentSpread(s) => self.fragment(&s.node.fragment_name.node, page),
+            };
+            total = total.saturating_add(cost);
+        }
+        total
+    }
+
+    fn fragment(&mut self, name: &Name, page: Option<u64>) -> u64 {
+        let key = (name.clone(), page);
+        if let Some(cost) = self.memo.get(&key) {
+            return *cost;
+        }
+        let Some(fragment) = self.document.fragments.get(name) else {
+            return 0;
+        };
+        if !self.active.insert(name.clone()) {
+            return u64::MAX;
+        }
+        let on = fragment.node.type_condition.node.on.node.clone();
+        let cost = self.set(&fragment.node.selection_set.node, &on, page);
+        self.active.remove(name);
+        self.memo.insert(key, cost);
+        cost
+    }
+
+    fn field(
+        &mut self,
+        f: &async_graphql::parser::types::Field,
+        ty: &str,
+        page: Option<u64>,
+    ) -> u64 {
+        let sub = &f.selection_set.node;
+        if sub.items.is_empty() {
+            return 1;
+        }
+        let name = f.name.node.as_str();
+        let (child, list) = self
+            .map
+            .fields
+            .get(ty)
+            .and_then(|fields| fields.get(name))
+            .cloned()
+            .unwrap_or_default();
+        let arg = |n: &str| {
+            f.get_argument(n).and_then(|v| {
+                v.node
+                    .clone()
+                    .into_const_with(|var| self.variables.get(&var).cloned().ok_or(()))
+                    .ok()
+            })
+        };
+        let child_page = child.ends_with("Connection").then(|| {
+            let asked = arg("first")
+                .or_else(|| arg("last"))
+                .and_then(|v| match v {
+                    Value::Number(n) => n.as_u64(),
+                    _ => None,
+                })
+                .unwrap_or(self.limits.default_page_size);
+            asked.clamp(1, self.limits.max_page_size.max(1))
+        });
+        let inner = self.set(sub, &child, child_page);
+        if !list {
+            return inner.saturating_add(2);
+        }
+        let length = match (name, page) {
+            ("edges" | "nodes", Some(page)) => page,
+            ("nodes", None) if ty == self.map.query => match arg("ids") {
+                Some(Value::List(ids)) => ids.len() as u64,
+                _ => self.limits.max_page_size,
+            },
+            _ => self.limits.max_page_size,
+        };
+        length
+            .saturating_mul(inner.saturating_add(1))
+            .saturating_add(1)
+    }
 }
 
 #[cfg(test)]
@@ -211,8 +467,8 @@ mod tests {
     use crate::config::AppConfig;
     use crate::{AppState, router};
 
-    /// The complexity the server reports for `query` when configured with `limits`.
-    async fn complexity(limits: Limits, query: &str) -> Value {
+    /// The cost the server reports for `query` when configured with `limits`.
+    async fn cost(limits: Limits, query: &str) -> Value {
         let mut config = AppConfig::default();
         config.settings.limits = limits;
         let db = crate::database::connect_migrated("sqlite::memory:", &Default::default())
@@ -230,7 +486,11 @@ mod tests {
             .await
             .unwrap();
         let body: Value = serde_json::from_slice(&body).unwrap();
-        body["extensions"]["analyzer"]["complexity"].clone()
+        assert_eq!(
+            body["extensions"]["analyzer"]["complexity"], body["extensions"]["cost"]["requested"],
+            "{body}"
+        );
+        body["extensions"]["cost"]["requested"].clone()
     }
 
     #[tokio::test]
@@ -240,19 +500,25 @@ mod tests {
             default_page_size: 5,
             ..Limits::default()
         };
-        // 10 conversations × (nodes + id + messages: 5 messages × (nodes + id) + 1) + 1.
+        // conversations (field + object) + nodes (field + 10 x (object + id + messages
+        // (field + object + nodes (field + 5 x (object + id))))).
         assert_eq!(
-            complexity(
+            cost(
                 small,
                 "{ conversations(first: 10) { nodes { id messages { nodes { id } } } } }"
             )
             .await,
-            json!(10 * (1 + 1 + (5 * 2 + 1)) + 1)
+            json!(2 + 1 + 10 * (1 + 1 + (2 + 1 + 5 * 2)))
         );
-        // Over the maximum (which the resolver rejects) is priced at the maximum.
+        // Over the maximum (which the resolver rejects) is priced at the maximum; pageInfo
+        // and totalCount are not multiplied.
         assert_eq!(
-            complexity(small, "{ conversations(last: 50) { nodes { id } } }").await,
-            json!(10 * 2 + 1)
+            cost(
+                small,
+                "{ conversations(last: 50) { totalCount pageInfo { hasNextPage } nodes { id } } }"
+            )
+            .await,
+            json!(2 + 1 + 3 + 1 + 10 * 2)
         );
         let large = Limits {
             max_page_size: 400,
@@ -260,24 +526,35 @@ mod tests {
             ..Limits::default()
         };
         assert_eq!(
-            complexity(large, "{ conversations(first: 400) { nodes { id } } }").await,
-            json!(400 * 2 + 1)
+            cost(
+                large,
+                "{ conversations(first: 400) { edges { node { id } } } }"
+            )
+            .await,
+            json!(2 + 1 + 400 * (1 + 3))
         );
         assert_eq!(
-            complexity(large, "{ unassignedMessages { nodes { id } } }").await,
-            json!(300 * 2 + 1)
+            cost(large, "{ unassignedMessages { nodes { id } } }").await,
+            json!(2 + 1 + 300 * 2)
         );
     }
 
     #[tokio::test]
-    async fn the_default_limits_price_as_before() {
-        assert_eq!(
-            complexity(
-                Limits::default(),
-                "{ conversations { nodes { messages(last: 3) { nodes { id } } } } }"
-            )
-            .await,
-            json!(20 * (1 + (3 * 2 + 1)) + 1)
-        );
+    async fn introspection_is_reported_but_not_priced() {
+        let config = AppConfig::default();
+        let db = crate::database::connect_migrated("sqlite::memory:", &Default::default())
+            .await
+            .unwrap();
+        let request = axum::http::Request::post("/graphql")
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({ "query": "{ __schema { types { name fields { name } } } }" }).to_string(),
+            ))
+            .unwrap();
+        let response = router(AppState::new(db, config))
+            .oneshot(request)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
     }
 }

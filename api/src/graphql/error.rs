@@ -6,9 +6,17 @@ use crate::error::ClientError;
 use crate::request_id::RequestId;
 
 /// Maps a service error to a GraphQL error, with the request id for internal ones.
+/// A pool timeout is told apart (overload or outage) by the schema's pool.
 pub(crate) fn gql_err(ctx: &Context<'_>, err: &service::Error) -> async_graphql::Error {
     let rid = ctx.data_opt::<RequestId>().map(|r| r.0.as_str());
-    ClientError::from_service(err, rid).into_graphql()
+    match (err, ctx.data_opt::<service::DatabaseConnection>()) {
+        (service::Error::PoolTimeout(detail), Some(db)) => ClientError::from_service(
+            &service::Error::PoolTimeout(detail.clone()).in_pool(db),
+            rid,
+        ),
+        _ => ClientError::from_service(err, rid),
+    }
+    .into_graphql()
 }
 
 /// `Result<T, service::Error>` into a GraphQL result.

@@ -12,4 +12,5 @@ pub mod paging;
 pub mod prefetch;
 pub mod query;
 pub mod schema;
+pub mod shape;
 pub mod types;

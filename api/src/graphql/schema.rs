@@ -16,10 +16,9 @@ use crate::config::AppConfig;
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
 /// Builds the schema over `db` with `config`'s limits. It has no extension, so fields
-/// resolve on async-graphql's fast path; the HTTP layer reports each operation's cost from
-/// a run of [`build_probe_schema`] first (see [`super::cost`]). Connections are priced by
-/// `config`'s page sizes when an operation runs through [`super::cost::run`] or
-/// [`super::cost::priced`], by the default page sizes otherwise.
+/// resolve on async-graphql's fast path; the HTTP layer validates and prices each operation
+/// with a run of [`build_probe_schema`] first (see [`super::cost`]), which also enforces the
+/// cost budget (`config.graphql.max_complexity`).
 pub fn build_schema(db: DatabaseConnection, config: AppConfig) -> AppSchema {
     builder(db, config).finish()
 }
@@ -35,9 +34,8 @@ fn builder(
     config: AppConfig,
 ) -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
     let limits = config.graphql;
-    let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    let mut builder = with_descriptions(Schema::build(QueryRoot, MutationRoot, EmptySubscription))
         .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(limits.max_nesting)
         .limit_directives(limits.max_directives)
         .data(loader(ConversationLoader(db.clone())))
@@ -85,9 +83,25 @@ fn loader<T>(inner: T) -> DataLoader<T> {
     DataLoader::new(inner, tokio::spawn)
 }
 
-/// The SDL of the schema, as committed in `schema.graphql`.
+/// What `DateTime` means, for every client's generated docs.
+const DATE_TIME: &str = "An instant in UTC, as an RFC 3339 date-time string with the offset `Z`, \
+     e.g. `2024-11-01T14:05:00Z` (fractional seconds appear when the instant has them). \
+     Inputs may carry any offset; they are converted to UTC.";
+
+/// The descriptions of the types parley takes from libraries (the library's own would name
+/// Rust internals).
+fn with_descriptions(
+    builder: SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription>,
+) -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+    builder
+        .override_output_type_description::<chrono::DateTime<chrono::Utc>>(DATE_TIME)
+        .override_input_type_description::<chrono::DateTime<chrono::Utc>>(DATE_TIME)
+}
+
+/// The SDL of the schema, as committed in `schema.graphql` (with `@specifiedBy`, as live
+/// introspection reports it).
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    with_descriptions(Schema::build(QueryRoot, MutationRoot, EmptySubscription))
         .finish()
-        .sdl()
+        .sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by())
 }

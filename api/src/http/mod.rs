@@ -3,7 +3,10 @@
 //! request-id and a body-size limit.
 
 mod graphql;
+pub mod limits;
 mod operation;
+pub mod persisted;
+pub mod serve;
 
 use std::time::Duration;
 
@@ -17,8 +20,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-pub use self::graphql::BodyRejection;
-pub use self::operation::check_nesting;
+pub use self::graphql::{MediaType, Params, Rejection, negotiate, read_params, require_json_body};
+pub use self::operation::{check_nesting, check_tokens};
 
 use crate::request_id::{NextRequestId, request_id};
 use crate::state::AppState;
@@ -49,6 +52,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             max_body,
             crate::rest::json_payload_too_large,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            max_body,
+            limits::graphql_payload_too_large,
         ))
         // Failures are logged where they are classified (UNAVAILABLE, INTERNAL), with the
         // request id; a second, generic line per 5xx would only be noise during an outage.

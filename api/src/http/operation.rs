@@ -1,13 +1,23 @@
-//! What the HTTP layer reads from an operation before async-graphql parses it: how deeply
-//! its text nests, whether it is a mutation, whether it only introspects.
+//! What the HTTP layer reads from an operation before async-graphql parses it: how many
+//! tokens its text holds and how deeply it nests, whether it is a mutation, whether it only
+//! introspects.
 
 use async_graphql::Request;
 use async_graphql::parser::types::OperationType;
 
-/// Whether the operation selects only `__schema`, `__type` and `__typename` at its root.
+/// Whether the operation selects only `__schema`, `__type` and `__typename` at its root,
+/// and at least one `__schema` or `__type` (a document of `__typename` alone is data-shaped
+/// and priced like any other).
 pub(super) fn is_introspection_only(request: &Request) -> bool {
     use async_graphql::parser::types::{DocumentOperations, Selection};
-    if !request.query.contains("__schema") && !request.query.contains("__type") {
+    // A cheap look before parsing: `__type` as a whole name (not the start of `__typename`).
+    let names_type = request.query.match_indices("__type").any(|(i, _)| {
+        !matches!(
+            request.query.as_bytes().get(i + 6),
+            Some(b'_' | b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9')
+        )
+    });
+    if !request.query.contains("__schema") && !names_type {
         return false;
     }
     let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
@@ -26,7 +36,12 @@ pub(super) fn is_introspection_only(request: &Request) -> bool {
         },
         (DocumentOperations::Multiple(_), None) => return false,
     };
+    let items = &op.node.selection_set.node.items;
     op.node.ty == OperationType::Query
+        && items.iter().any(|s| match &s.node {
+            Selection::Field(f) => matches!(f.node.name.node.as_str(), "__schema" | "__type"),
+            _ => false,
+        })
         && op
             .node
             .selection_set
@@ -98,9 +113,67 @@ pub fn check_nesting(query: &str, max: usize) -> Result<(), usize> {
     Ok(())
 }
 
+/// Counts the query's lexical tokens (names, numbers, strings, punctuators; whitespace,
+/// commas and comments are not tokens), stopping as soon as there are more than `max`:
+/// `Err` with the count reached. Parsing and validating cost grows with the token count
+/// (and validation's overlapping-fields rule faster than linearly), so a document is
+/// refused on its count before anything parses it.
+pub fn check_tokens(query: &str, max: usize) -> Result<(), usize> {
+    let bytes = query.as_bytes();
+    let (mut tokens, mut i) = (0usize, 0usize);
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b' ' | b'\t' | b'\n' | b'\r' | b',' => {
+                i += 1;
+                continue;
+            }
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                i += 3;
+                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+                    i += if bytes[i..].starts_with(b"\\\"\"\"") {
+                        4
+                    } else {
+                        1
+                    };
+                }
+                i += 3;
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'.' if bytes[i..].starts_with(b"...") => i += 3,
+            b'_' | b'-' | b'+' | b'.' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' => {
+                i += 1;
+                while i < bytes.len()
+                    && matches!(bytes[i], b'_' | b'.' | b'+' | b'-' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+                {
+                    i += 1;
+                }
+            }
+            _ => i += 1,
+        }
+        tokens += 1;
+        if tokens > max {
+            return Err(tokens);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::check_nesting;
+    use super::{check_nesting, check_tokens};
 
     #[test]
     fn nesting_is_measured_outside_strings_and_comments() {
@@ -113,5 +186,21 @@ mod tests {
             Ok(())
         );
         assert_eq!(check_nesting(&"[".repeat(2000), 32), Err(33));
+    }
+
+    #[test]
+    fn tokens_are_counted_outside_whitespace_commas_and_comments() {
+        let exact = |q: &str, n: usize| {
+            assert_eq!(check_tokens(q, n), Ok(()), "{q}");
+            assert_eq!(check_tokens(q, n - 1), Err(n), "{q}");
+        };
+        exact("{ a }", 3);
+        exact("{ a, b, c }", 5);
+        exact("query Q($x: Int = -1) { a(x: $x) @skip(if: false) }", 26);
+        exact("{ a(s: \"x y, z { } \\\" w\") }", 8);
+        exact("{ a(s: \"\"\" many { words } \\\"\"\" \"\"\") }", 8);
+        exact("{ ...F } # a comment { with } tokens\n", 4);
+        exact("{ a(f: 1.5e10) }", 8);
+        assert_eq!(check_tokens(&"{ __typename ".repeat(100), 150), Err(151));
     }
 }

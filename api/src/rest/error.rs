@@ -35,6 +35,16 @@ impl RestError {
     pub(super) fn service(err: &Error, headers: &HeaderMap) -> Self {
         RestError(ClientError::from_service(err, Some(request_id(headers))))
     }
+
+    /// A service error from a request on `db`: a pool timeout is told apart (overload or
+    /// outage) by `db`'s pool.
+    pub(super) fn service_on(
+        err: Error,
+        db: &service::DatabaseConnection,
+        headers: &HeaderMap,
+    ) -> Self {
+        Self::service(&err.in_pool(db), headers)
+    }
 }
 
 /// The wire shape of an error.
@@ -55,7 +65,14 @@ impl IntoResponse for RestError {
             message: &self.0.message,
             field: self.0.field.as_deref(),
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if self.0.code == code::OVERLOADED {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                crate::error::RETRY_AFTER_SECONDS.into(),
+            );
+        }
+        response
     }
 }
 

@@ -215,7 +215,7 @@ async fn record(
     match service::record::record_message(&state.db, &state.config.settings, input).await {
         Ok(recorded) => Ok(recorded_response(recorded)),
         Err(Error::InvalidInput { field, reason }) => Err(ingress.invalid(&field, &reason)),
-        Err(e) => Err(RestError::service(&e, headers)),
+        Err(e) => Err(RestError::service_on(e, &state.db, headers)),
     }
 }
 

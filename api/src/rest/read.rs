@@ -151,7 +151,7 @@ pub(super) async fn conversations(
         &window,
     )
     .await
-    .map_err(|e| RestError::service(&e, &headers))?;
+    .map_err(|e| RestError::service_on(e, &state.db, &headers))?;
     Ok(Json(PageBody::new(
         page,
         query::conversation_cursor,
@@ -190,7 +190,7 @@ pub(super) async fn conversation_messages(
     // An invisible conversation answers 404 exactly like an unknown one.
     query::find_conversation(&state.db, &viewer, conversation_id)
         .await
-        .map_err(|e| RestError::service(&e, &headers))?
+        .map_err(|e| RestError::service_on(e, &state.db, &headers))?
         .ok_or_else(not_found)?;
     let page = query::list_messages(
         &state.db,
@@ -200,7 +200,7 @@ pub(super) async fn conversation_messages(
         &window,
     )
     .await
-    .map_err(|e| RestError::service(&e, &headers))?;
+    .map_err(|e| RestError::service_on(e, &state.db, &headers))?;
     Ok(Json(PageBody::new(
         page,
         query::message_cursor,

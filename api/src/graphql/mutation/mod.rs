@@ -12,7 +12,7 @@ use crate::config::AppConfig;
 pub struct MutationRoot;
 
 /// Writes.
-#[Object]
+#[Object(name = "Mutation")]
 impl MutationRoot {
     /// Records one message and attaches it, atomically, to the one conversation of its
     /// channel and participants (created on first use). Idempotent by

@@ -6,7 +6,6 @@ use service::cursor::CursorKind;
 use service::query::{self, ConversationFilter as SvcFilter, MessageScope};
 use service::{DatabaseConnection, Principal, Viewer};
 
-use super::cost::page_complexity;
 use super::error::{ServiceResultExt, gql_err};
 use super::ids::{NodeType, decode_any, decode_id};
 use super::loaders::{ConversationLoader, MessageLoader};
@@ -55,11 +54,10 @@ async fn load_node(ctx: &Context<'_>, id: &str) -> Result<Option<Node>> {
 }
 
 /// Reads.
-#[Object]
+#[Object(name = "Query")]
 impl QueryRoot {
     /// Conversations, most recent activity first (ties: newer id first), as a Relay
     /// connection with keyset cursors.
-    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
     async fn conversations(
         &self,
         ctx: &Context<'_>,
@@ -211,7 +209,6 @@ impl QueryRoot {
     /// Messages attached to no conversation (inbound messages whose addresses did not
     /// normalize, and legacy rows awaiting `parley backfill`), oldest first. Needs the
     /// `admin` scope.
-    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
     async fn unassigned_messages(
         &self,
         ctx: &Context<'_>,

@@ -16,7 +16,6 @@ use super::node::{Conversation, Message};
 use super::page_info::{PageInfo, page_info};
 use super::snippet::snippet_length;
 use crate::config::AppConfig;
-use crate::graphql::cost::page_complexity;
 use crate::graphql::error::{ServiceResultExt, gql_err};
 use crate::graphql::ids::{NodeType, encode_id};
 use crate::graphql::loaders::{MessageLoader, ThreadPageKey, ThreadPageLoader};
@@ -104,7 +103,6 @@ impl Conversation {
 
     /// The conversation's messages, oldest first. A chat view asks for `last: 20` and
     /// pages back with `before`.
-    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
     async fn messages(
         &self,
         ctx: &Context<'_>,
@@ -157,7 +155,7 @@ impl Conversation {
 }
 
 /// A conversation with its cursor.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Debug, Clone)]
 pub struct ConversationEdge {
     /// Opaque position of this conversation in the list; pass it as `after` or `before`.
     pub cursor: String,

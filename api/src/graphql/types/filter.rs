@@ -24,8 +24,10 @@ impl From<ConversationFilter> for SvcFilter {
         SvcFilter {
             channel: f.channel.map(Into::into),
             participant: f.participant,
-            active_since: f.active_since,
-            active_before: f.active_before,
+            // The instants messages are stored at (leap seconds normalized), so that both
+            // engines compare the same values.
+            active_since: f.active_since.map(service::record::to_micros),
+            active_before: f.active_before.map(service::record::to_micros),
         }
     }
 }

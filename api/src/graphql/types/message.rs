@@ -135,7 +135,7 @@ impl Message {
 }
 
 /// A message with its cursor.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Debug, Clone)]
 pub struct MessageEdge {
     /// Opaque position of this message in the list; pass it as `after` or `before`.
     pub cursor: String,

@@ -4,7 +4,9 @@ use async_graphql::{InputObject, SimpleObject};
 use chrono::{DateTime, Utc};
 use service::record::{NewMessage, Recorded};
 
+use super::conversation::ConversationEdge;
 use super::enums::{Channel, Direction, MessageKind};
+use super::message::MessageEdge;
 use super::node::{Conversation, Message};
 
 /// A message to record. Addresses may be spelled any accepted way; they are normalized.
@@ -60,11 +62,27 @@ pub struct RecordMessagePayload {
     pub conversation_created: bool,
     /// Whether this provider id was already recorded: nothing new was stored.
     pub duplicate: bool,
+    /// The message as an edge of its conversation's `messages`, for clients that insert it
+    /// into a cached thread (Relay's `@appendEdge`); null when the message is unassigned.
+    pub message_edge: Option<MessageEdge>,
+    /// The conversation as an edge of `conversations`, for clients that move it to the top
+    /// of a cached list (Relay's `@prependEdge`); null when the message is unassigned.
+    pub conversation_edge: Option<ConversationEdge>,
 }
 
 impl From<Recorded> for RecordMessagePayload {
     fn from(r: Recorded) -> Self {
+        let message_edge = r.conversation.as_ref().map(|c| MessageEdge {
+            cursor: service::query::message_cursor(&r.message),
+            node: Message(r.message.clone(), Some(c.clone())),
+        });
+        let conversation_edge = r.conversation.as_ref().map(|c| ConversationEdge {
+            cursor: service::query::conversation_cursor(c),
+            node: Conversation::new(c.clone()),
+        });
         RecordMessagePayload {
+            message_edge,
+            conversation_edge,
             message: Message(r.message, r.conversation.clone()),
             conversation: r.conversation.map(Conversation::new),
             conversation_created: r.conversation_created,

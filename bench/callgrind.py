@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Instructions per request of a parley server, counted by valgrind's callgrind.
+
+A CPU figure that does not move with the machine's other load: the server runs under
+`valgrind --tool=callgrind` with instrumentation off, is warmed up, then instrumentation is
+switched on for exactly N requests of one shape (sent one at a time over one keep-alive connection),
+and the instructions executed by every server thread while serving them are divided by N.
+
+Seed a database first (e.g. `parley-bench ... --keep-db` prints its URL), then:
+
+    bench/callgrind.py --parley-bin target/release/parley \
+        --database-url postgres://postgres@127.0.0.1:5432/parley_bench_xyz \
+        --shape list --requests 300
+
+Shapes: list (conversations(first: 50) nodes), edges (the same with edges/cursor/pageInfo),
+thread (conversation(id) messages(last: 50)). Needs valgrind (callgrind_control) and Python 3.
+"""
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+LIST = "{ conversations(first: 50) { nodes { participants messageCount snippet lastMessageAt } } }"
+EDGES = (
+    "{ conversations(first: 50) { edges { cursor node { id channel participants messageCount "
+    "snippet lastMessageAt } } pageInfo { endCursor hasNextPage } } }"
+)
+THREAD = (
+    "query T($id: ID!) { conversation(id: $id) { messages(last: 50) "
+    "{ nodes { id body sentAt direction } } } }"
+)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def body_for(shape, rng, conversations):
+    if shape == "list":
+        return json.dumps({"query": LIST})
+    if shape == "edges":
+        return json.dumps({"query": EDGES})
+    cid = 1 + rng.randrange(conversations)
+    gid = base64.urlsafe_b64encode(f"Conversation:{cid}".encode()).decode().rstrip("=")
+    return json.dumps({"query": THREAD, "variables": {"id": gid}})
+
+
+def send(conn, body):
+    conn.request("POST", "/graphql", body=body, headers={"content-type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    if resp.status != 200 or b'"errors"' in data:
+        sys.exit(f"request failed: HTTP {resp.status}: {data[:300]!r}")
+
+
+def callgrind_control(*args):
+    subprocess.run(["callgrind_control", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--parley-bin", required=True)
+    ap.add_argument("--database-url", required=True)
+    ap.add_argument("--shape", choices=["list", "edges", "thread"], default="list")
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--conversations", type=int, default=10_000, help="ids 1..N for thread")
+    ap.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args()
+    for tool in ("valgrind", "callgrind_control"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} not found: install valgrind")
+
+    port = free_port()
+    out_dir = tempfile.mkdtemp(prefix="parley-callgrind-")
+    out = os.path.join(out_dir, "callgrind.out")
+    env = dict(os.environ, DATABASE_URL=args.database_url, PARLEY_BIND=f"127.0.0.1:{port}",
+               RUST_LOG="warn", PARLEY_NO_MIGRATE="true")
+    for kv in args.server_env:
+        k, _, v = kv.partition("=")
+        env[k] = v
+    server = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+         args.parley_bin, "serve"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                conn.request("GET", "/healthz")
+                conn.getresponse().read()
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    sys.exit("server did not start: " + server.stderr.read().decode()[-2000:])
+                time.sleep(0.5)
+        rng = random.Random(7)
+        for _ in range(args.warmup):
+            send(conn, body_for(args.shape, rng, args.conversations))
+        callgrind_control("--instr=on", str(server.pid))
+        for _ in range(args.requests):
+            send(conn, body_for(args.shape, rng, args.conversations))
+        callgrind_control("--instr=off", str(server.pid))
+        callgrind_control("--dump", str(server.pid))
+    finally:
+        server.terminate()
+        server.wait(timeout=120)
+    total = 0
+    for name in os.listdir(out_dir):
+        # Each dump holds the events since the one before; its `totals:` line (at the end)
+        # is what it counted (the `summary:` line in its header may be 0).
+        with open(os.path.join(out_dir, name)) as f:
+            counted = [int(m.group(1)) for m in map(re.compile(r"totals:\s+(\d+)").match, f) if m]
+        total += max(counted, default=0)
+    print(json.dumps({"shape": args.shape, "requests": args.requests,
+                      "instructions": total, "per_request": total // args.requests,
+                      "files": out_dir}))
+
+
+if __name__ == "__main__":
+    main()
