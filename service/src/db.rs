@@ -227,24 +227,25 @@ impl ConversationTurn {
         if *at < self.queued_at {
             return None;
         }
-        match err {
-            Error::PoolTimeout(d) => Some(Error::PoolTimeout(d.clone())),
-            Error::Unavailable(d) => Some(Error::Unavailable(d.clone())),
-            _ => None,
-        }
+        unreachable_copy(err)
     }
 
     /// Records how this writer failed, when it is a failure to reach the database (an
     /// outage or a pool timeout), for the writers queued behind it.
     pub fn failed(&mut self, err: &Error) {
-        let copy = match err {
-            Error::PoolTimeout(d) => Error::PoolTimeout(d.clone()),
-            Error::Unavailable(d) => Error::Unavailable(d.clone()),
-            _ => return,
-        };
-        if let Some(state) = self.guard.as_mut() {
+        if let (Some(state), Some(copy)) = (self.guard.as_mut(), unreachable_copy(err)) {
             state.failure = Some((Instant::now(), copy));
         }
+    }
+}
+
+/// A copy of `err` when it says the database could not be reached (an outage or a pool
+/// timeout): the failures a queued writer shares with the one ahead of it.
+fn unreachable_copy(err: &Error) -> Option<Error> {
+    match err {
+        Error::PoolTimeout(d) => Some(Error::PoolTimeout(d.clone())),
+        Error::Unavailable(d) => Some(Error::Unavailable(d.clone())),
+        _ => None,
     }
 }
 

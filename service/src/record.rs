@@ -102,7 +102,7 @@ pub async fn record_message(
             }
             let stored = async {
                 let txn = db::begin_write(db).await?;
-                match store_assigned(&txn, &row, participants, &snippet).await {
+                match store_assigned(&txn, &row, participants, &key, &snippet).await {
                     Ok(stored) => stored,
                     Err(e) => {
                         metrics::counter!("parley_record_failures_total").increment(1);
@@ -224,17 +224,18 @@ pub(crate) fn new_message(
     }
 }
 
-/// The conversation upsert, message insert and conversation update, in `txn`.
+/// The conversation upsert, message insert and conversation update, in `txn`; `key` is
+/// the participants' key ([`normalize::participants_key`]).
 async fn store_assigned(
     txn: &DatabaseTransaction,
     row: &MessageRow<'_>,
     participants: &Participants,
+    key: &str,
     snippet: &str,
 ) -> Result<Stored> {
-    let key = normalize::participants_key(&participants.sorted);
     let conversation = statements::new_conversation(
         row.input.channel,
-        &key,
+        key,
         &participants.sorted,
         row.sent_at,
         row.sent_at,

@@ -24,14 +24,13 @@
 //! the cost is added to its response as the Analyzer would have added it ([`run`]).
 //!
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextValidation,
 };
 use async_graphql::parser::types::{
-    BaseType, DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet, Type,
-    TypeKind, TypeSystemDefinition,
+    DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
 };
 use async_graphql::{
     ErrorExtensionValues, Name, ObjectType, Request, Response, Schema, ServerError, ServerResult,
@@ -39,6 +38,7 @@ use async_graphql::{
 };
 use service::Limits;
 
+use super::shape::{self, Shape};
 use crate::config::AppConfig;
 use crate::error::code;
 
@@ -155,7 +155,7 @@ where
     let parsed = async_graphql::parser::parse_query(&request.query).ok();
     if let Some(document) = &parsed {
         cost.requested = price(
-            type_map(|| probe.sdl()),
+            shape::parley(|| probe.sdl()),
             document,
             request.operation_name.as_deref(),
             &request.variables,
@@ -263,69 +263,11 @@ fn objects_in(value: &Value) -> u64 {
     }
 }
 
-/// The field types of the schema's object and interface types, read once from its SDL.
-struct TypeMap {
-    /// Type name -> field name -> (named type it returns, whether a list wraps it).
-    fields: HashMap<String, HashMap<String, (String, bool)>>,
-    query: String,
-    mutation: String,
-}
-
-/// The type map of parley's schema, read from `sdl` the first time (every schema the
-/// server builds has the same types).
-fn type_map(sdl: impl FnOnce() -> String) -> &'static TypeMap {
-    static MAP: OnceLock<TypeMap> = OnceLock::new();
-    MAP.get_or_init(|| {
-        let mut map = TypeMap {
-            fields: HashMap::new(),
-            query: "Query".to_owned(),
-            mutation: "Mutation".to_owned(),
-        };
-        let Ok(doc) = async_graphql::parser::parse_schema(sdl()) else {
-            return map;
-        };
-        fn named(ty: &Type) -> (String, bool) {
-            match &ty.base {
-                BaseType::Named(n) => (n.to_string(), false),
-                BaseType::List(inner) => (named(inner).0, true),
-            }
-        }
-        for def in doc.definitions {
-            match def {
-                TypeSystemDefinition::Schema(s) => {
-                    if let Some(q) = &s.node.query {
-                        map.query = q.node.to_string();
-                    }
-                    if let Some(m) = &s.node.mutation {
-                        map.mutation = m.node.to_string();
-                    }
-                }
-                TypeSystemDefinition::Type(t) => {
-                    let fields = match &t.node.kind {
-                        TypeKind::Object(o) => &o.fields,
-                        TypeKind::Interface(i) => &i.fields,
-                        _ => continue,
-                    };
-                    map.fields.insert(
-                        t.node.name.node.to_string(),
-                        fields
-                            .iter()
-                            .map(|f| (f.node.name.node.to_string(), named(&f.node.ty.node)))
-                            .collect(),
-                    );
-                }
-                TypeSystemDefinition::Directive(_) => {}
-            }
-        }
-        map
-    })
-}
-
 /// The price of the operation `operation_name` selects in `document` (see the module
 /// doc), with `variables` for page sizes and id lists given as variables. Saturates
 /// rather than overflows.
 fn price(
-    map: &TypeMap,
+    shape: &Shape,
     document: &ExecutableDocument,
     operation_name: Option<&str>,
     variables: &Variables,
@@ -337,12 +279,9 @@ fn price(
         (DocumentOperations::Multiple(ops), None) => ops.values().next(),
     };
     let Some(op) = op else { return 0 };
-    let root = match op.node.ty {
-        OperationType::Mutation => map.mutation.as_str(),
-        _ => map.query.as_str(),
-    };
+    let root = shape.root_of(op.node.ty);
     let mut pricer = Pricer {
-        map,
+        shape,
         document,
         variables,
         limits,
@@ -353,7 +292,7 @@ fn price(
 }
 
 struct Pricer<'a> {
-    map: &'a TypeMap,
+    shape: &'a Shape,
     document: &'a ExecutableDocument,
     variables: &'a Variables,
     limits: &'a Limits,
@@ -414,13 +353,7 @@ impl Pricer<'_> {
             return 1;
         }
         let name = f.name.node.as_str();
-        let (child, list) = self
-            .map
-            .fields
-            .get(ty)
-            .and_then(|fields| fields.get(name))
-            .cloned()
-            .unwrap_or_default();
+        let (child, list) = self.shape.returns(ty, name).unwrap_or_default();
         let arg = |n: &str| {
             f.get_argument(n).and_then(|v| {
                 v.node
@@ -439,13 +372,13 @@ impl Pricer<'_> {
                 .unwrap_or(self.limits.default_page_size);
             asked.clamp(1, self.limits.max_page_size.max(1))
         });
-        let inner = self.set(sub, &child, child_page);
+        let inner = self.set(sub, child, child_page);
         if !list {
             return inner.saturating_add(2);
         }
         let length = match (name, page) {
             ("edges" | "nodes", Some(page)) => page,
-            ("nodes", None) if ty == self.map.query => match arg("ids") {
+            ("nodes", None) if ty == self.shape.root_of(OperationType::Query) => match arg("ids") {
                 Some(Value::List(ids)) => ids.len() as u64,
                 _ => self.limits.max_page_size,
             },

@@ -15,7 +15,7 @@
 //!   it (and an out-of-range variable) before execution.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
 use async_graphql::parser::types::{
     BaseType, DocumentOperations, ExecutableDocument, OperationDefinition, OperationType,
@@ -32,8 +32,8 @@ struct FieldShape {
     args: HashMap<String, Type>,
 }
 
-/// The schema's types, as far as these rules need them.
-struct Shape {
+/// The schema's types, as far as these rules (and the price in [`super::cost`]) need them.
+pub(crate) struct Shape {
     /// Object and interface types: their fields.
     outputs: HashMap<String, HashMap<String, FieldShape>>,
     /// Input object types: their fields' types.
@@ -43,7 +43,13 @@ struct Shape {
 }
 
 /// parley's schema shape, read once from its SDL.
-static SHAPE: LazyLock<Shape> = LazyLock::new(|| Shape::from_sdl(&super::schema::sdl()));
+static SHAPE: OnceLock<Shape> = OnceLock::new();
+
+/// parley's schema shape, read from `sdl` the first time (every schema the server builds
+/// has the same types).
+pub(crate) fn parley(sdl: impl FnOnce() -> String) -> &'static Shape {
+    SHAPE.get_or_init(|| Shape::from_sdl(&sdl()))
+}
 
 impl Shape {
     fn from_sdl(sdl: &str) -> Shape {
@@ -115,6 +121,26 @@ impl Shape {
 
     fn field(&self, parent: &str, name: &str) -> Option<&FieldShape> {
         self.outputs.get(parent)?.get(name)
+    }
+
+    /// The root type of `ty`'s operations (queries for anything but a mutation).
+    pub(crate) fn root_of(&self, ty: OperationType) -> &str {
+        match ty {
+            OperationType::Mutation => &self.mutation,
+            _ => &self.query,
+        }
+    }
+
+    /// The named type field `name` of `parent` returns, and whether a list wraps it.
+    pub(crate) fn returns(&self, parent: &str, name: &str) -> Option<(&str, bool)> {
+        fn named(ty: &Type) -> &str {
+            match &ty.base {
+                BaseType::Named(n) => n.as_str(),
+                BaseType::List(inner) => named(inner),
+            }
+        }
+        let ty = &self.field(parent, name)?.ty;
+        Some((named(ty), matches!(ty.base, BaseType::List(_))))
     }
 }
 
@@ -270,7 +296,12 @@ fn set_null(data: &mut Value, path: &[PathSegment]) {
 /// Applies null propagation to `response`, the answer to `query` (`operation_name`): each
 /// field error's field becomes null, and a non-null one nulls its nearest nullable parent,
 /// up to `data` itself. The errors are kept as they are, each with its path.
-pub fn propagate_nulls(query: &str, operation_name: Option<&str>, response: &mut Response) {
+pub(crate) fn propagate_nulls(
+    shape: &Shape,
+    query: &str,
+    operation_name: Option<&str>,
+    response: &mut Response,
+) {
     if response.errors.iter().all(|e| e.path.is_empty()) {
         return;
     }
@@ -284,7 +315,7 @@ pub fn propagate_nulls(query: &str, operation_name: Option<&str>, response: &mut
         if err.path.is_empty() {
             continue;
         }
-        let Some(non_null) = non_null_along(&SHAPE, &doc, op, &err.path) else {
+        let Some(non_null) = non_null_along(shape, &doc, op, &err.path) else {
             continue;
         };
         let mut len = err.path.len();
@@ -340,12 +371,12 @@ fn bad_int<'a>(shape: &Shape, ty: &Type, value: &'a Value, depth: usize) -> Opti
 /// Refuses an `Int` argument literal, or variable value, outside the 32-bit range (the
 /// spec's `Int`), whether or not its field would run. Other input errors are left to
 /// async-graphql's validation.
-pub fn check_int_ranges(
+pub(crate) fn check_int_ranges(
+    shape: &Shape,
     doc: &ExecutableDocument,
     operation_name: Option<&str>,
     variables: &async_graphql::Variables,
 ) -> Result<(), ServerError> {
-    let shape = &*SHAPE;
     let Some(op) = operation(doc, operation_name) else {
         return Ok(());
     };

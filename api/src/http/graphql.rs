@@ -403,19 +403,12 @@ struct Outcome {
 
 /// The HTTP response for `outcomes` (one, or a batch when `batch`), in `media`.
 fn respond(media: MediaType, outcomes: &[Outcome], batch: bool) -> axum::response::Response {
-    let body_of = |o: &Outcome| {
-        let mut v = serde_json::to_value(&o.response).unwrap_or_default();
-        if o.request_error
-            && let Some(map) = v.as_object_mut()
-        {
-            map.remove("data");
-        }
-        v
-    };
+    // Serialized straight to bytes: no intermediate JSON tree, and fields keep the order
+    // the query selected them in.
     let (status, body) = if batch {
         (
             StatusCode::OK,
-            serde_json::Value::Array(outcomes.iter().map(body_of).collect()),
+            serde_json::to_vec(&outcomes.iter().map(AnswerBody).collect::<Vec<_>>()),
         )
     } else {
         let o = &outcomes[0];
@@ -429,9 +422,10 @@ fn respond(media: MediaType, outcomes: &[Outcome], batch: bool) -> axum::respons
         } else {
             StatusCode::OK
         });
-        (status, body_of(o))
+        (status, serde_json::to_vec(&AnswerBody(o)))
     };
-    let mut response = (status, body.to_string()).into_response();
+    let body = body.unwrap_or_else(|_| b"null".to_vec());
+    let mut response = (status, body).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, media.content_type());
@@ -447,6 +441,28 @@ fn respond(media: MediaType, outcomes: &[Outcome], batch: bool) -> axum::respons
         );
     }
     response
+}
+
+/// One operation's answer as the body holds it: its response, without `data` when it is a
+/// request error.
+struct AnswerBody<'a>(&'a Outcome);
+
+impl serde::Serialize for AnswerBody<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let response = &self.0.response;
+        if !self.0.request_error {
+            return response.serialize(serializer);
+        }
+        let mut map = serializer.serialize_map(None)?;
+        if !response.extensions.is_empty() {
+            map.serialize_entry("extensions", &response.extensions)?;
+        }
+        if !response.errors.is_empty() {
+            map.serialize_entry("errors", &response.errors)?;
+        }
+        map.end()
+    }
 }
 
 /// Whether an error of `response` says the server was overloaded (`Retry-After` then tells
@@ -539,49 +555,15 @@ async fn execute(
             status: Some(StatusCode::METHOD_NOT_ALLOWED),
             spent: 0,
         },
-        Ok(()) if missing_scope(principal, &request).is_some() => Outcome {
-            response: missing_scope(principal, &request).unwrap_or_default(),
-            request_error: true,
-            status: Some(StatusCode::FORBIDDEN),
-            spent: 0,
+        Ok(()) => match missing_scope(principal, &request) {
+            Some(refused) => Outcome {
+                response: refused,
+                request_error: true,
+                status: Some(StatusCode::FORBIDDEN),
+                spent: 0,
+            },
+            None => run(state, principal, request, register, rid, budget).await,
         },
-        Ok(()) => {
-            if let Some(hash) = register {
-                state.persisted.remember(hash, &request.query);
-            }
-            let request = request
-                .data(RequestId(rid.to_owned()))
-                .data(principal.viewer())
-                .data(principal.clone());
-            // Kept for null propagation, which reads the document again when a field failed.
-            let (query, operation_name) = (request.query.clone(), request.operation_name.clone());
-            let (mut response, spent) = if is_introspection_only(&request) {
-                let schema = &state.introspection_schema;
-                (schema.execute(request).await, 0)
-            } else {
-                cost::run(
-                    &state.probe_schema,
-                    &state.schema,
-                    request,
-                    budget,
-                    |doc, req| {
-                        shape::check_int_ranges(doc, req.operation_name.as_deref(), &req.variables)
-                    },
-                )
-                .await
-            };
-            shape::propagate_nulls(&query, operation_name.as_deref(), &mut response);
-            for err in &mut response.errors {
-                classify(err);
-            }
-            let request_error = is_request_error(&response);
-            Outcome {
-                status: access_status(&response),
-                response,
-                request_error,
-                spent,
-            }
-        }
     };
     let outcome_label = if outcome.response.errors.is_empty() {
         "ok"
@@ -593,6 +575,54 @@ async fn execute(
     metrics::histogram!("parley_graphql_request_duration_seconds")
         .record(started.elapsed().as_secs_f64());
     outcome
+}
+
+/// Runs an operation that passed the checks: with the principal and request id in its
+/// data, priced and checked by the probe, nulls propagated and every error coded.
+async fn run(
+    state: &AppState,
+    principal: &Principal,
+    request: Request,
+    register: Option<String>,
+    rid: &str,
+    budget: Option<u64>,
+) -> Outcome {
+    if let Some(hash) = register {
+        state.persisted.remember(hash, &request.query);
+    }
+    let request = request
+        .data(RequestId(rid.to_owned()))
+        .data(principal.viewer())
+        .data(principal.clone());
+    let shape = shape::parley(|| state.schema.sdl());
+    // Kept for null propagation, which reads the document again when a field failed.
+    let (query, operation_name) = (request.query.clone(), request.operation_name.clone());
+    let (mut response, spent) = if is_introspection_only(&request) {
+        let schema = &state.introspection_schema;
+        (schema.execute(request).await, 0)
+    } else {
+        cost::run(
+            &state.probe_schema,
+            &state.schema,
+            request,
+            budget,
+            |doc, req| {
+                shape::check_int_ranges(shape, doc, req.operation_name.as_deref(), &req.variables)
+            },
+        )
+        .await
+    };
+    shape::propagate_nulls(shape, &query, operation_name.as_deref(), &mut response);
+    for err in &mut response.errors {
+        classify(err);
+    }
+    let request_error = is_request_error(&response);
+    Outcome {
+        status: access_status(&response),
+        response,
+        request_error,
+        spent,
+    }
 }
 
 /// The cheap checks on the query text, before anything parses it: its size, its token
