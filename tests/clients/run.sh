@@ -3,7 +3,9 @@
 #   - the GraphQL-over-HTTP audit (graphql-http's serverAudits): 0 errors, 0 warnings;
 #   - relay/: a Relay fixture compiled by relay-compiler against schema.graphql;
 #   - codegen/: graphql-codegen's client preset over schema.graphql, compiled by tsc --strict;
-#   - apollo/: Apollo Client's relayStylePagination merging two pages from the server.
+#   - apollo/: Apollo Client's relayStylePagination merging two pages from the server;
+#   - browser/: CORS and cross-site writes in headless Chromium (Debian's chromium; skipped with a
+#     note where it is missing, a failure when CI is set).
 # Versions are pinned in package.json / package-lock.json (installed with `npm ci`).
 # Without Node.js it prints a note and exits 0. PARLEY_BIN overrides the server binary.
 set -euo pipefail
@@ -71,9 +73,43 @@ trap 'kill "$server" "$tserver" 2>/dev/null || true; rm -f "$log" "$tlog" "$trus
 wait_up "$tport"
 check "trusted documents from codegen and Relay" node codegen/trusted.mjs "http://127.0.0.1:$tport/graphql"
 
+# Browser safety in headless Chromium: a server with a key and one allowed origin, and a
+# development-mode server (every request that executes acts as admin) for the cross-site writes.
+chromium_bin=${CHROMIUM:-/usr/bin/chromium}
+if [ -x "$chromium_bin" ]; then
+  free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+  secret=$(mktemp)
+  node -e 'process.stdout.write(require("crypto").randomBytes(32).toString("hex"))' >"$secret"
+  aport=$(free_port)
+  dport=$(free_port)
+  allowed_port=$(free_port)
+  other_port=$(free_port)
+  alog=$(mktemp)
+  dlog=$(mktemp)
+  "$parley" --database-url sqlite::memory: serve --bind "127.0.0.1:$aport" \
+    --jwt-secret-file "$secret" --cors-origin "http://127.0.0.1:$allowed_port" >"$alog" 2>&1 &
+  aserver=$!
+  "$parley" --database-url sqlite::memory: serve --bind "127.0.0.1:$dport" \
+    --cors-origin "http://127.0.0.1:$allowed_port" >"$dlog" 2>&1 &
+  dserver=$!
+  trap 'kill "$server" "$tserver" "$aserver" "$dserver" 2>/dev/null || true; rm -f "$log" "$tlog" "$trusted" "$secret" "$alog" "$dlog"' EXIT
+  wait_up "$aport"
+  wait_up "$dport"
+  token=$("$parley" token --jwt-secret-file "$secret" --sub browser-check \
+    --scope conversations:read --scope messages:write --inbox '+1 202 555 0199' --ttl 10m)
+  CHROMIUM=$chromium_bin check "headless Chromium: CORS and cross-site writes" \
+    node browser/browser.mjs "http://127.0.0.1:$aport/graphql" "$token" \
+    "http://127.0.0.1:$dport/graphql" "$allowed_port" "$other_port"
+elif [ -n "${CI:-}" ]; then
+  echo "FAIL: $chromium_bin not found (CI is set; .ci/run installs Debian's chromium)"
+  failed=$((failed + 1))
+else
+  echo "note: $chromium_bin not found; the headless-Chromium browser checks are SKIPPED (apt install chromium)"
+fi
+
 if [ "$failed" -ne 0 ]; then
   echo "--- server log"
-  tail -n 50 "$log" "${tlog:-/dev/null}"
+  tail -n 50 "$log" "${tlog:-/dev/null}" "${alog:-/dev/null}" "${dlog:-/dev/null}"
 fi
 echo "client checks: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
