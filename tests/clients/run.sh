@@ -100,6 +100,10 @@ if [ -x "$chromium_bin" ]; then
   CHROMIUM=$chromium_bin check "headless Chromium: CORS and cross-site writes" \
     node browser/browser.mjs "http://127.0.0.1:$aport/graphql" "$token" \
     "http://127.0.0.1:$dport/graphql" "$allowed_port" "$other_port"
+  if grep -q '^type Subscription' ../../schema.graphql; then
+    CHROMIUM=$chromium_bin check "headless Chromium: a graphql-ws subscription" \
+      node browser/subscription.mjs "http://127.0.0.1:$aport/graphql" "$token" "$allowed_port" "$other_port"
+  fi
 elif [ -n "${CI:-}" ]; then
   echo "FAIL: $chromium_bin not found (CI is set; .ci/run installs Debian's chromium)"
   failed=$((failed + 1))
