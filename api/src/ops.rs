@@ -166,7 +166,24 @@ pub async fn verify(db: &DatabaseConnection, args: &VerifyArgs) -> anyhow::Resul
         report.repaired,
         report.unassigned
     );
-    if report.drifts.is_empty() {
+    for d in &report.count_drifts {
+        println!(
+            "drift: conversation counter {}: stored {}, rows say {}",
+            d.scope, d.stored, d.actual
+        );
+    }
+    if !report.count_drifts.is_empty() {
+        println!(
+            "verify: {} conversation counters drifted{}",
+            report.count_drifts.len(),
+            if report.counts_rebuilt {
+                ", rebuilt"
+            } else {
+                ""
+            }
+        );
+    }
+    if report.drifts.is_empty() && report.count_drifts.is_empty() {
         Ok(VerifyOutcome::Consistent)
     } else if args.repair {
         Ok(VerifyOutcome::Repaired)

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod backfill;
+pub mod counts;
 pub mod cursor;
 pub mod db;
 pub mod error;

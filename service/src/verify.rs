@@ -1,5 +1,5 @@
 //! `verify`: recompute every conversation's derived fields from its messages, report the
-//! drift, and optionally repair it. Also home of [`refresh_conversations`], the one
+//! drift, and optionally repair it; the same for the conversation counters. Also home of [`refresh_conversations`], the one
 //! recompute that backfill and repair share.
 
 use std::collections::HashMap;
@@ -11,6 +11,7 @@ use sea_orm::{
     JoinType, QueryFilter, QueryOrder, QuerySelect,
 };
 
+use crate::counts::{self, CountDrift};
 use crate::error::Result;
 use crate::settings::Settings;
 use crate::snippet::message_snippet;
@@ -43,6 +44,10 @@ pub struct VerifyReport {
     pub repaired: u64,
     /// Messages attached to no conversation.
     pub unassigned: u64,
+    /// Conversation counters (`totalCount`'s source) that differ from the rows.
+    pub count_drifts: Vec<CountDrift>,
+    /// The counters were rebuilt (only when repairing and they drifted).
+    pub counts_rebuilt: bool,
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -153,6 +158,13 @@ pub async fn verify_conversations(
         on_batch(&report);
     }
     report.unassigned = query::count_unassigned(db).await?;
+    report.count_drifts = counts::count_drifts(db).await?;
+    if repair && !report.count_drifts.is_empty() {
+        let txn = db::begin_write(db).await?;
+        counts::rebuild_counts(&*txn).await?;
+        txn.commit().await?;
+        report.counts_rebuilt = true;
+    }
     Ok(report)
 }
 

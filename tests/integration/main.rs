@@ -5,6 +5,7 @@ mod auth;
 mod bulk_limits;
 mod contract;
 mod correctness;
+mod counts;
 mod graphql;
 mod harness;
 mod hostile;

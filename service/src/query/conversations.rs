@@ -188,7 +188,9 @@ pub async fn list_conversations(
     Ok(Page::from_probe(rows, window))
 }
 
-/// How many of the conversations `viewer` sees match `filter`.
+/// How many of the conversations `viewer` sees match `filter`: from the counters the
+/// database keeps (`conversation_counts`, a sum of at most 16 rows) when one holds exactly
+/// this count ([`counted_scope`]), otherwise a `count(*)` of the matching rows.
 pub async fn count_conversations(
     db: &impl ConnectionTrait,
     viewer: &Viewer,
@@ -196,6 +198,9 @@ pub async fn count_conversations(
     filter: &ConversationFilter,
 ) -> Result<u64> {
     let address = filter_address(filter, region)?;
+    if let Some(scope) = counted_scope(viewer, filter, address.as_deref()) {
+        return counted(db, scope).await;
+    }
     let mut select = conversation::Entity::find()
         .select_only()
         .column_as(Expr::col(Asterisk).count(), "n");
@@ -206,4 +211,63 @@ pub async fn count_conversations(
     let n: Option<i64> = select.into_tuple().one(db).await?;
     let n = n.ok_or_else(|| Error::Internal("COUNT returned no row".into()))?;
     Ok(n as u64)
+}
+
+/// The `conversation_counts` scope whose sum is exactly the count of `filter` as `viewer`
+/// sees it, when there is one: everything (`all`), one channel (`channel:SMS`), or the
+/// conversations of one address (`address:+18045551234`), which is also what a viewer
+/// acting for exactly one inbox sees. Time bounds, several inboxes (a conversation may hold
+/// two of them) and combinations count rows instead. `address` is the filter's participant,
+/// normalized.
+pub fn counted_scope(
+    viewer: &Viewer,
+    filter: &ConversationFilter,
+    address: Option<&str>,
+) -> Option<String> {
+    // Destructured so that a new filter field cannot be silently left out of this decision.
+    let ConversationFilter {
+        channel,
+        participant: _,
+        active_since,
+        active_before,
+    } = filter;
+    if active_since.is_some() || active_before.is_some() {
+        return None;
+    }
+    let inbox = match viewer {
+        Viewer::Everyone => None,
+        Viewer::Inboxes(list) if list.len() == 1 => Some(list[0].as_str()),
+        Viewer::Inboxes(_) => return None,
+    };
+    match (channel, address, inbox) {
+        (None, None, None) => Some("all".to_owned()),
+        (Some(channel), None, None) => Some(format!("channel:{}", channel.as_str())),
+        (None, Some(one), None) | (None, None, Some(one)) => Some(format!("address:{one}")),
+        (None, Some(address), Some(inbox)) if address == inbox => {
+            Some(format!("address:{address}"))
+        }
+        _ => None,
+    }
+}
+
+/// The sum of `scope`'s slots in `conversation_counts` (0 when it has none).
+async fn counted(db: &impl ConnectionTrait, scope: String) -> Result<u64> {
+    use sea_orm::{FromQueryResult, Statement};
+    #[derive(FromQueryResult)]
+    struct Sum {
+        n: Option<i64>,
+    }
+    let backend = db.get_database_backend();
+    // CAST: PostgreSQL's sum of bigint is numeric.
+    let sql = match backend {
+        sea_orm::DbBackend::Postgres => {
+            "SELECT CAST(sum(n) AS bigint) AS n FROM conversation_counts WHERE scope = $1"
+        }
+        _ => "SELECT sum(n) AS n FROM conversation_counts WHERE scope = ?",
+    };
+    let sum = Sum::find_by_statement(Statement::from_sql_and_values(backend, sql, [scope.into()]))
+        .one(db)
+        .await?;
+    let n = sum.and_then(|s| s.n).unwrap_or(0);
+    u64::try_from(n).map_err(|_| Error::Internal(format!("conversation count {n} is negative")))
 }

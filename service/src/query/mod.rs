@@ -12,7 +12,7 @@ mod messages;
 
 pub use conversations::{
     ConversationFilter, conversation_page, conversations_by_ids, count_conversations,
-    find_conversation, find_conversation_by_participants, list_conversations,
+    counted_scope, find_conversation, find_conversation_by_participants, list_conversations,
 };
 pub use messages::{
     MessageFilter, MessageScope, count_messages_batch, count_unassigned, find_message,

@@ -199,7 +199,10 @@ impl ConversationConnection {
         page_info(&self.page, query::conversation_cursor)
     }
 
-    /// How many conversations match the filter, across all pages.
+    /// How many conversations match the filter, across all pages. Exact. With no filter, a
+    /// `channel` or a `participant` filter alone, and for a principal acting for one inbox,
+    /// it is read from counters kept with every write (constant time at any size); other
+    /// filters count the matching rows.
     async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
         let db = ctx.data::<DatabaseConnection>()?;
         let config = ctx.data::<AppConfig>()?;
