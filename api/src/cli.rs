@@ -279,7 +279,13 @@ async fn shutdown_signal(grace: std::time::Duration, drained: Arc<AtomicBool>) {
 }
 
 async fn migrate(db_args: &DbArgs, action: MigrateAction) -> anyhow::Result<()> {
-    let db = connect(db_args).await?;
+    // One connection: every schema change and the next statement see the same schema
+    // (pooled SQLite connections that sat idle through a change have failed on it).
+    let single = DbArgs {
+        db_max_connections: 1,
+        ..db_args.clone()
+    };
+    let db = connect(&single).await?;
     match action {
         MigrateAction::Up => Migrator::up(&db, None).await?,
         MigrateAction::Down { steps } => Migrator::down(&db, Some(steps)).await?,

@@ -6,7 +6,10 @@
 //! `address:<normalized address>`; a scope's count is the sum of its slots. Triggers add 1
 //! for each inserted conversation (to `all` and its channel) and each inserted participant
 //! row (to its address), so every write path (record, backfill, import, repair) keeps them
-//! without knowing. An upsert that finds its conversation fires no insert trigger.
+//! without knowing. An upsert that finds its conversation adds nothing. On PostgreSQL the
+//! triggers run once per statement over its transition table (one counter update per scope
+//! and statement: updating one row many times in one transaction would walk an ever longer
+//! chain of row versions); SQLite updates in place and counts per row.
 //!
 //! Why slots: one business number is a participant of every new conversation, so a single
 //! counter row would serialize all conversation creation on its row lock. On PostgreSQL a
@@ -33,25 +36,33 @@ DECLARE
     s smallint := (txid_current() % 16)::smallint;
 BEGIN
     INSERT INTO conversation_counts (scope, slot, n)
-    VALUES ('all', s, 1), ('channel:' || NEW.channel, s, 1)
-    ON CONFLICT (scope, slot) DO UPDATE SET n = conversation_counts.n + 1;
+    SELECT scope, s, n FROM (
+        SELECT 'all' AS scope, count(*) AS n FROM inserted HAVING count(*) > 0
+        UNION ALL
+        SELECT 'channel:' || channel, count(*) FROM inserted GROUP BY channel
+    ) c ORDER BY scope = 'all' DESC, scope
+    ON CONFLICT (scope, slot) DO UPDATE SET n = conversation_counts.n + EXCLUDED.n;
     RETURN NULL;
 END
 $$;
 
 CREATE FUNCTION parley_count_participant() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    s smallint := (txid_current() % 16)::smallint;
 BEGIN
     INSERT INTO conversation_counts (scope, slot, n)
-    VALUES ('address:' || NEW.address, (txid_current() % 16)::smallint, 1)
-    ON CONFLICT (scope, slot) DO UPDATE SET n = conversation_counts.n + 1;
+    SELECT 'address:' || address, s, count(*) FROM inserted GROUP BY address ORDER BY 1
+    ON CONFLICT (scope, slot) DO UPDATE SET n = conversation_counts.n + EXCLUDED.n;
     RETURN NULL;
 END
 $$;
 
 CREATE TRIGGER conversations_count AFTER INSERT ON conversations
-    FOR EACH ROW EXECUTE FUNCTION parley_count_conversation();
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION parley_count_conversation();
 CREATE TRIGGER conversation_participants_count AFTER INSERT ON conversation_participants
-    FOR EACH ROW EXECUTE FUNCTION parley_count_participant();
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION parley_count_participant();
 "#;
 
 const POSTGRES_DOWN: &str = r#"

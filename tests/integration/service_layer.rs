@@ -735,16 +735,24 @@ async fn migrations_go_down_and_up_again(t: &TestDb) {
     )
     .await
     .unwrap();
-    Migrator::down(&t.db, None).await.unwrap();
-    let status = Migrator::get_pending_migrations(&t.db).await.unwrap();
+    // On one connection, as `parley migrate` and start-up migrate (pooled SQLite connections
+    // that sat idle through a schema change have failed on it).
+    let single = service::db::DbOptions {
+        max_connections: 1,
+        ..parley_tests::test_db_options()
+    };
+    let migrator = service::db::connect(&t.url, &single).await.unwrap();
+    Migrator::down(&migrator, None).await.unwrap();
+    let status = Migrator::get_pending_migrations(&migrator).await.unwrap();
     // Every migration went down.
     assert_eq!(status.len(), Migrator::migrations().len());
     assert!(status.len() >= 4);
-    Migrator::up(&t.db, None).await.unwrap();
+    Migrator::up(&migrator, None).await.unwrap();
     assert_eq!(
-        Migrator::get_pending_migrations(&t.db).await.unwrap().len(),
+        Migrator::get_pending_migrations(&migrator).await.unwrap().len(),
         0
     );
+    migrator.close().await.unwrap();
     assert_eq!(t.count("messages").await, 0);
     record_message(
         &t.db,
