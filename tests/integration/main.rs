@@ -15,4 +15,5 @@ mod persisted;
 mod plans;
 mod rest;
 mod service_layer;
+mod state;
 mod visibility;

@@ -1,10 +1,15 @@
-//! The mutation root.
+//! The mutation root: recording messages here; the messaging state's resolvers in
+//! [`state`].
 
-use async_graphql::{Context, Object, Result};
+mod state;
+
+use async_graphql::{Context, ID, Object, Result};
 use service::{DatabaseConnection, Principal};
 
 use super::error::ServiceResultExt;
+use super::types::node::Conversation;
 use super::types::record::{RecordMessageInput, RecordMessagePayload};
+use super::types::state::{RecordDeliveryStatusInput, RecordDeliveryStatusPayload};
 use crate::config::AppConfig;
 
 /// Writes.
@@ -26,14 +31,52 @@ impl MutationRoot {
         let db = ctx.data::<DatabaseConnection>()?;
         let config = ctx.data::<AppConfig>()?;
         let principal = ctx.data::<Principal>()?;
+        let headers = input.headers();
         let input = input.into();
         principal
             .authorize_write(&input, config.settings.default_region)
             .gql(ctx)?;
         tracing::info!(sub = %principal.sub, "recordMessage");
-        service::record::record_message(db, &config.settings, input)
+        service::record::record_message_with(db, &config.settings, input, headers)
             .await
             .gql(ctx)
             .map(Into::into)
+    }
+
+    /// Records a delivery status event for a provider message id (`admin`), as the status
+    /// webhooks do. The message may be recorded later: the status waits for it.
+    async fn record_delivery_status(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The event.")] input: RecordDeliveryStatusInput,
+    ) -> Result<RecordDeliveryStatusPayload> {
+        state::record_delivery_status(ctx, input).await
+    }
+
+    /// Archives the conversation for one inbox; a new inbound message to that inbox
+    /// unarchives it. Returns the conversation.
+    async fn archive_conversation(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The conversation's id.")] conversation_id: ID,
+        #[graphql(
+            desc = "A participant you act for; may be left out when you act for exactly one participant (never in development mode)."
+        )]
+        inbox: Option<String>,
+    ) -> Result<Conversation> {
+        state::set_archived(ctx, &conversation_id, inbox, true).await
+    }
+
+    /// Unarchives the conversation for one inbox. Returns the conversation.
+    async fn unarchive_conversation(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The conversation's id.")] conversation_id: ID,
+        #[graphql(
+            desc = "A participant you act for; may be left out when you act for exactly one participant (never in development mode)."
+        )]
+        inbox: Option<String>,
+    ) -> Result<Conversation> {
+        state::set_archived(ctx, &conversation_id, inbox, false).await
     }
 }

@@ -1,0 +1,301 @@
+//! Per-(conversation, inbox) messaging state (SPEC section 14): the read horizon with its
+//! O(1) unread count, and the archive flag.
+//!
+//! An inbox is a participant address of the conversation. A principal sets and reads the
+//! state of the inboxes it acts for (`admin`: any participant); it may leave the inbox out
+//! when it acts for exactly one participant of the conversation.
+
+use std::collections::HashMap;
+
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter};
+
+use crate::access::{Inboxes, Principal};
+use crate::error::{Error, Result};
+use crate::normalize::{self, Region};
+use crate::query::{self, MAX_IDS_PER_STATEMENT};
+use crate::record::now;
+use crate::sql::Sql;
+use crate::types::Direction;
+use crate::{conversation, db, message};
+
+pub use entity::conversation_state;
+
+/// The inbox whose state `principal` reads or sets in `conversation`: `inbox` normalized
+/// on the conversation's channel, which must be a participant the principal acts for
+/// (`admin`: any participant); or, when `inbox` is `None`, the one participant the
+/// principal acts for. Errors name the argument `field`.
+pub fn resolve_inbox(
+    principal: &Principal,
+    conversation: &conversation::Model,
+    inbox: Option<&str>,
+    region: Region,
+    field: &str,
+) -> Result<String> {
+    let participants = normalize::split_participants_key(&conversation.participants_key);
+    let Some(raw) = inbox else {
+        let mine: Vec<&String> = match &principal.inboxes {
+            Inboxes::All => Vec::new(),
+            Inboxes::Only(_) => participants
+                .iter()
+                .filter(|p| principal.inboxes.acts_for(p))
+                .collect(),
+        };
+        return match mine.as_slice() {
+            [one] if !matches!(principal.inboxes, Inboxes::All) => Ok((*one).clone()),
+            _ => Err(Error::invalid(
+                field,
+                format!(
+                    "name the {field}: it may be left out only when you act for exactly one participant of the conversation (you act for {})",
+                    match &principal.inboxes {
+                        Inboxes::All => "every address".to_owned(),
+                        Inboxes::Only(_) => format!("{} of them", mine.len()),
+                    }
+                ),
+            )),
+        };
+    };
+    let address = normalize::normalize_address(conversation.channel, raw, region)
+        .map_err(|e| Error::invalid(field, e.to_string()))?;
+    if !participants.contains(&address) {
+        return Err(Error::invalid(
+            field,
+            format!("{field} is not a participant of the conversation"),
+        ));
+    }
+    if !principal.scopes.admin && !principal.inboxes.acts_for(&address) {
+        return Err(Error::forbidden(
+            field,
+            format!("{field} is not one of your inboxes"),
+        ));
+    }
+    Ok(address)
+}
+
+/// The conversation `principal` may see, for a state change; `NotFound` otherwise (an
+/// invisible id answers like an unknown one).
+async fn visible_conversation(
+    db: &impl ConnectionTrait,
+    principal: &Principal,
+    conversation_id: i64,
+) -> Result<conversation::Model> {
+    principal.require_read()?;
+    query::find_conversation(db, &principal.viewer(), conversation_id)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            what: "conversation",
+            id: conversation_id.to_string(),
+        })
+}
+
+/// Archives (or unarchives) `conversation_id` for an inbox (see [`resolve_inbox`]); a new
+/// inbound message to that inbox unarchives it again. Returns the conversation and the
+/// inbox.
+pub async fn set_archived(
+    db: &DatabaseConnection,
+    principal: &Principal,
+    region: Region,
+    conversation_id: i64,
+    inbox: Option<&str>,
+    archived: bool,
+) -> Result<(conversation::Model, String)> {
+    let conversation = visible_conversation(db, principal, conversation_id).await?;
+    let inbox = resolve_inbox(principal, &conversation, inbox, region, "inbox")?;
+    let txn = db::begin_write(db).await?;
+    let mut upsert = Sql::new(
+        "INSERT INTO conversation_states (conversation_id, inbox, read_up_to, sent_after, \
+         archived, updated_at) VALUES (",
+    );
+    upsert
+        .bind(conversation.id)
+        .push(", ")
+        .bind(inbox.as_str())
+        .push(", 0, 0, ")
+        .bind(archived)
+        .push(", ")
+        .bind(now())
+        .push(
+            ") ON CONFLICT (conversation_id, inbox) DO UPDATE SET archived = excluded.archived, \
+             updated_at = excluded.updated_at",
+        );
+    txn.execute_raw(upsert.build(db::backend(&*txn))).await?;
+    txn.commit().await?;
+    Ok((conversation, inbox))
+}
+
+/// The state rows of `keys` (absent: the inbox has no state yet: nothing read, nothing
+/// archived). One statement per chunk of conversations.
+pub async fn states(
+    db: &impl ConnectionTrait,
+    keys: &[(i64, String)],
+) -> Result<HashMap<(i64, String), conversation_state::Model>> {
+    use conversation_state::Column;
+    let mut out = HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(MAX_IDS_PER_STATEMENT / 2) {
+        let mut inboxes: Vec<&str> = chunk.iter().map(|k| k.1.as_str()).collect();
+        inboxes.sort_unstable();
+        inboxes.dedup();
+        let rows = conversation_state::Entity::find()
+            .filter(Column::ConversationId.is_in(chunk.iter().map(|k| k.0)))
+            .filter(Column::Inbox.is_in(inboxes.iter().map(|s| s.to_string())))
+            .all(db)
+            .await?;
+        for r in rows {
+            let key = (r.conversation_id, r.inbox.clone());
+            if chunk.contains(&key) {
+                out.insert(key, r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The record transaction's part: an INBOUND message unarchives the conversation for its
+/// recipients (every participant but the sender). Runs under the conversation's row lock.
+pub(crate) async fn fold_message(
+    conn: &impl ConnectionTrait,
+    conversation_id: i64,
+    message: &message::Model,
+) -> Result<()> {
+    if message.direction == Direction::Inbound {
+        let mut sql = Sql::new("UPDATE conversation_states SET archived = ");
+        sql.bind(false)
+            .push(", updated_at = ")
+            .bind(message.recorded_at)
+            .push(" WHERE conversation_id = ")
+            .bind(conversation_id)
+            .push(" AND archived = ")
+            .bind(true);
+        if let Some(from) = &message.from_address {
+            sql.push(" AND inbox <> ").bind(from.as_str());
+        }
+        conn.execute_raw(sql.build(db::backend(conn))).await?;
+    }
+    Ok(())
+}
+
+/// The unread count of an inbox whose horizon is `read_up_to` with `sent_after` of its own
+/// messages after it: the messages after the horizon that it did not send. O(1).
+pub fn unread_count(conversation: &conversation::Model, read_up_to: i64, sent_after: i64) -> i64 {
+    (last_sequence(conversation) - read_up_to - sent_after).max(0)
+}
+
+/// The highest message sequence of the conversation.
+fn last_sequence(conversation: &conversation::Model) -> i64 {
+    conversation.message_count
+}
+
+/// The inbox the conversations filter's `archived` and `unread` read, resolved for
+/// `principal`: `raw` normalized (an address with `@` as an email, any other as a phone
+/// number), which must be one of the principal's inboxes (`admin`: any address); or, when
+/// left out, the principal's one inbox. Sets `filter.inbox`; errors name `filter.inbox`.
+/// Does nothing when the filter uses neither.
+pub fn resolve_filter_inbox(
+    principal: &Principal,
+    filter: &mut query::ConversationFilter,
+    raw: Option<&str>,
+    region: Region,
+) -> Result<()> {
+    const FIELD: &str = "filter.inbox";
+    if filter.archived.is_none() && filter.unread.is_none() {
+        return Ok(());
+    }
+    let inbox = match raw {
+        Some(raw) => {
+            let channel = if raw.contains('@') {
+                crate::types::Channel::Email
+            } else {
+                crate::types::Channel::Sms
+            };
+            let address = normalize::normalize_address(channel, raw, region)
+                .map_err(|e| Error::invalid(FIELD, e.to_string()))?;
+            if !principal.scopes.admin && !principal.inboxes.acts_for(&address) {
+                return Err(Error::forbidden(
+                    FIELD,
+                    "filter.inbox is not one of your inboxes",
+                ));
+            }
+            address
+        }
+        None => match &principal.inboxes {
+            Inboxes::Only(list) if list.len() == 1 => list[0].clone(),
+            _ => {
+                return Err(Error::invalid(
+                    FIELD,
+                    "name the inbox whose state `archived` and `unread` read: it may be left out only when you act for exactly one inbox",
+                ));
+            }
+        },
+    };
+    filter.inbox = Some(inbox);
+    Ok(())
+}
+
+/// `Ok` unless the filter uses `archived` or `unread` without an inbox.
+pub(crate) fn check_filter(filter: &query::ConversationFilter) -> Result<()> {
+    if filter.inbox.is_none() && (filter.archived.is_some() || filter.unread.is_some()) {
+        return Err(Error::invalid(
+            "filter.inbox",
+            "`archived` and `unread` read one inbox's state: name it",
+        ));
+    }
+    Ok(())
+}
+
+/// `cond` and the filter's state predicates: the inbox participates, and its state row
+/// (a correlated primary-key lookup) says archived / unread. Unread compares the
+/// conversation's last sequence with the horizon plus the inbox's own later messages, so
+/// it stays O(1) per row.
+pub(crate) fn filter_condition(
+    mut cond: sea_orm::Condition,
+    filter: &query::ConversationFilter,
+) -> sea_orm::Condition {
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, Query};
+    let Some(inbox) = &filter.inbox else {
+        return cond;
+    };
+    if filter.archived.is_none() && filter.unread.is_none() {
+        return cond;
+    }
+    use crate::conversation_participant as cp;
+    use conversation_state::Column as S;
+    let participating = Query::select()
+        .column(cp::Column::ConversationId)
+        .from(cp::Entity)
+        .and_where(cp::Column::Address.eq(inbox.as_str()))
+        .to_owned();
+    cond = cond.add(conversation::Column::Id.in_subquery(participating));
+    let s = Alias::new("inbox_state");
+    let state_of = |select: &mut sea_orm::sea_query::SelectStatement| {
+        select
+            .from_as(conversation_state::Entity, s.clone())
+            .and_where(
+                Expr::col((s.clone(), S::ConversationId))
+                    .equals((conversation::Entity, conversation::Column::Id)),
+            )
+            .and_where(Expr::col((s.clone(), S::Inbox)).eq(inbox.as_str()));
+    };
+    if let Some(archived) = filter.archived {
+        let mut select = Query::select();
+        select.expr(Expr::val(1));
+        state_of(&mut select);
+        select.and_where(Expr::col((s.clone(), S::Archived)).eq(true));
+        let exists = Expr::exists(select.to_owned());
+        cond = cond.add(if archived { exists } else { exists.not() });
+    }
+    if let Some(unread) = filter.unread {
+        let mut select = Query::select();
+        select.expr(Expr::col((s.clone(), S::ReadUpTo)).add(Expr::col((s.clone(), S::SentAfter))));
+        state_of(&mut select);
+        let seen = Func::coalesce([Expr::from(select.to_owned()), Expr::val(0i64)]);
+        let last = Expr::col((conversation::Entity, LAST_SEQUENCE));
+        cond = cond.add(if unread {
+            last.gt(seen)
+        } else {
+            last.lte(seen)
+        });
+    }
+    cond
+}
+
+/// The conversation column holding its highest message sequence.
+const LAST_SEQUENCE: conversation::Column = conversation::Column::MessageCount;
