@@ -257,6 +257,7 @@ pub(crate) fn new_message(
         sent_at: Set(sent_at),
         recorded_at: Set(recorded_at),
         assignment_error: Set(None),
+        sequence: Set(None),
     }
 }
 
@@ -298,7 +299,10 @@ async fn store_assigned(
         statements::insert_participants(txn, rows).await?;
     }
 
-    let model = row.active_model(Some(conversation_id));
+    // The next number of the conversation's sequence: the row stays locked until commit,
+    // so no other writer can take it, and numbers follow the order writers got the lock.
+    let mut model = row.active_model(Some(conversation_id));
+    model.sequence = Set(Some(upserted.last_sequence + 1));
     let stored = if db::backend(txn) == DbBackend::Postgres {
         statements::insert_and_fold(txn, model, conversation_id, snippet).await?
     } else {

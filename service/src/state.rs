@@ -149,16 +149,20 @@ pub async fn states(
     Ok(out)
 }
 
-/// The record transaction's part: an INBOUND message unarchives the conversation for its
-/// recipients (every participant but the sender). Runs under the conversation's row lock.
+/// The record transaction's part, under the conversation's row lock: the sender's own
+/// message moves its horizon to that message (you have read what you wrote; the message
+/// is the conversation's latest, so nothing of the sender's lies after it), and an INBOUND
+/// message unarchives the conversation for its recipients (every participant but the
+/// sender). PostgreSQL runs both in one statement (a data-modifying `WITH`).
 pub(crate) async fn fold_message(
     conn: &impl ConnectionTrait,
     conversation_id: i64,
     message: &message::Model,
 ) -> Result<()> {
-    if message.direction == Direction::Inbound {
-        let mut sql = Sql::new("UPDATE conversation_states SET archived = ");
-        sql.bind(false)
+    let backend = db::backend(conn);
+    let unarchive = |sql: &mut Sql| {
+        sql.push("UPDATE conversation_states SET archived = ")
+            .bind(false)
             .push(", updated_at = ")
             .bind(message.recorded_at)
             .push(" WHERE conversation_id = ")
@@ -168,9 +172,157 @@ pub(crate) async fn fold_message(
         if let Some(from) = &message.from_address {
             sql.push(" AND inbox <> ").bind(from.as_str());
         }
-        conn.execute_raw(sql.build(db::backend(conn))).await?;
+    };
+    let inbound = message.direction == Direction::Inbound;
+    let (Some(from), Some(sequence)) = (&message.from_address, message.sequence) else {
+        if inbound {
+            let mut sql = Sql::new("");
+            unarchive(&mut sql);
+            conn.execute_raw(sql.build(backend)).await?;
+        }
+        return Ok(());
+    };
+    let mut sql = Sql::new("");
+    if inbound && backend == sea_orm::DbBackend::Postgres {
+        sql.push("WITH unarchived AS (");
+        unarchive(&mut sql);
+        sql.push(" RETURNING 1) ");
+    } else if inbound {
+        let mut first = Sql::new("");
+        unarchive(&mut first);
+        conn.execute_raw(first.build(backend)).await?;
     }
+    sql.push(
+        "INSERT INTO conversation_states (conversation_id, inbox, read_up_to, sent_after, \
+         archived, updated_at) VALUES (",
+    )
+    .bind(conversation_id)
+    .push(", ")
+    .bind(from.as_str())
+    .push(", ")
+    .bind(sequence)
+    .push(", 0, ")
+    .bind(false)
+    .push(", ")
+    .bind(message.recorded_at)
+    .push(
+        ") ON CONFLICT (conversation_id, inbox) DO UPDATE SET read_up_to = excluded.read_up_to, \
+         sent_after = 0, updated_at = excluded.updated_at",
+    );
+    conn.execute_raw(sql.build(backend)).await?;
     Ok(())
+}
+
+/// How the horizon moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// `markConversationRead`: forward only, up to this sequence (the latest when `None`).
+    ReadUpTo(Option<i64>),
+    /// `markConversationUnread`: back to just before this sequence (never forward).
+    UnreadFrom(i64),
+}
+
+/// Moves the read horizon of `conversation_id` for an inbox (see [`resolve_inbox`]):
+/// `ReadUpTo` only ever moves it forward, `UnreadFrom` only ever back. Returns the
+/// conversation (as of the change) and the inbox.
+pub async fn mark(
+    db: &DatabaseConnection,
+    principal: &Principal,
+    region: Region,
+    conversation_id: i64,
+    inbox: Option<&str>,
+    mark: Mark,
+) -> Result<(conversation::Model, String)> {
+    let conversation = visible_conversation(db, principal, conversation_id).await?;
+    let inbox = resolve_inbox(principal, &conversation, inbox, region, "inbox")?;
+    let txn = db::begin_write(db).await?;
+    // The conversation's row lock orders this change with the record path (which takes it
+    // first too, then the state row) and with concurrent marks: each reads the horizon the
+    // previous one left, so concurrent marks keep it monotonic. SQLite's write transaction
+    // is exclusive already.
+    let mut locked = conversation::Entity::find_by_id(conversation.id);
+    if db::backend(&*txn) == sea_orm::DbBackend::Postgres {
+        locked = sea_orm::QuerySelect::lock_exclusive(locked);
+    }
+    let conversation = locked.one(&*txn).await?.ok_or_else(|| Error::NotFound {
+        what: "conversation",
+        id: conversation_id.to_string(),
+    })?;
+    let last = conversation.last_sequence;
+    let current = conversation_state::Entity::find_by_id((conversation.id, inbox.clone()))
+        .one(&*txn)
+        .await?;
+    let (horizon, sent_after) = current
+        .as_ref()
+        .map(|s| (s.read_up_to, s.sent_after))
+        .unwrap_or((0, 0));
+    let target = match mark {
+        Mark::ReadUpTo(up_to) => {
+            let up_to = up_to.unwrap_or(last);
+            if !(0..=last).contains(&up_to) {
+                return Err(Error::invalid(
+                    "upToSequence",
+                    format!(
+                        "upToSequence must be between 0 and the last sequence, {last} (got {up_to})"
+                    ),
+                ));
+            }
+            horizon.max(up_to)
+        }
+        Mark::UnreadFrom(from) => {
+            if !(1..=last.max(1)).contains(&from) {
+                return Err(Error::invalid(
+                    "fromSequence",
+                    format!(
+                        "fromSequence must be between 1 and the last sequence, {last} (got {from})"
+                    ),
+                ));
+            }
+            horizon.min(from - 1)
+        }
+    };
+    if current.is_some() && target == horizon {
+        txn.commit().await?;
+        return Ok((conversation, inbox));
+    }
+    // The inbox's own messages after the new horizon: none when there were none after the
+    // old one and the horizon moved forward; counted otherwise (a range of the
+    // `(conversation_id, sequence)` index).
+    let sent_after = if target >= horizon && sent_after == 0 {
+        0
+    } else {
+        sea_orm::PaginatorTrait::count(
+            message::Entity::find()
+                .filter(message::Column::ConversationId.eq(conversation.id))
+                .filter(message::Column::Sequence.gt(target))
+                .filter(message::Column::FromAddress.eq(inbox.as_str())),
+            &*txn,
+        )
+        .await? as i64
+    };
+    let mut upsert = Sql::new(
+        "INSERT INTO conversation_states (conversation_id, inbox, read_up_to, sent_after, \
+         archived, updated_at) VALUES (",
+    );
+    upsert
+        .bind(conversation.id)
+        .push(", ")
+        .bind(inbox.as_str())
+        .push(", ")
+        .bind(target)
+        .push(", ")
+        .bind(sent_after)
+        .push(", ")
+        .bind(false)
+        .push(", ")
+        .bind(now())
+        .push(
+            ") ON CONFLICT (conversation_id, inbox) DO UPDATE SET read_up_to = excluded.read_up_to, \
+             sent_after = excluded.sent_after, updated_at = excluded.updated_at",
+        );
+    txn.execute_raw(upsert.build(db::backend(&*txn))).await?;
+    txn.commit().await?;
+    Ok((conversation, inbox))
 }
 
 /// The unread count of an inbox whose horizon is `read_up_to` with `sent_after` of its own
@@ -181,7 +333,7 @@ pub fn unread_count(conversation: &conversation::Model, read_up_to: i64, sent_af
 
 /// The highest message sequence of the conversation.
 fn last_sequence(conversation: &conversation::Model) -> i64 {
-    conversation.message_count
+    conversation.last_sequence
 }
 
 /// The inbox the conversations filter's `archived` and `unread` read, resolved for
@@ -298,4 +450,4 @@ pub(crate) fn filter_condition(
 }
 
 /// The conversation column holding its highest message sequence.
-const LAST_SEQUENCE: conversation::Column = conversation::Column::MessageCount;
+const LAST_SEQUENCE: conversation::Column = conversation::Column::LastSequence;

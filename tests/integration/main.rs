@@ -9,6 +9,7 @@ mod graphql;
 mod harness;
 mod hostile;
 mod http_limits;
+mod live;
 mod ops;
 mod ops_runtime;
 mod persisted;

@@ -623,6 +623,236 @@ async fn only_your_own_inboxes_and_errors_name_the_field(t: &TestDb) {
     assert_eq!(error_code(&reply.json), "FORBIDDEN");
 }
 
+const READ: &str = "mutation($c: ID!, $inbox: String, $upTo: Int) {
+    markConversationRead(conversationId: $c, inbox: $inbox, upToSequence: $upTo) {
+        lastSequence viewerState(inbox: $inbox) { inbox readUpTo unreadCount archived } } }";
+const UNREAD: &str = "mutation($c: ID!, $inbox: String, $from: Int!) {
+    markConversationUnread(conversationId: $c, inbox: $inbox, fromSequence: $from) {
+        viewerState(inbox: $inbox) { readUpTo unreadCount } } }";
+const VIEW: &str = "query($c: ID!, $inbox: String!) { conversation(id: $c) {
+    viewerState(inbox: $inbox) { inbox readUpTo unreadCount archived } unreadCount(inbox: $inbox) } }";
+
+/// The state the test expects, computed from what it stored: the messages' senders in
+/// sequence order and the horizon.
+fn expected(senders: &[&str], inbox: &str, horizon: usize) -> Value {
+    let unread = senders[horizon..].iter().filter(|s| **s != inbox).count();
+    json!({"viewerState": {"inbox": inbox, "readUpTo": horizon, "unreadCount": unread, "archived": false},
+        "unreadCount": unread})
+}
+
+async fn unread_counts_are_exact_after_interleaved_messages_and_marks(t: &TestDb) {
+    let app = dev(t);
+    let mut senders: Vec<&str> = Vec::new();
+    let mut c = String::new();
+    let mut add =
+        async |senders: &mut Vec<&'static str>, from: &'static str, to: &str, direction: &str| {
+            let minute = senders.len() as i64;
+            c = record(&app, sms(direction, from, to, None, minute)).await.1;
+            senders.push(from);
+            c.clone()
+        };
+    for _ in 0..3 {
+        add(&mut senders, CAROL, ALICE, "INBOUND").await;
+    }
+    let c = add(&mut senders, ALICE, CAROL, "OUTBOUND").await;
+    let view = async |inbox: &str| {
+        app.data(VIEW, json!({"c": c, "inbox": inbox})).await["conversation"].clone()
+    };
+    // Alice answered at 4: she has read everything; Carol's own messages moved hers to 3.
+    assert_eq!(view(ALICE).await, expected(&senders, ALICE, 4));
+    assert_eq!(view(CAROL).await, expected(&senders, CAROL, 3));
+    let c = {
+        add(&mut senders, CAROL, ALICE, "INBOUND").await;
+        add(&mut senders, CAROL, ALICE, "INBOUND").await
+    };
+    assert_eq!(view(ALICE).await, expected(&senders, ALICE, 4));
+    assert_eq!(view(ALICE).await["unreadCount"], 2);
+    // Unread from 2 on: her own message 4 stays read for her.
+    let data = app
+        .data(UNREAD, json!({"c": c, "inbox": ALICE, "from": 2}))
+        .await;
+    assert_eq!(
+        data["markConversationUnread"]["viewerState"],
+        json!({"readUpTo": 1, "unreadCount": 4})
+    );
+    assert_eq!(view(ALICE).await, expected(&senders, ALICE, 1));
+    let data = app
+        .data(READ, json!({"c": c, "inbox": ALICE, "upTo": 3}))
+        .await;
+    assert_eq!(
+        data["markConversationRead"]["viewerState"]["unreadCount"],
+        2
+    );
+    assert_eq!(view(ALICE).await, expected(&senders, ALICE, 3));
+    // Forward only: an earlier sequence changes nothing; unread never moves it forward.
+    app.data(READ, json!({"c": c, "inbox": ALICE, "upTo": 2}))
+        .await;
+    assert_eq!(view(ALICE).await, expected(&senders, ALICE, 3));
+    app.data(UNREAD, json!({"c": c, "inbox": ALICE, "from": 6}))
+        .await;
+    assert_eq!(view(ALICE).await, expected(&senders, ALICE, 3));
+    // Carol's state is her own: her messages 5 and 6 moved it.
+    assert_eq!(view(CAROL).await, expected(&senders, CAROL, 6));
+    // A new message from Alice moves her horizon past everything, even after a set-back.
+    app.data(UNREAD, json!({"c": c, "inbox": ALICE, "from": 1}))
+        .await;
+    assert_eq!(view(ALICE).await, expected(&senders, ALICE, 0));
+    let c = add(&mut senders, ALICE, CAROL, "OUTBOUND").await;
+    assert_eq!(view(ALICE).await, expected(&senders, ALICE, 7));
+    assert_eq!(view(CAROL).await, expected(&senders, CAROL, 6));
+    // Default: up to the latest.
+    let data = app.data(READ, json!({"c": c, "inbox": CAROL})).await;
+    assert_eq!(
+        data["markConversationRead"],
+        json!({"lastSequence": 7, "viewerState": {"inbox": CAROL, "readUpTo": 7, "unreadCount": 0, "archived": false}})
+    );
+    for (query, vars, field) in [
+        (
+            READ,
+            json!({"c": c, "inbox": ALICE, "upTo": 8}),
+            "upToSequence",
+        ),
+        (
+            READ,
+            json!({"c": c, "inbox": ALICE, "upTo": -1}),
+            "upToSequence",
+        ),
+        (
+            UNREAD,
+            json!({"c": c, "inbox": ALICE, "from": 0}),
+            "fromSequence",
+        ),
+        (
+            UNREAD,
+            json!({"c": c, "inbox": ALICE, "from": 8}),
+            "fromSequence",
+        ),
+        (READ, json!({"c": c}), "inbox"),
+        (READ, json!({"c": c, "inbox": BOB}), "inbox"),
+    ] {
+        let body = app.graphql(query, vars.clone()).await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{vars}");
+        assert_eq!(body["errors"][0]["extensions"]["field"], field, "{vars}");
+    }
+    assert_eq!(view(ALICE).await, expected(&senders, ALICE, 7));
+}
+
+async fn concurrent_marks_keep_the_horizon_monotonic(t: &TestDb) {
+    let app = dev(t);
+    let mut c = String::new();
+    for minute in 0..50 {
+        c = record(&app, sms("INBOUND", CAROL, ALICE, None, minute))
+            .await
+            .1;
+    }
+    // 50 marks with every sequence, in a scrambled order, at once, beside 10 new messages.
+    let mut tasks = Vec::new();
+    for i in 0..50i64 {
+        let up_to = (i * 17) % 50 + 1;
+        let app = app.clone();
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let data = app
+                .data(READ, json!({"c": c, "inbox": ALICE, "upTo": up_to}))
+                .await;
+            let horizon = data["markConversationRead"]["viewerState"]["readUpTo"]
+                .as_i64()
+                .unwrap();
+            // Whatever ran before, the horizon never ends below what this mark asked for.
+            assert!(horizon >= up_to, "{horizon} < {up_to}");
+        }));
+    }
+    for minute in 50..60 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            record(&app, sms("INBOUND", CAROL, ALICE, None, minute)).await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let got = app.data(VIEW, json!({"c": c, "inbox": ALICE})).await["conversation"].clone();
+    assert_eq!(
+        got,
+        json!({"viewerState": {"inbox": ALICE, "readUpTo": 50, "unreadCount": 10, "archived": false}, "unreadCount": 10})
+    );
+}
+
+async fn unread_ids(
+    app: &TestApp,
+    unread: bool,
+    first: i64,
+    after: Option<&str>,
+) -> (Vec<String>, Option<String>, i64) {
+    let data = app
+        .data(
+            "query($f: ConversationFilter, $first: Int, $after: String) {
+                conversations(first: $first, after: $after, filter: $f) {
+                    totalCount nodes { id viewerState(inbox: \"+12025550101\") { unreadCount } }
+                    pageInfo { hasNextPage endCursor } } }",
+            json!({"f": {"inbox": ALICE, "unread": unread}, "first": first, "after": after}),
+        )
+        .await;
+    let c = &data["conversations"];
+    for n in c["nodes"].as_array().unwrap() {
+        assert_eq!(
+            n["viewerState"]["unreadCount"].as_i64().unwrap() > 0,
+            unread,
+            "{n}"
+        );
+    }
+    let ids = c["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_owned())
+        .collect();
+    let next = c["pageInfo"]["hasNextPage"]
+        .as_bool()
+        .unwrap()
+        .then(|| c["pageInfo"]["endCursor"].as_str().unwrap().to_owned());
+    (ids, next, c["totalCount"].as_i64().unwrap())
+}
+
+async fn the_unread_filter_pages_with_cursors(t: &TestDb) {
+    let app = dev(t);
+    let contacts = [
+        "+12025550111",
+        "+12025550112",
+        "+12025550113",
+        "+12025550114",
+        "+12025550115",
+    ];
+    let mut ids = Vec::new();
+    for (i, c) in contacts.iter().enumerate() {
+        ids.push(
+            record(&app, sms("INBOUND", c, ALICE, None, i as i64))
+                .await
+                .1,
+        );
+    }
+    // Read: 1 (marked), 3 (answered). Unread: 0, 2, 4.
+    app.data(READ, json!({"c": ids[1], "inbox": ALICE})).await;
+    record(&app, sms("OUTBOUND", ALICE, contacts[3], None, 3)).await;
+    let (page, next, total) = unread_ids(&app, true, 2, None).await;
+    assert_eq!((page, total), (vec![ids[4].clone(), ids[2].clone()], 3));
+    let (page, next, _) = unread_ids(&app, true, 2, next.as_deref()).await;
+    assert_eq!((page, next), (vec![ids[0].clone()], None));
+    let (page, _, total) = unread_ids(&app, false, 10, None).await;
+    assert_eq!((page, total), (vec![ids[3].clone(), ids[1].clone()], 2));
+    // A new message makes 1 unread again.
+    record(&app, sms("INBOUND", contacts[1], ALICE, None, 9)).await;
+    assert_eq!(
+        unread_ids(&app, true, 10, None).await.0,
+        vec![
+            ids[1].clone(),
+            ids[4].clone(),
+            ids[2].clone(),
+            ids[0].clone()
+        ]
+    );
+}
+
 on_both_engines!(
     every_arrival_order_ends_in_the_right_status,
     a_callback_before_its_message_and_a_redelivery,
@@ -632,4 +862,7 @@ on_both_engines!(
     malformed_headers_answer_bad_user_input_with_the_field,
     archive_is_per_inbox_and_a_new_inbound_message_reopens,
     only_your_own_inboxes_and_errors_name_the_field,
+    unread_counts_are_exact_after_interleaved_messages_and_marks,
+    concurrent_marks_keep_the_horizon_monotonic,
+    the_unread_filter_pages_with_cursors,
 );

@@ -79,4 +79,43 @@ impl MutationRoot {
     ) -> Result<Conversation> {
         state::set_archived(ctx, &conversation_id, inbox, false).await
     }
+
+    /// Marks the conversation read for one inbox, up to a message sequence (the latest when
+    /// omitted). The horizon only moves forward here: marking up to an earlier sequence
+    /// changes nothing. Returns the conversation.
+    async fn mark_conversation_read(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The conversation's id.")] conversation_id: ID,
+        #[graphql(
+            desc = "A participant you act for; may be left out when you act for exactly one participant (never in development mode)."
+        )]
+        inbox: Option<String>,
+        #[graphql(
+            desc = "Every message up to this sequence counts as read (0 to the conversation's `lastSequence`); the latest when omitted."
+        )]
+        up_to_sequence: Option<i32>,
+    ) -> Result<Conversation> {
+        let mark = service::state::Mark::ReadUpTo(up_to_sequence.map(i64::from));
+        state::mark(ctx, &conversation_id, inbox, mark).await
+    }
+
+    /// Marks the conversation unread for one inbox from a message sequence on: the horizon
+    /// moves back to just before it (never forward). Returns the conversation.
+    async fn mark_conversation_unread(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The conversation's id.")] conversation_id: ID,
+        #[graphql(
+            desc = "A participant you act for; may be left out when you act for exactly one participant (never in development mode)."
+        )]
+        inbox: Option<String>,
+        #[graphql(
+            desc = "The first message sequence to count as unread (1 to the conversation's `lastSequence`)."
+        )]
+        from_sequence: i32,
+    ) -> Result<Conversation> {
+        let mark = service::state::Mark::UnreadFrom(i64::from(from_sequence));
+        state::mark(ctx, &conversation_id, inbox, mark).await
+    }
 }

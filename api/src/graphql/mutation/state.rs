@@ -62,3 +62,27 @@ pub(super) async fn record_delivery_status(
         .gql(ctx)
         .map(Into::into)
 }
+
+/// `markConversationRead` / `markConversationUnread`.
+pub(super) async fn mark(
+    ctx: &Context<'_>,
+    id: &ID,
+    inbox: Option<String>,
+    mark: service::state::Mark,
+) -> Result<Conversation> {
+    let db = ctx.data::<DatabaseConnection>()?;
+    let config = ctx.data::<AppConfig>()?;
+    let principal = ctx.data::<Principal>()?;
+    let id = conversation_id(ctx, id)?;
+    let (conversation, _) = service::state::mark(
+        db,
+        principal,
+        config.settings.default_region,
+        id,
+        inbox.as_deref(),
+        mark,
+    )
+    .await
+    .gql(ctx)?;
+    Ok(Conversation::new(conversation))
+}

@@ -54,6 +54,12 @@ impl Conversation {
         self.0.message_count
     }
 
+    /// The `sequence` of the conversation's most recently received message (0 before the
+    /// first): the position to resume `messageRecorded` from.
+    async fn last_sequence(&self) -> i64 {
+        self.0.last_sequence
+    }
+
     /// When its earliest message was sent.
     async fn first_message_at(&self) -> DateTime<Utc> {
         self.0.first_message_at

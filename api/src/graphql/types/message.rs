@@ -51,6 +51,14 @@ impl Message {
         Ok(c.map(Conversation::new))
     }
 
+    /// Its place in its conversation: 1, 2, 3, .. in the order the conversation received
+    /// its messages (gap-free; a message committed later never gets a lower number). Resume
+    /// `messageRecorded` after the last one you saw with `afterSequence`. 0 while the message
+    /// is unassigned.
+    async fn sequence(&self) -> i64 {
+        self.0.sequence.unwrap_or(0)
+    }
+
     /// The channel it travelled on.
     async fn channel(&self) -> Channel {
         self.0.channel.into()
