@@ -451,3 +451,103 @@ pub(crate) fn filter_condition(
 
 /// The conversation column holding its highest message sequence.
 const LAST_SEQUENCE: conversation::Column = conversation::Column::LastSequence;
+
+/// `verify`'s check of the state rows of `conversations` (id -> its last sequence as its
+/// messages say): each horizon lies within `0..=last sequence`, and each `sent_after` is
+/// exactly the number of the inbox's own messages after the horizon. One statement per
+/// chunk. Addresses stay out of the report (personal data): a drift names the
+/// conversation and the column.
+pub(crate) async fn verify_states(
+    db: &impl ConnectionTrait,
+    conversations: &HashMap<i64, i64>,
+) -> Result<Vec<crate::verify::Drift>> {
+    #[derive(Debug, sea_orm::FromQueryResult)]
+    struct Row {
+        conversation_id: i64,
+        read_up_to: i64,
+        sent_after: i64,
+        actual_sent_after: i64,
+    }
+    let ids: Vec<i64> = conversations.keys().copied().collect();
+    let mut drifts = Vec::new();
+    for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
+        if chunk.is_empty() {
+            continue;
+        }
+        let mut sql = Sql::new(
+            "SELECT s.conversation_id, s.read_up_to, s.sent_after, (SELECT COUNT(*) FROM \
+             messages m WHERE m.conversation_id = s.conversation_id AND m.from_address = \
+             s.inbox AND m.sequence > s.read_up_to) AS actual_sent_after FROM \
+             conversation_states s WHERE s.conversation_id IN (",
+        );
+        for (i, id) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(*id);
+        }
+        sql.push(") ORDER BY s.conversation_id, s.inbox");
+        let rows = <Row as sea_orm::FromQueryResult>::find_by_statement(sql.build(db::backend(db)))
+            .all(db)
+            .await?;
+        for r in rows {
+            let last = conversations.get(&r.conversation_id).copied().unwrap_or(0);
+            if !(0..=last).contains(&r.read_up_to) {
+                drifts.push(crate::verify::Drift {
+                    conversation_id: r.conversation_id,
+                    field: "read_up_to",
+                    stored: r.read_up_to.to_string(),
+                    actual: format!("within 0..={last}"),
+                });
+            } else if r.sent_after != r.actual_sent_after {
+                drifts.push(crate::verify::Drift {
+                    conversation_id: r.conversation_id,
+                    field: "sent_after",
+                    stored: r.sent_after.to_string(),
+                    actual: r.actual_sent_after.to_string(),
+                });
+            }
+        }
+    }
+    Ok(drifts)
+}
+
+/// `verify --repair` of the state rows of `ids`, after their conversations were refreshed
+/// (in the same transaction, rows locked): horizons clamped to the last sequence, then
+/// `sent_after` recounted.
+pub(crate) async fn repair_states(conn: &impl ConnectionTrait, ids: &[i64]) -> Result<()> {
+    let backend = db::backend(conn);
+    for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
+        if chunk.is_empty() {
+            continue;
+        }
+        let in_list = |sql: &mut Sql| {
+            sql.push(" WHERE conversation_id IN (");
+            for (i, id) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(*id);
+            }
+            sql.push(")");
+        };
+        let mut clamp = Sql::new(
+            "UPDATE conversation_states SET read_up_to = CASE WHEN read_up_to < 0 THEN 0 \
+             WHEN read_up_to > (SELECT c.last_sequence FROM conversations c WHERE c.id = \
+             conversation_states.conversation_id) THEN (SELECT c.last_sequence FROM \
+             conversations c WHERE c.id = conversation_states.conversation_id) ELSE \
+             read_up_to END",
+        );
+        in_list(&mut clamp);
+        conn.execute_raw(clamp.build(backend)).await?;
+        let mut recount = Sql::new(
+            "UPDATE conversation_states SET sent_after = (SELECT COUNT(*) FROM messages m \
+             WHERE m.conversation_id = conversation_states.conversation_id AND \
+             m.from_address = conversation_states.inbox AND m.sequence > \
+             conversation_states.read_up_to)",
+        );
+        in_list(&mut recount);
+        conn.execute_raw(recount.build(backend)).await?;
+    }
+    Ok(())
+}

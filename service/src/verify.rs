@@ -25,7 +25,8 @@ pub struct Drift {
     pub conversation_id: i64,
     /// The column: `message_count`, `first_message_at`, `last_message_at`,
     /// `last_message_id`, `snippet`, `last_sequence`, or `sequence` (the messages'
-    /// numbers are not exactly 1..n).
+    /// numbers are not exactly 1..n); of an inbox's state, `read_up_to` (beyond the last
+    /// sequence) or `sent_after` (not the count of its own messages after the horizon).
     pub field: &'static str,
     /// What the row says.
     pub stored: String,
@@ -178,12 +179,22 @@ pub async fn verify_conversations(
                 drifted.push(r.id);
             }
         }
+        // The messaging state: horizons within the sequence, `sent_after` exact.
+        let last_sequences: HashMap<i64, i64> =
+            rows.iter().map(|r| (r.id, r.actual_count)).collect();
+        for d in crate::state::verify_states(db, &last_sequences).await? {
+            if !drifted.contains(&d.conversation_id) {
+                drifted.push(d.conversation_id);
+            }
+            report.drifts.push(d);
+        }
         report.conversations += rows.len() as u64;
         if repair && !drifted.is_empty() {
             let txn = db::begin_write(db).await?;
             lock_conversations(&*txn, &drifted).await?;
             statements::renumber_messages(&*txn, &misnumbered).await?;
             refresh_conversations(&*txn, &drifted, settings).await?;
+            crate::state::repair_states(&*txn, &drifted).await?;
             txn.commit().await?;
             report.repaired += drifted.len() as u64;
         }

@@ -853,6 +853,63 @@ async fn the_unread_filter_pages_with_cursors(t: &TestDb) {
     );
 }
 
+async fn verify_reports_and_repairs_the_state_invariants(t: &TestDb) {
+    use sea_orm::ConnectionTrait;
+    let app = dev(t);
+    for minute in 0..3 {
+        record(&app, sms("INBOUND", CAROL, ALICE, None, minute)).await;
+    }
+    let (_, c) = record(&app, sms("OUTBOUND", ALICE, CAROL, None, 3)).await;
+    let settings = service::Settings::default();
+    let run = async |repair| {
+        service::verify::verify_conversations(&t.db, &settings, repair, 100, |_| {})
+            .await
+            .unwrap()
+    };
+    assert_eq!(run(false).await.drifts, vec![]);
+    let backend = t.db.get_database_backend();
+    for sql in [
+        format!("UPDATE conversation_states SET read_up_to = 99 WHERE inbox = '{ALICE}'"),
+        format!("UPDATE conversation_states SET sent_after = 5 WHERE inbox = '{CAROL}'"),
+    ] {
+        t.db.execute_raw(sea_orm::Statement::from_string(backend, sql))
+            .await
+            .unwrap();
+    }
+    let fields = |r: &service::verify::VerifyReport| {
+        let mut f: Vec<(&str, String, String)> = r
+            .drifts
+            .iter()
+            .map(|d| (d.field, d.stored.clone(), d.actual.clone()))
+            .collect();
+        f.sort();
+        f
+    };
+    let found = run(false).await;
+    assert_eq!(
+        fields(&found),
+        vec![
+            ("read_up_to", "99".to_owned(), "within 0..=4".to_owned()),
+            ("sent_after", "5".to_owned(), "0".to_owned()),
+        ]
+    );
+    assert_eq!(found.repaired, 0);
+    let repaired = run(true).await;
+    assert_eq!(fields(&repaired).len(), 2);
+    assert_eq!(repaired.repaired, 1);
+    assert_eq!(run(false).await.drifts, vec![]);
+    let view = app.data(VIEW, json!({"c": c, "inbox": ALICE})).await;
+    assert_eq!(
+        view["conversation"]["viewerState"],
+        json!({"inbox": ALICE, "readUpTo": 4, "unreadCount": 0, "archived": false})
+    );
+    let view = app.data(VIEW, json!({"c": c, "inbox": CAROL})).await;
+    assert_eq!(
+        view["conversation"]["viewerState"],
+        json!({"inbox": CAROL, "readUpTo": 3, "unreadCount": 1, "archived": false})
+    );
+}
+
 on_both_engines!(
     every_arrival_order_ends_in_the_right_status,
     a_callback_before_its_message_and_a_redelivery,
@@ -865,4 +922,5 @@ on_both_engines!(
     unread_counts_are_exact_after_interleaved_messages_and_marks,
     concurrent_marks_keep_the_horizon_monotonic,
     the_unread_filter_pages_with_cursors,
+    verify_reports_and_repairs_the_state_invariants,
 );
