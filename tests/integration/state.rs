@@ -910,6 +910,69 @@ async fn verify_reports_and_repairs_the_state_invariants(t: &TestDb) {
     );
 }
 
+async fn a_page_of_50_with_state_costs_a_constant_number_of_statements(t: &TestDb) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let counter = Arc::new(AtomicUsize::new(0));
+    let mut db = t.db.clone();
+    let c = counter.clone();
+    db.set_metric_callback(move |_| {
+        c.fetch_add(1, Ordering::SeqCst);
+    });
+    let app = TestApp {
+        router: api::router(api::AppState::new(db, AppConfig::default())),
+    };
+    let query = |n: usize| {
+        format!(
+            "{{ conversations(first: {n}) {{ nodes {{ subject unreadCount(inbox: \"{ALICE}\")
+                viewerState(inbox: \"{ALICE}\") {{ readUpTo unreadCount archived }}
+                lastMessage {{ status statusAt subject }} }} }} }}"
+        )
+    };
+    let mut statements = Vec::new();
+    for n in [5usize, 50] {
+        while (t.count("conversations").await as usize) < n {
+            let i = t.count("conversations").await;
+            let contact = format!("+1804555{:04}", 1000 + i);
+            record(&app, sms("INBOUND", &contact, ALICE, None, 0)).await;
+            let pid = format!("out-{i}");
+            record(&app, sms("OUTBOUND", ALICE, &contact, Some(&pid), 1)).await;
+            record_delivery_status(
+                &t.db,
+                StatusEvent {
+                    channel: Channel::Sms,
+                    provider_message_id: pid,
+                    status: DeliveryStatus::Sent,
+                    at: None,
+                    error_code: None,
+                    error_message: None,
+                },
+            )
+            .await
+            .unwrap();
+            record(&app, sms("INBOUND", &contact, ALICE, None, 2)).await;
+        }
+        counter.store(0, Ordering::SeqCst);
+        let d = app.data(&query(n), json!({})).await;
+        let nodes = d["conversations"]["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), n);
+        for node in nodes {
+            assert_eq!(
+                node,
+                &json!({"subject": null, "unreadCount": 1,
+                    "viewerState": {"readUpTo": 2, "unreadCount": 1, "archived": false},
+                    "lastMessage": {"status": null, "statusAt": null, "subject": null}})
+            );
+        }
+        statements.push(counter.load(Ordering::SeqCst));
+    }
+    eprintln!("statements for 5 and 50 conversations with state: {statements:?}");
+    assert_eq!(
+        statements[0], statements[1],
+        "statement count grows with the page size"
+    );
+}
+
 on_both_engines!(
     every_arrival_order_ends_in_the_right_status,
     a_callback_before_its_message_and_a_redelivery,
@@ -923,4 +986,5 @@ on_both_engines!(
     concurrent_marks_keep_the_horizon_monotonic,
     the_unread_filter_pages_with_cursors,
     verify_reports_and_repairs_the_state_invariants,
+    a_page_of_50_with_state_costs_a_constant_number_of_statements,
 );

@@ -182,7 +182,7 @@ impl Conversation {
         #[graphql(desc = "A participant address you act for, in any accepted spelling.")]
         inbox: Option<String>,
     ) -> Result<ViewerState> {
-        state::viewer_state(ctx, &self.0, inbox.as_deref()).await
+        state::viewer_state(ctx, &self.0, self.1.as_deref(), inbox.as_deref()).await
     }
 
     /// How many messages after the inbox's read horizon it did not send itself: exact,
@@ -193,9 +193,11 @@ impl Conversation {
         #[graphql(desc = "A participant address you act for, in any accepted spelling.")]
         inbox: String,
     ) -> Result<i64> {
-        Ok(state::viewer_state(ctx, &self.0, Some(&inbox))
-            .await?
-            .unread_count)
+        Ok(
+            state::viewer_state(ctx, &self.0, self.1.as_deref(), Some(&inbox))
+                .await?
+                .unread_count,
+        )
     }
 }
 

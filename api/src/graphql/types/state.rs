@@ -13,6 +13,7 @@ use super::enums::Channel;
 use super::node::Message;
 use crate::config::AppConfig;
 use crate::graphql::error::gql_err;
+use crate::graphql::prefetch::Prefetched;
 use crate::graphql::state_loaders::{
     DeliveryHistoryLoader, DeliveryStatusLoader, HeadersLoader, StateLoader,
 };
@@ -215,6 +216,7 @@ pub struct ViewerState {
 pub(crate) async fn viewer_state(
     ctx: &Context<'_>,
     conversation: &conversation::Model,
+    prefetched: Option<&Prefetched>,
     inbox: Option<&str>,
 ) -> Result<ViewerState> {
     let principal = ctx.data::<Principal>()?;
@@ -227,11 +229,15 @@ pub(crate) async fn viewer_state(
         "inbox",
     )
     .map_err(|e| gql_err(ctx, &e))?;
-    let row = ctx
-        .data::<DataLoader<StateLoader>>()?
-        .load_one((conversation.id, inbox.clone()))
-        .await
-        .map_err(|e| gql_err(ctx, &e))?;
+    let key = (conversation.id, inbox.clone());
+    let row = match prefetched.and_then(|p| p.states.as_ref()) {
+        Some((inboxes, rows)) if inboxes.contains(&inbox) => rows.get(&key).cloned(),
+        _ => ctx
+            .data::<DataLoader<StateLoader>>()?
+            .load_one(key)
+            .await
+            .map_err(|e| gql_err(ctx, &e))?,
+    };
     let (read_up_to, sent_after, archived) = row
         .map(|r| (r.read_up_to, r.sent_after, r.archived))
         .unwrap_or((0, 0, false));
