@@ -27,11 +27,11 @@ pub struct Prefetched {
     pub threads: Option<(MessageFilter, Window, HashMap<i64, Page<message::Model>>)>,
     /// The messaging state of the page's conversations for these inboxes (normalized):
     /// the inboxes, and the rows found (a missing row means no state yet).
-    pub states: Option<(
-        HashSet<String>,
-        HashMap<(i64, String), service::state::conversation_state::Model>,
-    )>,
+    pub states: Option<(HashSet<String>, StateRows)>,
 }
+
+/// State rows by (conversation id, inbox).
+pub type StateRows = HashMap<(i64, String), service::state::conversation_state::Model>;
 
 impl Prefetched {
     /// The prefetched thread page for `key`, if that is the one that was prefetched.
