@@ -512,9 +512,9 @@ pub(crate) async fn verify_states(
     Ok(drifts)
 }
 
-/// `verify --repair` of the state rows of `ids`, after their conversations were refreshed
-/// (in the same transaction, rows locked): horizons clamped to the last sequence, then
-/// `sent_after` recounted.
+/// Part of `refresh_conversations` (backfill, `verify --repair`), after the conversations'
+/// last sequences were recomputed, in the same transaction with the rows locked: horizons
+/// clamped to the last sequence, then `sent_after` recounted.
 pub(crate) async fn repair_states(conn: &impl ConnectionTrait, ids: &[i64]) -> Result<()> {
     let backend = db::backend(conn);
     for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {

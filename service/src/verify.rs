@@ -179,9 +179,14 @@ pub async fn verify_conversations(
                 drifted.push(r.id);
             }
         }
-        // The messaging state: horizons within the sequence, `sent_after` exact.
-        let last_sequences: HashMap<i64, i64> =
-            rows.iter().map(|r| (r.id, r.actual_count)).collect();
+        // The messaging state (horizons within the sequence, `sent_after` exact) of the
+        // conversations whose own fields are right: a drifted one's state is judged after
+        // its repair, which recounts it (`refresh_conversations`).
+        let last_sequences: HashMap<i64, i64> = rows
+            .iter()
+            .filter(|r| !drifted.contains(&r.id))
+            .map(|r| (r.id, r.actual_count))
+            .collect();
         for d in crate::state::verify_states(db, &last_sequences).await? {
             if !drifted.contains(&d.conversation_id) {
                 drifted.push(d.conversation_id);
@@ -194,7 +199,6 @@ pub async fn verify_conversations(
             lock_conversations(&*txn, &drifted).await?;
             statements::renumber_messages(&*txn, &misnumbered).await?;
             refresh_conversations(&*txn, &drifted, settings).await?;
-            crate::state::repair_states(&*txn, &drifted).await?;
             txn.commit().await?;
             report.repaired += drifted.len() as u64;
         }
@@ -245,8 +249,8 @@ async fn lock_conversations(txn: &impl ConnectionTrait, ids: &[i64]) -> Result<(
 }
 
 /// Recomputes the derived fields of `ids` (count, first/last activity, last message,
-/// snippet, last sequence) from their message rows, after numbering their messages that
-/// have no sequence yet (just attached by backfill). Call it inside a write transaction: on
+/// snippet, last sequence, and the inboxes' `sent_after`) from their message rows, after
+/// numbering their messages that have no sequence yet (just attached by backfill). Call it inside a write transaction: on
 /// PostgreSQL it first locks the rows in id order, so no live `record_message` can add a
 /// message between the recount and the commit (they lock the conversation row first too),
 /// and the recount runs on a snapshot taken after the lock.
@@ -264,6 +268,9 @@ pub async fn refresh_conversations(
     lock_conversations(txn, &sorted).await?;
     statements::number_new_messages(txn, &sorted).await?;
     statements::recompute_conversations(txn, &sorted, crate::record::now()).await?;
+    // Horizons within the (re)computed sequence, and each inbox's own messages after its
+    // horizon recounted: backfill may have attached some.
+    crate::state::repair_states(txn, &sorted).await?;
 
     #[derive(FromQueryResult)]
     struct Last {
