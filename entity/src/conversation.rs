@@ -31,6 +31,9 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// When the conversation row last changed.
     pub updated_at: DateTimeUtc,
+    /// The highest message `sequence` handed out in this conversation (0 before the
+    /// first): the next message gets `last_sequence + 1`.
+    pub last_sequence: i64,
 }
 
 /// Relations of a conversation (queries are written in the service crate, which joins

@@ -4,7 +4,11 @@
 
 pub mod conversation;
 pub mod conversation_participant;
+pub mod conversation_state;
+pub mod delivery_event;
+pub mod delivery_status;
 pub mod message;
+pub mod message_header;
 pub mod types;
 
 pub use sea_orm;

@@ -41,6 +41,10 @@ pub struct Model {
     pub recorded_at: DateTimeUtc,
     /// Why the message is unassigned, when it is.
     pub assignment_error: Option<String>,
+    /// Its place in its conversation: 1, 2, 3, .. in the order messages were attached
+    /// (under the conversation's row lock, so gap-free and in commit order); unique per
+    /// conversation. NULL while unassigned.
+    pub sequence: Option<i64>,
 }
 
 /// Relations of a message.

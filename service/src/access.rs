@@ -107,6 +107,11 @@ impl Inboxes {
         Ok(Inboxes::Only(out.into()))
     }
 
+    /// Whether `address` (normalized) is one of these inboxes.
+    pub fn acts_for(&self, address: &str) -> bool {
+        self.contains(address)
+    }
+
     fn contains(&self, address: &str) -> bool {
         match self {
             Inboxes::All => true,

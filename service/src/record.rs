@@ -7,12 +7,13 @@ use sea_orm::{
 };
 
 use crate::error::{Error, Result};
+use crate::headers::{self, EmailHeaders};
 use crate::normalize::{self, Participants};
 use crate::settings::{Limits, Settings};
 use crate::snippet::message_snippet;
 use crate::statements::{self, json_strings};
 use crate::types::{Channel, Direction, Kind};
-use crate::{conversation, db, message, query};
+use crate::{conversation, db, message, query, state};
 
 /// A message to record, as the caller gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,8 +63,21 @@ pub async fn record_message(
     settings: &Settings,
     input: NewMessage,
 ) -> Result<Recorded> {
+    record_message_with(db, settings, input, EmailHeaders::default()).await
+}
+
+/// [`record_message`] with the email threading headers of the message, validated
+/// ([`headers::validate`]) and stored in the same transaction. Headers never choose the
+/// conversation.
+pub async fn record_message_with(
+    db: &DatabaseConnection,
+    settings: &Settings,
+    input: NewMessage,
+    email: EmailHeaders,
+) -> Result<Recorded> {
     let started = std::time::Instant::now();
     let kind = validate(&input, &settings.limits)?;
+    headers::validate(input.channel, &email)?;
     let assignment = match normalize::participants(
         input.channel,
         &input.from,
@@ -88,6 +102,7 @@ pub async fn record_message(
         sent_at,
         recorded_at: now,
         assignment: assignment.as_ref(),
+        headers: &email,
     };
 
     let stored = match &assignment {
@@ -122,7 +137,7 @@ pub async fn record_message(
             let txn = db::begin_write(db).await?;
             match statements::insert_message(&*txn, row.active_model(None)).await? {
                 Some(message) => Stored::New(Recorded {
-                    message,
+                    message: row.store_headers(&txn, message, None).await?,
                     conversation: None,
                     conversation_created: false,
                     duplicate: false,
@@ -180,9 +195,30 @@ struct MessageRow<'a> {
     sent_at: DateTime<Utc>,
     recorded_at: DateTime<Utc>,
     assignment: std::result::Result<&'a Participants, &'a String>,
+    headers: &'a EmailHeaders,
 }
 
 impl MessageRow<'_> {
+    /// Stores the message's email headers, when it has any, in the record transaction.
+    async fn store_headers(
+        &self,
+        txn: &DatabaseTransaction,
+        message: message::Model,
+        conversation_id: Option<i64>,
+    ) -> Result<message::Model> {
+        if !self.headers.is_empty() {
+            headers::insert_headers(
+                txn,
+                message.id,
+                conversation_id,
+                message.sent_at,
+                self.headers,
+            )
+            .await?;
+        }
+        Ok(message)
+    }
+
     /// The row to insert, attached to `conversation_id` (or unassigned).
     fn active_model(&self, conversation_id: Option<i64>) -> message::ActiveModel {
         let mut model = new_message(self.input, self.kind, self.sent_at, self.recorded_at);
@@ -221,6 +257,7 @@ pub(crate) fn new_message(
         sent_at: Set(sent_at),
         recorded_at: Set(recorded_at),
         assignment_error: Set(None),
+        sequence: Set(None),
     }
 }
 
@@ -262,7 +299,10 @@ async fn store_assigned(
         statements::insert_participants(txn, rows).await?;
     }
 
-    let model = row.active_model(Some(conversation_id));
+    // The next number of the conversation's sequence: the row stays locked until commit,
+    // so no other writer can take it, and numbers follow the order writers got the lock.
+    let mut model = row.active_model(Some(conversation_id));
+    model.sequence = Set(Some(upserted.last_sequence + 1));
     let stored = if db::backend(txn) == DbBackend::Postgres {
         statements::insert_and_fold(txn, model, conversation_id, snippet).await?
     } else {
@@ -278,6 +318,10 @@ async fn store_assigned(
     let Some((message, conversation)) = stored else {
         return Ok(Stored::Duplicate);
     };
+    let message = row
+        .store_headers(txn, message, Some(conversation_id))
+        .await?;
+    state::fold_message(txn, conversation_id, &message).await?;
     Ok(Stored::New(Recorded {
         message,
         conversation: Some(conversation),

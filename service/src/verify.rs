@@ -25,7 +25,9 @@ pub struct Drift {
     /// The conversation.
     pub conversation_id: i64,
     /// The column: `message_count`, `first_message_at`, `last_message_at`,
-    /// `last_message_id` or `snippet`.
+    /// `last_message_id`, `snippet`, `last_sequence`, or `sequence` (the messages'
+    /// numbers are not exactly 1..n); of an inbox's state, `read_up_to` (beyond the last
+    /// sequence) or `sent_after` (not the count of its own messages after the horizon).
     pub field: &'static str,
     /// What the row says.
     pub stored: String,
@@ -59,15 +61,32 @@ struct Observed {
     last_message_at: DateTime<Utc>,
     last_message_id: Option<i64>,
     snippet: String,
+    last_sequence: i64,
     actual_count: i64,
     actual_last_id: Option<i64>,
 }
 
-#[derive(Debug, FromQueryResult)]
+#[derive(Debug, Clone, Copy, FromQueryResult)]
 struct Bounds {
     id: i64,
     first_at: Option<DateTime<Utc>>,
     last_at: Option<DateTime<Utc>>,
+    /// Messages that have a sequence number, and the lowest and highest number.
+    numbered: i64,
+    min_sequence: Option<i64>,
+    max_sequence: Option<i64>,
+}
+
+impl Bounds {
+    /// How the messages are numbered: `1..n` when exactly so (the numbers are unique per
+    /// conversation, so n numbers from 1 to n are each of 1..n once).
+    fn numbering(&self) -> String {
+        match (self.min_sequence, self.max_sequence) {
+            (Some(1), Some(max)) if max == self.numbered => format!("1..{max}"),
+            (Some(min), Some(max)) => format!("{} numbered within {min}..{max}", self.numbered),
+            _ => "none numbered".to_owned(),
+        }
+    }
 }
 
 /// Checks every conversation, `batch_size` at a time; with `repair`, fixes each batch's
@@ -105,6 +124,7 @@ pub async fn verify_conversations(
         let last_messages = query::messages_by_ids(db, &crate::Viewer::Everyone, &last_ids).await?;
 
         let mut drifted = Vec::new();
+        let mut misnumbered = Vec::new();
         for r in &rows {
             let before = report.drifts.len();
             let mut check = |field: &'static str, stored: String, actual: String| {
@@ -122,7 +142,8 @@ pub async fn verify_conversations(
                 r.message_count.to_string(),
                 r.actual_count.to_string(),
             );
-            let (first, last) = bounds.get(&r.id).copied().unwrap_or((None, None));
+            let b = bounds.get(&r.id).copied();
+            let (first, last) = b.map_or((None, None), |b| (b.first_at, b.last_at));
             check(
                 "first_message_at",
                 r.first_message_at.to_rfc3339(),
@@ -144,13 +165,44 @@ pub async fn verify_conversations(
                 .map(|m| message_snippet(r.channel, &m.body, settings.snippet_length))
                 .unwrap_or_default();
             check("snippet", r.snippet.clone(), expected);
+            let numbering = b.map_or("none numbered".to_owned(), |b| b.numbering());
+            let expected = if r.actual_count == 0 {
+                "none numbered".to_owned()
+            } else {
+                format!("1..{}", r.actual_count)
+            };
+            if numbering != expected {
+                misnumbered.push(r.id);
+            }
+            check("sequence", numbering, expected);
+            check(
+                "last_sequence",
+                r.last_sequence.to_string(),
+                r.actual_count.to_string(),
+            );
             if report.drifts.len() > before {
                 drifted.push(r.id);
             }
         }
+        // The messaging state (horizons within the sequence, `sent_after` exact) of the
+        // conversations whose own fields are right: a drifted one's state is judged after
+        // its repair, which recounts it (`refresh_conversations`).
+        let last_sequences: HashMap<i64, i64> = rows
+            .iter()
+            .filter(|r| !drifted.contains(&r.id))
+            .map(|r| (r.id, r.actual_count))
+            .collect();
+        for d in crate::state::verify_states(db, &last_sequences).await? {
+            if !drifted.contains(&d.conversation_id) {
+                drifted.push(d.conversation_id);
+            }
+            report.drifts.push(d);
+        }
         report.conversations += rows.len() as u64;
         if repair && !drifted.is_empty() {
             let txn = db::begin_write(db).await?;
+            lock_conversations(&*txn, &drifted).await?;
+            statements::renumber_messages(&*txn, &misnumbered).await?;
             refresh_conversations(&*txn, &drifted, settings).await?;
             txn.commit().await?;
             report.repaired += drifted.len() as u64;
@@ -168,32 +220,52 @@ pub async fn verify_conversations(
     Ok(report)
 }
 
-async fn bounds(
-    db: &impl ConnectionTrait,
-    ids: &[i64],
-) -> Result<HashMap<i64, (Option<DateTime<Utc>>, Option<DateTime<Utc>>)>> {
+async fn bounds(db: &impl ConnectionTrait, ids: &[i64]) -> Result<HashMap<i64, Bounds>> {
     use message::Column;
     let rows = message::Entity::find()
         .select_only()
         .column_as(Column::ConversationId, "id")
         .column_as(Column::SentAt.min(), "first_at")
         .column_as(Column::SentAt.max(), "last_at")
+        .column_as(Column::Sequence.count(), "numbered")
+        .column_as(Column::Sequence.min(), "min_sequence")
+        .column_as(Column::Sequence.max(), "max_sequence")
         .filter(Column::ConversationId.is_in(ids.iter().copied()))
         .group_by(Column::ConversationId)
         .into_model::<Bounds>()
         .all(db)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|b| (b.id, (b.first_at, b.last_at)))
-        .collect())
+    Ok(rows.into_iter().map(|b| (b.id, b)).collect())
+}
+
+/// PostgreSQL: locks the conversation rows `ids` in id order until the transaction ends, so
+/// no live `record_message` adds a message to them meanwhile (it locks its conversation
+/// row first too). SQLite's write transaction already excludes every other writer.
+async fn lock_conversations(txn: &impl ConnectionTrait, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() || db::backend(txn) != DbBackend::Postgres {
+        return Ok(());
+    }
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    conversation::Entity::find()
+        .select_only()
+        .column(conversation::Column::Id)
+        .filter(conversation::Column::Id.is_in(sorted))
+        .order_by_asc(conversation::Column::Id)
+        .lock_exclusive()
+        .into_tuple::<i64>()
+        .all(txn)
+        .await?;
+    Ok(())
 }
 
 /// Recomputes the derived fields of `ids` (count, first/last activity, last message,
-/// snippet) from their message rows. Call it inside a write transaction: on PostgreSQL it
-/// first locks the rows in id order, so no live `record_message` can add a message between
-/// the recount and the commit (they lock the conversation row first too), and the recount
-/// runs on a snapshot taken after the lock.
+/// snippet, last sequence, and the inboxes' `sent_after`) from their message rows, after
+/// numbering their messages that have no sequence yet (just attached by backfill). Call it inside a write transaction: on
+/// PostgreSQL it first locks the rows in id order, so no live `record_message` can add a
+/// message between the recount and the commit (they lock the conversation row first too),
+/// and the recount runs on a snapshot taken after the lock.
 pub async fn refresh_conversations(
     txn: &impl ConnectionTrait,
     ids: &[i64],
@@ -205,18 +277,12 @@ pub async fn refresh_conversations(
     let mut sorted = ids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    if db::backend(txn) == DbBackend::Postgres {
-        conversation::Entity::find()
-            .select_only()
-            .column(conversation::Column::Id)
-            .filter(conversation::Column::Id.is_in(sorted.iter().copied()))
-            .order_by_asc(conversation::Column::Id)
-            .lock_exclusive()
-            .into_tuple::<i64>()
-            .all(txn)
-            .await?;
-    }
+    lock_conversations(txn, &sorted).await?;
+    statements::number_new_messages(txn, &sorted).await?;
     statements::recompute_conversations(txn, &sorted, crate::record::now()).await?;
+    // Horizons within the (re)computed sequence, and each inbox's own messages after its
+    // horizon recounted: backfill may have attached some.
+    crate::state::repair_states(txn, &sorted).await?;
 
     #[derive(FromQueryResult)]
     struct Last {

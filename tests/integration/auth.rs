@@ -34,7 +34,7 @@ pub(crate) const ALICE: &str = "+12025550101";
 pub(crate) const BOB: &str = "+12025550102";
 pub(crate) const CAROL: &str = "+12025550199";
 const SMS_SECRET_OLD: &str = "sms-secret-old-0123456789";
-const SMS_SECRET_NEW: &str = "sms-secret-new-0123456789";
+pub(crate) const SMS_SECRET_NEW: &str = "sms-secret-new-0123456789";
 const EMAIL_SECRET: &str = "email-secret-0123456789";
 
 fn fixture(name: &str) -> PathBuf {

@@ -73,6 +73,7 @@ pub(crate) async fn seed(db: &impl ConnectionTrait, n: i64, unassigned: i64) {
             snippet: Set("hi".into()),
             created_at: Set(first),
             updated_at: Set(last),
+            last_sequence: Set(PER),
         });
         for address in [line, contact.clone()] {
             participants.push(conversation_participant::ActiveModel {
@@ -144,6 +145,7 @@ fn new_message(
         sent_at: Set(sent_at),
         recorded_at: Set(sent_at),
         assignment_error: Set(conversation_id.is_none().then(|| "unparsable".to_owned())),
+        sequence: Set(conversation_id.map(|_| k + 1)),
     }
 }
 

@@ -119,8 +119,8 @@ fn gate(request: &Request) -> Gate {
             shape: Shape::Rest,
             admin: true,
         },
-        "/api/webhooks/sms" => Gate::Webhook(Channel::Sms),
-        "/api/webhooks/email" => Gate::Webhook(Channel::Email),
+        "/api/webhooks/sms" | "/api/webhooks/sms/status" => Gate::Webhook(Channel::Sms),
+        "/api/webhooks/email" | "/api/webhooks/email/status" => Gate::Webhook(Channel::Email),
         "/graphql"
             if request.method() == axum::http::Method::GET
                 && request.uri().query().is_none_or(str::is_empty) =>

@@ -13,4 +13,5 @@ pub mod prefetch;
 pub mod query;
 pub mod schema;
 pub mod shape;
+pub mod state_loaders;
 pub mod types;

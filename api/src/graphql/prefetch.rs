@@ -5,7 +5,7 @@
 //! window can close early and split a batch. Prefetching makes the statement count of a
 //! page a fixed number, and saves the window's wait.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_graphql::{Context, InputType, Lookahead, Result, Value};
@@ -25,7 +25,13 @@ pub struct Prefetched {
     pub last_messages: HashMap<i64, message::Model>,
     /// One page of each conversation's thread, for one filter and window.
     pub threads: Option<(MessageFilter, Window, HashMap<i64, Page<message::Model>>)>,
+    /// The messaging state of the page's conversations for these inboxes (normalized):
+    /// the inboxes, and the rows found (a missing row means no state yet).
+    pub states: Option<(HashSet<String>, StateRows)>,
 }
+
+/// State rows by (conversation id, inbox).
+pub type StateRows = HashMap<(i64, String), service::state::conversation_state::Model>;
 
 impl Prefetched {
     /// The prefetched thread page for `key`, if that is the one that was prefetched.
@@ -87,6 +93,16 @@ async fn prefetch_for(
         out.last_messages = query::messages_by_ids(db, viewer, &ids).await.gql(ctx)?;
     }
 
+    let inboxes = state_inboxes(ctx, nodes)?;
+    if !inboxes.is_empty() {
+        let keys: Vec<(i64, String)> = page
+            .iter()
+            .flat_map(|c| inboxes.iter().map(|i| (c.id, i.clone())))
+            .collect();
+        let rows = service::state::states(db, &keys).await.gql(ctx)?;
+        out.states = Some((inboxes, rows));
+    }
+
     let threads: Vec<_> = nodes
         .iter()
         .flat_map(|n| n.field("messages").selection_fields())
@@ -140,4 +156,51 @@ fn thread_args(
     }
     let window = Window::new(CursorKind::Message, &req, &config.settings.limits).ok()?;
     Some((filter, window))
+}
+
+/// The inboxes the `viewerState` / `unreadCount` selections of a page may ask for: each
+/// `inbox` argument normalized (as an email when it has `@`, else as a phone number), and
+/// the principal's own inboxes for a `viewerState` without one. An argument that does not
+/// normalize is left out (the resolver reports it).
+fn state_inboxes(ctx: &Context<'_>, nodes: &[Lookahead<'_>]) -> Result<HashSet<String>> {
+    let mut inboxes = HashSet::new();
+    let fields: Vec<_> = nodes
+        .iter()
+        .flat_map(|n| {
+            let mut f = n.field("viewerState").selection_fields();
+            f.extend(n.field("unreadCount").selection_fields());
+            f
+        })
+        .collect();
+    if fields.is_empty() {
+        return Ok(inboxes);
+    }
+    let region = ctx.data::<AppConfig>()?.settings.default_region;
+    for field in fields {
+        let inbox = field
+            .arguments()
+            .ok()
+            .and_then(|args| args.into_iter().find(|(name, _)| name.as_str() == "inbox"))
+            .and_then(|(_, v)| <Option<String>>::parse(Some(v)).ok().flatten());
+        match inbox {
+            Some(raw) => {
+                let channel = if raw.contains('@') {
+                    service::Channel::Email
+                } else {
+                    service::Channel::Sms
+                };
+                if let Ok(a) = service::normalize::normalize_address(channel, &raw, region) {
+                    inboxes.insert(a);
+                }
+            }
+            None => {
+                if let service::access::Inboxes::Only(list) =
+                    &ctx.data::<service::Principal>()?.inboxes
+                {
+                    inboxes.extend(list.iter().cloned());
+                }
+            }
+        }
+    }
+    Ok(inboxes)
 }

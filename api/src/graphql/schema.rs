@@ -10,6 +10,10 @@ use super::cost::Probe;
 use super::loaders::{ConversationLoader, MessageLoader, ThreadCountLoader, ThreadPageLoader};
 use super::mutation::MutationRoot;
 use super::query::QueryRoot;
+use super::state_loaders::{
+    DeliveryHistoryLoader, DeliveryStatusLoader, HeadersLoader, RfcIdLoader, StateLoader,
+    SubjectLoader,
+};
 use crate::config::AppConfig;
 
 /// parley's GraphQL schema.
@@ -42,6 +46,12 @@ fn builder(
         .data(loader(MessageLoader(db.clone())))
         .data(loader(ThreadPageLoader(db.clone())))
         .data(loader(ThreadCountLoader(db.clone())))
+        .data(loader(DeliveryStatusLoader(db.clone())))
+        .data(loader(DeliveryHistoryLoader(db.clone())))
+        .data(loader(HeadersLoader(db.clone())))
+        .data(loader(SubjectLoader(db.clone())))
+        .data(loader(RfcIdLoader(db.clone())))
+        .data(loader(StateLoader(db.clone())))
         .data(db)
         .data(config);
     // Without authentication, an operation run without a principal (the schema used

@@ -9,6 +9,7 @@ use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use service::headers::EmailHeaders;
 use service::record::{NewMessage, Recorded};
 use service::{Channel, Direction, Error, Kind, Principal};
 
@@ -41,6 +42,8 @@ impl Ingress {
             "kind" => "type".to_owned(),
             "sentAt" => "timestamp".to_owned(),
             "providerMessageId" => self.provider_id_field().unwrap_or(field).to_owned(),
+            "messageId" => "message_id".to_owned(),
+            "inReplyTo" => "in_reply_to".to_owned(),
             other => other.to_owned(),
         }
     }
@@ -55,6 +58,32 @@ impl Ingress {
             _ => reason.to_owned(),
         };
         RestError::invalid(&named, reason)
+    }
+
+    /// Takes the email threading headers out of an email payload (`subject`, `message_id`,
+    /// `in_reply_to`, and `references` as a list of ids or one whitespace-separated
+    /// string, as the header is written); other channels' payloads carry none.
+    fn headers(self, p: &mut Map<String, Value>) -> Result<EmailHeaders, RestError> {
+        if self.channel != Channel::Email {
+            return Ok(EmailHeaders::default());
+        }
+        let references = match p.remove("references") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+            Some(Value::Array(items)) => strings("references", items)?,
+            Some(_) => {
+                return Err(RestError::invalid(
+                    "references",
+                    "references must be a list of message ids or one string of them",
+                ));
+            }
+        };
+        Ok(EmailHeaders {
+            subject: optional_string(p, "subject")?,
+            message_id: optional_string(p, "message_id")?,
+            in_reply_to: optional_string(p, "in_reply_to")?,
+            references,
+        })
     }
 
     /// Reads the payload into a [`NewMessage`]; unknown fields are ignored.
@@ -205,14 +234,22 @@ async fn record(
     principal: &Principal,
     headers: &HeaderMap,
     ingress: Ingress,
-    JsonObject(payload): JsonObject,
+    JsonObject(mut payload): JsonObject,
 ) -> Result<Response, RestError> {
+    let headers_given = ingress.headers(&mut payload)?;
     let input = ingress.new_message(payload)?;
     if let Err(e) = principal.authorize_write(&input, state.config.settings.default_region) {
         return Err(RestError::service(&e, headers));
     }
     tracing::info!(sub = %principal.sub, "recording a message");
-    match service::record::record_message(&state.db, &state.config.settings, input).await {
+    match service::record::record_message_with(
+        &state.db,
+        &state.config.settings,
+        input,
+        headers_given,
+    )
+    .await
+    {
         Ok(recorded) => Ok(recorded_response(recorded)),
         Err(Error::InvalidInput { field, reason }) => Err(ingress.invalid(&field, &reason)),
         Err(e) => Err(RestError::service_on(e, &state.db, headers)),

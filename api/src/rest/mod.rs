@@ -13,6 +13,7 @@ mod error;
 mod extract;
 mod ingress;
 mod read;
+mod status;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -26,6 +27,7 @@ use self::error::{method_not_allowed, not_found, too_large};
 use self::extract::is_json;
 use self::ingress::ingress;
 use self::read::{conversation_messages, conversations};
+use self::status::status_webhook;
 use crate::state::AppState;
 
 /// The REST routes (`/api/...`).
@@ -47,6 +49,8 @@ pub fn routes() -> Router<AppState> {
             "/api/webhooks/email",
             ingress(Channel::Email, Direction::Inbound),
         )
+        .route("/api/webhooks/sms/status", status_webhook(Channel::Sms))
+        .route("/api/webhooks/email/status", status_webhook(Channel::Email))
         .route(
             "/api/conversations",
             get(conversations).fallback(method_not_allowed),

@@ -29,6 +29,14 @@ pub struct ConversationFilter {
     pub active_since: Option<DateTime<Utc>>,
     /// Only conversations whose last activity is before this time.
     pub active_before: Option<DateTime<Utc>>,
+    /// The inbox (normalized) whose state `archived` and `unread` read; set by
+    /// [`crate::state::resolve_filter_inbox`]. With either of them, only that inbox's
+    /// conversations match.
+    pub inbox: Option<String>,
+    /// Only conversations archived (`true`) or not archived (`false`) for `inbox`.
+    pub archived: Option<bool>,
+    /// Only conversations with (`true`) or without (`false`) unread messages for `inbox`.
+    pub unread: Option<bool>,
 }
 
 /// A conversation by id; `None` when there is none or `viewer` may not see it (the same
@@ -103,6 +111,7 @@ pub async fn find_conversation_by_participants(
 /// Normalizes the participant filter's address: with the channel's rules when it names
 /// one, otherwise as an email when it has an `@` and as a phone number when not.
 fn filter_address(filter: &ConversationFilter, region: Region) -> Result<Option<String>> {
+    crate::state::check_filter(filter)?;
     let Some(raw) = &filter.participant else {
         return Ok(None);
     };
@@ -145,7 +154,7 @@ fn filter_condition(
     if let Some(before) = filter.active_before {
         cond = cond.add(Column::LastMessageAt.lt(before));
     }
-    cond
+    crate::state::filter_condition(cond, filter)
 }
 
 /// The statement of a page of conversations: `filter`, the window's cursor bounds as
@@ -230,8 +239,16 @@ pub fn counted_scope(
         participant: _,
         active_since,
         active_before,
+        inbox: state_inbox,
+        archived,
+        unread,
     } = filter;
-    if active_since.is_some() || active_before.is_some() {
+    if active_since.is_some()
+        || active_before.is_some()
+        || state_inbox.is_some()
+        || archived.is_some()
+        || unread.is_some()
+    {
         return None;
     }
     let inbox = match viewer {

@@ -35,6 +35,7 @@ pub(crate) fn new_conversation(
         snippet: Set(String::new()),
         created_at: Set(at),
         updated_at: Set(at),
+        last_sequence: Set(0),
     }
 }
 
@@ -50,6 +51,10 @@ pub(crate) struct Upserted {
     /// 0 when this statement created it (a conversation is only created with its first
     /// message, and counts are exact).
     pub message_count: i64,
+    /// The highest message sequence handed out so far (0 for a new conversation); read
+    /// under the row lock this statement takes, so `last_sequence + 1` is this
+    /// transaction's to give.
+    pub last_sequence: i64,
 }
 
 /// Upserts `rows` by (channel, participants key) and returns each row's id.
@@ -78,6 +83,7 @@ pub(crate) async fn upsert_conversations(
                     Column::Channel,
                     Column::ParticipantsKey,
                     Column::MessageCount,
+                    Column::LastSequence,
                 ]
                 .into_iter()
                 .map(Into::into)
@@ -169,8 +175,8 @@ pub(crate) fn messages_aggregate(
         .to_owned()
 }
 
-/// Recomputes the count, first/last activity and last message of `ids` from their rows;
-/// an empty conversation keeps its activity times.
+/// Recomputes the count, first/last activity, last message and last sequence of `ids` from
+/// their rows; an empty conversation keeps its activity times.
 pub(crate) async fn recompute_conversations(
     conn: &impl ConnectionTrait,
     ids: &[i64],
@@ -200,6 +206,16 @@ pub(crate) async fn recompute_conversations(
                 ]),
             )
             .value(Column::LastMessageId, Expr::from(latest_message_id()))
+            .value(
+                Column::LastSequence,
+                Func::coalesce([
+                    Expr::from(messages_aggregate(
+                        Func::max,
+                        Some(message::Column::Sequence),
+                    )),
+                    Expr::val(0i64),
+                ]),
+            )
             .value(Column::UpdatedAt, at)
             .and_where(Column::Id.is_in(chunk.iter().copied()))
             .to_owned();

@@ -136,8 +136,10 @@ impl Folded<'_> {
 /// is the latest by [`LATEST`], so out-of-order arrivals do not regress them. The
 /// conversation's columns are named bare: `messages` has none of these names.
 fn push_fold(sql: &mut Sql, new: Folded<'_>, snippet: &str) {
-    use message::Column::{Id, RecordedAt, SentAt};
-    sql.push("UPDATE conversations SET message_count = message_count + 1, ")
+    use message::Column::{Id, RecordedAt, SentAt, Sequence};
+    sql.push("UPDATE conversations SET message_count = message_count + 1, last_sequence = ");
+    new.push(sql, Sequence);
+    sql.push(", ")
         .push("first_message_at = CASE WHEN message_count = 0 OR ");
     new.push(sql, SentAt);
     sql.push(" < first_message_at THEN ");
@@ -221,4 +223,61 @@ pub(crate) async fn record_assignment_errors(
         },
     )
     .await
+}
+
+/// `WHERE conversation_id IN ($..)` over `ids`.
+fn push_in_conversations(sql: &mut Sql, column: &str, ids: &[i64]) {
+    sql.push(&format!("{column} IN ("));
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind(*id);
+    }
+    sql.push(")");
+}
+
+/// Gives every message of the conversations `ids` that has no sequence yet (just attached
+/// by backfill) the next numbers of its conversation, after the highest one it has, in id
+/// order. Call it with the conversation rows locked (the backfill's upsert), so no live
+/// writer takes a number meanwhile.
+pub(crate) async fn number_new_messages(conn: &impl ConnectionTrait, ids: &[i64]) -> Result<()> {
+    for chunk in ids.chunks(super::rows_per_statement(1)) {
+        let mut sql = Sql::new(
+            "UPDATE messages SET sequence = numbered.n FROM (\
+             SELECT m.id, COALESCE((SELECT MAX(s.sequence) FROM messages s \
+             WHERE s.conversation_id = m.conversation_id), 0) \
+             + ROW_NUMBER() OVER (PARTITION BY m.conversation_id ORDER BY m.id) AS n \
+             FROM messages m WHERE m.sequence IS NULL AND ",
+        );
+        push_in_conversations(&mut sql, "m.conversation_id", chunk);
+        sql.push(") AS numbered WHERE messages.id = numbered.id");
+        conn.execute_raw(sql.build(db::backend(conn))).await?;
+    }
+    Ok(())
+}
+
+/// Renumbers the messages of the conversations `ids` 1..n, keeping the order of the numbers
+/// they have (unnumbered ones last, in id order): `verify --repair` of a broken sequence.
+/// The numbers are first negated, so that no row takes a number another still holds (the
+/// unique index is checked row by row on both engines). Call it with the rows locked.
+pub(crate) async fn renumber_messages(conn: &impl ConnectionTrait, ids: &[i64]) -> Result<()> {
+    let backend = db::backend(conn);
+    for chunk in ids.chunks(super::rows_per_statement(1)) {
+        let mut negate =
+            Sql::new("UPDATE messages SET sequence = -sequence WHERE sequence > 0 AND ");
+        push_in_conversations(&mut negate, "conversation_id", chunk);
+        conn.execute_raw(negate.build(backend)).await?;
+        // Negated, the old order is descending.
+        let mut sql = Sql::new(
+            "UPDATE messages SET sequence = numbered.n FROM (\
+             SELECT m.id, ROW_NUMBER() OVER (PARTITION BY m.conversation_id \
+             ORDER BY m.sequence IS NULL, m.sequence DESC, m.id) AS n \
+             FROM messages m WHERE ",
+        );
+        push_in_conversations(&mut sql, "m.conversation_id", chunk);
+        sql.push(") AS numbered WHERE messages.id = numbered.id");
+        conn.execute_raw(sql.build(backend)).await?;
+    }
+    Ok(())
 }

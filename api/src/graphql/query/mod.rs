@@ -79,7 +79,16 @@ impl QueryRoot {
         let db = ctx.data::<DatabaseConnection>()?;
         let config = ctx.data::<AppConfig>()?;
         let window = page_window(ctx, CursorKind::Conversation, first, after, last, before)?;
-        let filter: SvcFilter = filter.unwrap_or_default().into();
+        let filter = filter.unwrap_or_default();
+        let inbox = filter.inbox.clone();
+        let mut filter: SvcFilter = filter.into();
+        service::state::resolve_filter_inbox(
+            ctx.data::<Principal>()?,
+            &mut filter,
+            inbox.as_deref(),
+            config.settings.default_region,
+        )
+        .gql(ctx)?;
         let viewer = ctx.data::<Viewer>()?;
         let page =
             query::list_conversations(db, viewer, config.settings.default_region, &filter, &window)

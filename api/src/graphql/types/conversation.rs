@@ -15,12 +15,14 @@ use super::message::{MessageConnection, MessageTotal};
 use super::node::{Conversation, Message};
 use super::page_info::{PageInfo, page_info};
 use super::snippet::snippet_length;
+use super::state::{self, ViewerState};
 use crate::config::AppConfig;
 use crate::graphql::error::{ServiceResultExt, gql_err};
 use crate::graphql::ids::{NodeType, encode_id};
 use crate::graphql::loaders::{MessageLoader, ThreadPageKey, ThreadPageLoader};
 use crate::graphql::paging::page_window;
 use crate::graphql::prefetch::Prefetched;
+use crate::graphql::state_loaders::SubjectLoader;
 
 /// A conversation: one channel and one set of participants, with all their messages.
 #[Object]
@@ -50,6 +52,12 @@ impl Conversation {
     /// Exactly how many messages the conversation holds.
     async fn message_count(&self) -> i64 {
         self.0.message_count
+    }
+
+    /// The `sequence` of the conversation's most recently received message (0 before the
+    /// first): the position to resume `messageRecorded` from.
+    async fn last_sequence(&self) -> i64 {
+        self.0.last_sequence
     }
 
     /// When its earliest message was sent.
@@ -151,6 +159,45 @@ impl Conversation {
                 filter,
             },
         })
+    }
+
+    /// For email: the subject of the first message that has one, without `Re:`/`Fwd:`
+    /// markers; null otherwise.
+    async fn subject(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        if self.0.channel != service::Channel::Email {
+            return Ok(None);
+        }
+        ctx.data::<DataLoader<SubjectLoader>>()?
+            .load_one(self.0.id)
+            .await
+            .map_err(|e| gql_err(ctx, &e))
+    }
+
+    /// One inbox's view of the conversation: read horizon, unread count, archived. The
+    /// inbox must be a participant you act for (`admin`: any participant); leave it out
+    /// when you act for exactly one participant.
+    async fn viewer_state(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "A participant address you act for, in any accepted spelling.")]
+        inbox: Option<String>,
+    ) -> Result<ViewerState> {
+        state::viewer_state(ctx, &self.0, self.1.as_deref(), inbox.as_deref()).await
+    }
+
+    /// How many messages after the inbox's read horizon it did not send itself: exact,
+    /// and O(1) per conversation.
+    async fn unread_count(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "A participant address you act for, in any accepted spelling.")]
+        inbox: String,
+    ) -> Result<i64> {
+        Ok(
+            state::viewer_state(ctx, &self.0, self.1.as_deref(), Some(&inbox))
+                .await?
+                .unread_count,
+        )
     }
 }
 

@@ -17,6 +17,14 @@ pub struct ConversationFilter {
     pub active_since: Option<DateTime<Utc>>,
     /// Only conversations whose last activity is before this time.
     pub active_before: Option<DateTime<Utc>>,
+    /// The inbox whose state `archived` and `unread` read: one you act for, in any accepted
+    /// spelling; may be left out when you act for exactly one inbox (never in development
+    /// mode). With either filter, only that inbox's conversations match.
+    pub inbox: Option<String>,
+    /// Only conversations archived (true) or not archived (false) for the inbox.
+    pub archived: Option<bool>,
+    /// Only conversations with (true) or without (false) unread messages for the inbox.
+    pub unread: Option<bool>,
 }
 
 impl From<ConversationFilter> for SvcFilter {
@@ -28,6 +36,11 @@ impl From<ConversationFilter> for SvcFilter {
             // engines compare the same values.
             active_since: f.active_since.map(service::record::to_micros),
             active_before: f.active_before.map(service::record::to_micros),
+            // Resolved against the principal by the resolver
+            // (`service::state::resolve_filter_inbox`).
+            inbox: None,
+            archived: f.archived,
+            unread: f.unread,
         }
     }
 }

@@ -10,9 +10,11 @@ use super::enums::{Channel, Direction, MessageKind};
 use super::node::{Conversation, Message};
 use super::page_info::{PageInfo, page_info};
 use super::snippet::snippet_length;
+use super::state::{self, DeliveryStatus, DeliveryStatusEvent};
 use crate::graphql::error::{ServiceResultExt, gql_err};
 use crate::graphql::ids::{NodeType, encode_id};
-use crate::graphql::loaders::{ConversationLoader, ThreadCountLoader};
+use crate::graphql::loaders::{ConversationLoader, MessageLoader, ThreadCountLoader};
+use crate::graphql::state_loaders::RfcIdLoader;
 
 fn strings(v: &serde_json::Value) -> Vec<String> {
     v.as_array()
@@ -47,6 +49,14 @@ impl Message {
             .await
             .map_err(|e| gql_err(ctx, &e))?;
         Ok(c.map(Conversation::new))
+    }
+
+    /// Its place in its conversation: 1, 2, 3, .. in the order the conversation received
+    /// its messages (gap-free; a message committed later never gets a lower number). Resume
+    /// `messageRecorded` after the last one you saw with `afterSequence`. 0 while the message
+    /// is unassigned.
+    async fn sequence(&self) -> i64 {
+        self.0.sequence.unwrap_or(0)
     }
 
     /// The channel it travelled on.
@@ -131,6 +141,92 @@ impl Message {
     /// normalize); null when it is attached.
     async fn assignment_error(&self) -> Option<&str> {
         self.0.assignment_error.as_deref()
+    }
+
+    /// Where an outbound message stands with its provider (QUEUED until a status is
+    /// reported); null for inbound messages.
+    async fn status(&self, ctx: &Context<'_>) -> Result<Option<DeliveryStatus>> {
+        Ok(state::delivery_of(ctx, &self.0).await?.map(|d| d.0))
+    }
+
+    /// When the current status was reached (the recording time while QUEUED without a
+    /// report); null for inbound messages.
+    async fn status_at(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>> {
+        Ok(state::delivery_of(ctx, &self.0).await?.map(|d| d.1))
+    }
+
+    /// The provider's error code of the current status, if any.
+    async fn error_code(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        Ok(state::delivery_of(ctx, &self.0).await?.and_then(|d| d.2))
+    }
+
+    /// The provider's error message of the current status, if any.
+    async fn error_message(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        Ok(state::delivery_of(ctx, &self.0).await?.and_then(|d| d.3))
+    }
+
+    /// Every status event reported for this message, in arrival order (late, lower-rank
+    /// events included: they do not move the status).
+    async fn status_history(&self, ctx: &Context<'_>) -> Result<Vec<DeliveryStatusEvent>> {
+        state::history_of(ctx, &self.0).await
+    }
+
+    /// The email's `Subject`, as recorded.
+    async fn subject(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        Ok(state::headers_of(ctx, &self.0)
+            .await?
+            .and_then(|h| h.subject))
+    }
+
+    /// The email's `Message-ID`, angle brackets included.
+    async fn message_id(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        Ok(state::headers_of(ctx, &self.0)
+            .await?
+            .and_then(|h| h.rfc_message_id))
+    }
+
+    /// The email's `In-Reply-To`: the Message-ID it answers.
+    async fn in_reply_to(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        Ok(state::headers_of(ctx, &self.0)
+            .await?
+            .and_then(|h| h.in_reply_to))
+    }
+
+    /// The email's `References`: the thread's Message-IDs, oldest first.
+    async fn references(&self, ctx: &Context<'_>) -> Result<Vec<String>> {
+        Ok(state::headers_of(ctx, &self.0)
+            .await?
+            .map(|h| strings(&h.references))
+            .unwrap_or_default())
+    }
+
+    /// The message this one replies to (by `In-Reply-To`), when it is stored in the same
+    /// conversation; null otherwise.
+    async fn in_reply_to_message(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
+        let Some(conversation_id) = self.0.conversation_id else {
+            return Ok(None);
+        };
+        let Some(rfc) = state::headers_of(ctx, &self.0)
+            .await?
+            .and_then(|h| h.in_reply_to)
+        else {
+            return Ok(None);
+        };
+        let Some(id) = ctx
+            .data::<DataLoader<RfcIdLoader>>()?
+            .load_one((conversation_id, rfc))
+            .await
+            .map_err(|e| gql_err(ctx, &e))?
+        else {
+            return Ok(None);
+        };
+        let viewer = ctx.data::<Viewer>()?.clone();
+        let m = ctx
+            .data::<DataLoader<MessageLoader>>()?
+            .load_one((viewer, id))
+            .await
+            .map_err(|e| gql_err(ctx, &e))?;
+        Ok(m.map(|m| Message(m, self.1.clone())))
     }
 }
 

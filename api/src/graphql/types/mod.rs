@@ -10,6 +10,7 @@ pub mod normalized;
 pub mod page_info;
 pub mod record;
 pub mod snippet;
+pub mod state;
 
 pub use conversation::{ConversationConnection, ConversationEdge};
 pub use enums::{Channel, Direction, MessageKind};

@@ -2,6 +2,7 @@
 
 use async_graphql::{InputObject, SimpleObject};
 use chrono::{DateTime, Utc};
+use service::headers::EmailHeaders;
 use service::record::{NewMessage, Recorded};
 
 use super::conversation::ConversationEdge;
@@ -32,6 +33,27 @@ pub struct RecordMessageInput {
     pub provider_message_id: Option<String>,
     /// When the message was sent; the time of recording when omitted.
     pub sent_at: Option<DateTime<Utc>>,
+    /// EMAIL only: the `Subject` header (998 bytes at most, no line breaks).
+    pub subject: Option<String>,
+    /// EMAIL only: the `Message-ID` header, one angle-bracketed `<left@right>`.
+    pub message_id: Option<String>,
+    /// EMAIL only: the `In-Reply-To` header, one angle-bracketed `<left@right>`.
+    pub in_reply_to: Option<String>,
+    /// EMAIL only: the `References` header's ids, oldest first (100 at most). Headers are
+    /// stored and exposed; they never choose the conversation.
+    pub references: Option<Vec<String>>,
+}
+
+impl RecordMessageInput {
+    /// The email threading headers given with the message.
+    pub fn headers(&self) -> EmailHeaders {
+        EmailHeaders {
+            subject: self.subject.clone(),
+            message_id: self.message_id.clone(),
+            in_reply_to: self.in_reply_to.clone(),
+            references: self.references.clone().unwrap_or_default(),
+        }
+    }
 }
 
 impl From<RecordMessageInput> for NewMessage {
