@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod db;
 pub mod error;
 pub mod import;
+pub mod live;
 pub mod normalize;
 pub mod query;
 pub mod record;

@@ -12,7 +12,7 @@ use crate::settings::{Limits, Settings};
 use crate::snippet::message_snippet;
 use crate::statements::{self, json_strings};
 use crate::types::{Channel, Direction, Kind};
-use crate::{conversation, db, message, query};
+use crate::{conversation, db, live, message, query};
 
 /// A message to record, as the caller gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +116,18 @@ pub async fn record_message(
             if let Err(e) = &stored {
                 turn.failed(e);
             }
-            stored?
+            let stored = stored?;
+            // Still holding the turn, so this process publishes one conversation's
+            // messages in commit order (SQLite; PostgreSQL announced inside the commit).
+            if let Stored::New(Recorded {
+                message,
+                conversation: Some(conversation),
+                ..
+            }) = &stored
+            {
+                live::publish_committed(db, message, conversation);
+            }
+            stored
         }
         Err(_) => {
             let txn = db::begin_write(db).await?;
@@ -282,6 +293,7 @@ async fn store_assigned(
     let Some((message, conversation)) = stored else {
         return Ok(Stored::Duplicate);
     };
+    live::announce(txn, &message).await?;
     Ok(Stored::New(Recorded {
         message,
         conversation: Some(conversation),
