@@ -601,6 +601,7 @@ on_both_engines!(
     thirty_subscribers_leave_room_for_queries,
     only_subscriptions_run_over_websocket_and_legacy_graphql_ws_works,
     subscribers_see_only_conversations_they_may_see,
+    the_in_memory_visibility_rule_agrees_with_the_sql_one,
 );
 
 fn dev_state(t: &TestDb, live: api::config::LiveLimits) -> api::AppState {
@@ -1226,4 +1227,87 @@ async fn a_message_committing_late_is_not_skipped() {
     assert_eq!(got[0]["data"]["messageRecorded"]["body"], "slow");
     assert_eq!(got[0]["data"]["messageRecorded"]["sequence"], 2);
     t.cleanup().await;
+}
+
+/// An upgraded connection keeps its place under --max-connections, and shutdown closes it
+/// (1001) and then ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn websockets_count_as_connections_and_close_on_shutdown() {
+    let t = TestDb::sqlite().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let limits = ConnLimits {
+        max_connections: 2,
+        ..Default::default()
+    };
+    let server = tokio::spawn(api::http::serve::serve(
+        listener,
+        api::router(dev_state(&t, Default::default())),
+        limits,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut first = Client::connect(&addr, json!({})).await;
+    let mut second = Client::connect(&addr, json!({})).await;
+    // Both upgraded connections are still counted: a third connection is refused.
+    let third = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .timeout(StdDuration::from_secs(5))
+        .send()
+        .await;
+    match third {
+        Ok(r) => assert_eq!(r.status().as_u16(), 503),
+        Err(e) => assert!(!e.is_timeout(), "{e}"),
+    }
+    stop.send(()).unwrap();
+    for c in [&mut first, &mut second] {
+        match c.recv(StdDuration::from_secs(10)).await {
+            Got::Closed(code, reason) => assert_eq!(code, Some(1001), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    tokio::time::timeout(StdDuration::from_secs(10), server)
+        .await
+        .expect("the server ended after its WebSocket connections")
+        .unwrap()
+        .unwrap();
+    t.cleanup().await;
+}
+
+/// `Viewer::sees` (what feeds filter loaded rows with) and `Viewer::visible` (what every
+/// read filters rows with in SQL) are one rule: they agree on every conversation for
+/// every kind of viewer.
+async fn the_in_memory_visibility_rule_agrees_with_the_sql_one(t: &TestDb) {
+    let s = Settings::default();
+    for (a, b) in [
+        ("+12025550101", "+12025550199"),
+        ("+12025550102", "+12025550199"),
+        ("+12025550101", "+12025550102"),
+        ("+12025550103", "+12025550104"),
+    ] {
+        record_message(&t.db, &s, sms(a, b, true, "x", 0))
+            .await
+            .unwrap();
+    }
+    let viewers = [
+        service::Viewer::Everyone,
+        service::Viewer::Inboxes(vec![].into()),
+        service::Viewer::Inboxes(vec!["+12025550101".to_owned()].into()),
+        service::Viewer::Inboxes(vec!["+12025550102".to_owned(), "+12025550199".to_owned()].into()),
+    ];
+    for id in conversation_ids(t).await {
+        let c = service::query::find_conversation(&t.db, &service::Viewer::Everyone, id)
+            .await
+            .unwrap()
+            .unwrap();
+        for viewer in &viewers {
+            let by_sql = service::query::find_conversation(&t.db, viewer, id)
+                .await
+                .unwrap()
+                .is_some();
+            assert_eq!(viewer.sees(&c.participants_key), by_sql, "{viewer:?} {c:?}");
+        }
+    }
 }

@@ -13,6 +13,8 @@
 //!   server's own.
 //! - **Operations** are checked as over HTTP (text size, tokens, nesting, price per
 //!   event, depth) and must be subscriptions: queries and mutations go to `POST /graphql`.
+//! - **Connections:** an upgraded connection keeps its place under `--max-connections`
+//!   (and per IP), and on shutdown it is closed with 1001 before the server exits.
 //! - **Limits:** `--max-subscriptions-per-connection` running at once
 //!   (`TOO_MANY_SUBSCRIPTIONS`), `connection_init` within `--ws-init-timeout` (else close
 //!   4408), a WebSocket ping every `--ws-keepalive` (a connection that answers nothing for
@@ -37,6 +39,7 @@ use futures::{SinkExt, StreamExt};
 use service::Principal;
 
 use super::graphql::{classify, guard};
+use super::serve::ConnectionHold;
 use crate::auth::Security;
 use crate::error::code;
 use crate::graphql::subscription::SubscriptionSlots;
@@ -57,6 +60,7 @@ pub async fn graphql_ws(
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    hold: Option<Extension<ConnectionHold>>,
     headers: HeaderMap,
 ) -> HttpResponse {
     if !origin_allowed(&headers, &state.security) {
@@ -72,7 +76,7 @@ pub async fn graphql_ws(
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_upgrade(move |socket| serve(socket, state, protocol, ip))
+        .on_upgrade(move |socket| serve(socket, state, protocol, ip, hold.map(|h| h.0)))
 }
 
 /// Whether a browser page of the request's `Origin` may connect: any non-browser client
@@ -231,7 +235,16 @@ impl Heard {
 
 /// One WebSocket connection: async-graphql speaks the protocol into a small channel, and
 /// the writer below sends its messages, the keep-alive pings and the closes of the limits.
-async fn serve(socket: WebSocket, state: AppState, protocol: GraphQLProtocol, ip: Option<IpAddr>) {
+async fn serve(
+    socket: WebSocket,
+    state: AppState,
+    protocol: GraphQLProtocol,
+    ip: Option<IpAddr>,
+    hold: Option<ConnectionHold>,
+) {
+    // Held until the connection ends: it stays counted under --max-connections, and
+    // shutdown waits for it after `stopping` tells it to close.
+    let stopping = hold.as_ref().map(ConnectionHold::stopping);
     let limits = state.config.live;
     metrics::gauge!("parley_ws_connections").increment(1.0);
     let heard = Arc::new(Heard {
@@ -271,7 +284,7 @@ async fn serve(socket: WebSocket, state: AppState, protocol: GraphQLProtocol, ip
     )
     .on_connection_init(init)
     .serve();
-    let writer = write(sink, rx, heard, initialized, limits);
+    let writer = write(sink, rx, heard, initialized, limits, stopping);
     tokio::pin!(graphql, writer);
     let mut graphql_done = false;
     loop {
@@ -281,6 +294,7 @@ async fn serve(socket: WebSocket, state: AppState, protocol: GraphQLProtocol, ip
         }
     }
     metrics::gauge!("parley_ws_connections").decrement(1.0);
+    drop(hold);
 }
 
 /// Sends the protocol's messages, a ping every `keepalive`, and closes the connection
@@ -292,7 +306,9 @@ async fn write(
     heard: Arc<Heard>,
     initialized: Arc<AtomicBool>,
     limits: crate::config::LiveLimits,
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
 ) {
+    let mut stopping = stopping.filter(|s| !*s.borrow());
     let keepalive = limits.keepalive;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
     let init_deadline = tokio::time::sleep(limits.init_timeout);
@@ -320,6 +336,13 @@ async fn write(
             () = &mut init_deadline, if !initialized.load(Ordering::SeqCst) => {
                 metrics::counter!("parley_ws_closed_total", "reason" => "init_timeout").increment(1);
                 (close(INIT_TIMEOUT, "Connection initialisation timeout"), true)
+            }
+            changed = async { stopping.as_mut()?.changed().await.ok() }, if stopping.is_some() => {
+                if changed.is_none() {
+                    stopping = None;
+                    continue;
+                }
+                (close(GOING_AWAY, "the server is shutting down"), true)
             }
             _ = ping.tick() => {
                 if heard.silent_for() > keepalive * 2 {
