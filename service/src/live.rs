@@ -632,9 +632,10 @@ impl MessageFeed {
             return Ok(true);
         };
         let last = last.sequence.unwrap_or(after);
-        let Some(conversation) =
-            query::find_conversation(&self.db, &self.matcher.viewer, id).await?
-        else {
+        let found = query::find_conversation(&self.db, &self.matcher.viewer, id).await?;
+        // A conversation the filter excludes (a conversationId whose channel or
+        // participants the filter does not match) delivers nothing, stored or live.
+        let Some(conversation) = found.filter(|c| self.matcher.matches(c)) else {
             return Ok(true);
         };
         let done = (rows.len() as u64) < PAGE;

@@ -5,7 +5,7 @@
 use chrono::{Duration, TimeZone, Utc};
 use migration::{Migrator, MigratorTrait};
 use parley_tests::{AppConfig, TestDb, on_both_engines};
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::{ConnectionTrait, QueryTrait, Statement};
 use serde_json::json;
 use service::backfill::backfill_conversations;
 use service::import::import_messages;
@@ -602,6 +602,7 @@ on_both_engines!(
     only_subscriptions_run_over_websocket_and_legacy_graphql_ws_works,
     subscribers_see_only_conversations_they_may_see,
     the_in_memory_visibility_rule_agrees_with_the_sql_one,
+    catching_up_walks_the_sequence_index,
 );
 
 fn dev_state(t: &TestDb, live: api::config::LiveLimits) -> api::AppState {
@@ -1309,5 +1310,21 @@ async fn the_in_memory_visibility_rule_agrees_with_the_sql_one(t: &TestDb) {
                 .is_some();
             assert_eq!(viewer.sees(&c.participants_key), by_sql, "{viewer:?} {c:?}");
         }
+    }
+}
+
+/// What a resuming subscriber reads (the messages of one conversation after a sequence) is
+/// one range scan of the `(conversation_id, sequence)` index.
+async fn catching_up_walks_the_sequence_index(t: &TestDb) {
+    crate::plans::seed(&t.db, 2000, 10).await;
+    crate::plans::analyze(t).await;
+    for viewer in [
+        service::Viewer::Everyone,
+        service::Viewer::Inboxes(vec!["+12025550101".to_owned()].into()),
+    ] {
+        let statement = service::query::messages_after_sequence_page(&viewer, 7, 1, 100)
+            .build(t.db.get_database_backend());
+        let plan = crate::plans::plan(t, statement).await;
+        crate::plans::assert_walks(t, &plan, "messages_conversation_id_sequence");
     }
 }

@@ -18,7 +18,7 @@ pub use conversations::{
 pub use messages::{
     MessageFilter, MessageScope, count_messages_batch, count_unassigned, find_message,
     list_messages, list_messages_batch, message_batch_pages, message_page, messages_after_sequence,
-    messages_by_ids,
+    messages_after_sequence_page, messages_by_ids,
 };
 
 use crate::cursor::{Cursor, CursorKind, decode_cursor, encode_cursor};
