@@ -105,9 +105,82 @@ pub struct Hub {
 
 struct Inner {
     key: String,
-    tx: broadcast::Sender<Signal>,
+    topics: Arc<Topics>,
     ready: watch::Receiver<bool>,
     stop: Arc<Notify>,
+}
+
+/// Where changes go: one channel for the feeds over many conversations, and one per
+/// conversation that a feed follows, so a change wakes only the subscribers that may want
+/// it (not every subscriber of the process for every message).
+struct Topics {
+    all: broadcast::Sender<Signal>,
+    conversations: Mutex<HashMap<i64, broadcast::Sender<Signal>>>,
+    buffer: usize,
+}
+
+impl Topics {
+    fn new(buffer: usize) -> Topics {
+        Topics {
+            all: broadcast::channel(buffer).0,
+            conversations: Mutex::new(HashMap::new()),
+            buffer,
+        }
+    }
+
+    fn conversations(&self) -> std::sync::MutexGuard<'_, HashMap<i64, broadcast::Sender<Signal>>> {
+        // Every critical section is a map lookup, insert or removal: a poisoned map is sound.
+        self.conversations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A receiver of the changes of `conversation`, or of all of them.
+    fn subscribe(&self, conversation: Option<i64>) -> broadcast::Receiver<Signal> {
+        match conversation {
+            None => self.all.subscribe(),
+            Some(id) => self
+                .conversations()
+                .entry(id)
+                .or_insert_with(|| broadcast::channel(self.buffer).0)
+                .subscribe(),
+        }
+    }
+
+    fn receivers(&self) -> usize {
+        self.all.receiver_count()
+            + self
+                .conversations()
+                .values()
+                .map(broadcast::Sender::receiver_count)
+                .sum::<usize>()
+    }
+
+    /// Sends a change to the feeds of all conversations and to those of its own; a
+    /// conversation channel nobody receives any more is dropped.
+    fn send_recorded(&self, committed: Arc<Committed>) {
+        let id = committed.conversation.id;
+        {
+            let mut conversations = self.conversations();
+            if let Some(tx) = conversations.get(&id) {
+                if tx.receiver_count() == 0 {
+                    conversations.remove(&id);
+                } else {
+                    let _ = tx.send(Signal::Recorded(committed.clone()));
+                }
+            }
+        }
+        if self.all.receiver_count() > 0 {
+            let _ = self.all.send(Signal::Recorded(committed));
+        }
+    }
+
+    /// Tells every subscriber to resync.
+    fn send_resync(&self) {
+        let mut conversations = self.conversations();
+        conversations.retain(|_, tx| tx.send(Signal::Resync).is_ok());
+        let _ = self.all.send(Signal::Resync);
+    }
 }
 
 impl Drop for Inner {
@@ -163,16 +236,16 @@ impl Hub {
             return Hub { inner };
         }
         hubs.retain(|_, w| w.strong_count() > 0);
-        let (tx, _) = broadcast::channel(options.buffer.max(1));
+        let topics = Arc::new(Topics::new(options.buffer.max(1)));
         let postgres = db.get_database_backend() == DbBackend::Postgres;
         let (ready_tx, ready) = watch::channel(!postgres);
         let stop = Arc::new(Notify::new());
         if postgres {
-            tokio::spawn(listen(db.clone(), tx.clone(), ready_tx, stop.clone()));
+            tokio::spawn(listen(db.clone(), topics.clone(), ready_tx, stop.clone()));
         }
         let inner = Arc::new(Inner {
             key: key.clone(),
-            tx,
+            topics,
             ready,
             stop,
         });
@@ -180,12 +253,16 @@ impl Hub {
         Hub { inner }
     }
 
-    /// A receiver of everything broadcast from now on, once the listener is listening (so
-    /// whatever commits after this returns is announced to it, and whatever committed
-    /// before is in the database). `Unavailable` when the listener cannot connect within
-    /// `ready_timeout`.
-    pub async fn subscribe(&self, ready_timeout: Duration) -> Result<broadcast::Receiver<Signal>> {
-        let rx = self.inner.tx.subscribe();
+    /// A receiver of the changes of `conversation` (or of all conversations) from now on,
+    /// once the listener is listening (so whatever commits after this returns is announced
+    /// to it, and whatever committed before is in the database). `Unavailable` when the
+    /// listener cannot connect within `ready_timeout`.
+    pub async fn subscribe(
+        &self,
+        conversation: Option<i64>,
+        ready_timeout: Duration,
+    ) -> Result<broadcast::Receiver<Signal>> {
+        let rx = self.inner.topics.subscribe(conversation);
         let mut ready = self.inner.ready.clone();
         match tokio::time::timeout(ready_timeout, ready.wait_for(|r| *r)).await {
             Ok(Ok(_)) => Ok(rx),
@@ -197,7 +274,7 @@ impl Hub {
 
     /// How many subscribers this process's hub has.
     pub fn subscribers(&self) -> usize {
-        self.inner.tx.receiver_count()
+        self.inner.topics.receivers()
     }
 }
 
@@ -239,14 +316,12 @@ pub(crate) fn publish_committed(
         }
         hubs.get(&database_key(db)).and_then(Weak::upgrade)
     };
-    if let Some(hub) = hub
-        && hub.tx.receiver_count() > 0
-    {
+    if let Some(hub) = hub {
         let committed = Committed {
             message: message.clone(),
             conversation: conversation.clone(),
         };
-        let _ = hub.tx.send(Signal::Recorded(Arc::new(committed)));
+        hub.topics.send_recorded(Arc::new(committed));
     }
 }
 
@@ -267,7 +342,7 @@ fn parse_payload(payload: &str) -> Option<(i64, i64, i64)> {
 /// [`Signal::Resync`]. Ends when the hub is dropped.
 async fn listen(
     db: DatabaseConnection,
-    tx: broadcast::Sender<Signal>,
+    topics: Arc<Topics>,
     ready: watch::Sender<bool>,
     stop: Arc<Notify>,
 ) {
@@ -311,7 +386,7 @@ async fn listen(
         if connected_before {
             tracing::info!("live updates: listening again; subscribers resync");
             metrics::counter!("parley_live_listener_reconnects_total").increment(1);
-            let _ = tx.send(Signal::Resync);
+            topics.send_resync();
         }
         connected_before = true;
         ready.send_replace(true);
@@ -330,14 +405,14 @@ async fn listen(
                         }
                     }
                     let payloads: Vec<&str> = batch.iter().map(|n| n.payload()).collect();
-                    deliver(&db, &tx, &payloads).await;
+                    deliver(&db, &topics, &payloads).await;
                 }
                 // The connection broke and the listener reconnected and listens again;
                 // what was announced meanwhile is lost.
                 Ok(None) => {
                     tracing::info!("live updates: listener reconnected; subscribers resync");
                     metrics::counter!("parley_live_listener_reconnects_total").increment(1);
-                    let _ = tx.send(Signal::Resync);
+                    topics.send_resync();
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "live updates: listener connection lost");
@@ -352,8 +427,8 @@ async fn listen(
 /// Loads the announced messages and their conversations (two statements per batch,
 /// however many subscribers) and broadcasts them in announcement order. When they cannot
 /// be loaded, subscribers are told to resync instead.
-async fn deliver(db: &DatabaseConnection, tx: &broadcast::Sender<Signal>, payloads: &[&str]) {
-    if tx.receiver_count() == 0 {
+async fn deliver(db: &DatabaseConnection, topics: &Topics, payloads: &[&str]) {
+    if topics.receivers() == 0 {
         return;
     }
     let changes: Vec<(i64, i64, i64)> = payloads.iter().filter_map(|p| parse_payload(p)).collect();
@@ -372,7 +447,7 @@ async fn deliver(db: &DatabaseConnection, tx: &broadcast::Sender<Signal>, payloa
         Ok(loaded) => loaded,
         Err(e) => {
             tracing::warn!(error = %e, "live updates: cannot load announced messages; subscribers resync");
-            let _ = tx.send(Signal::Resync);
+            topics.send_resync();
             return;
         }
     };
@@ -387,7 +462,7 @@ async fn deliver(db: &DatabaseConnection, tx: &broadcast::Sender<Signal>, payloa
             message,
             conversation: conversation.clone(),
         };
-        let _ = tx.send(Signal::Recorded(Arc::new(committed)));
+        topics.send_recorded(Arc::new(committed));
     }
 }
 
@@ -500,7 +575,9 @@ impl MessageFeed {
         let hub = Hub::of(db, options);
         // Subscribe before reading the stored messages: whatever commits from now on is
         // delivered to `rx`, whatever committed before is found by the reads.
-        let rx = hub.subscribe(options.ready_timeout).await?;
+        let rx = hub
+            .subscribe(filter.conversation_id, options.ready_timeout)
+            .await?;
         let mut feed = MessageFeed {
             db: db.clone(),
             rx,
@@ -681,7 +758,7 @@ impl ConversationFeed {
     ) -> Result<ConversationFeed> {
         let matcher = Matcher::new(viewer, filter, region)?;
         let hub = Hub::of(db, options);
-        let rx = hub.subscribe(options.ready_timeout).await?;
+        let rx = hub.subscribe(None, options.ready_timeout).await?;
         Ok(ConversationFeed {
             rx,
             _hub: hub,

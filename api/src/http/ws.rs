@@ -76,6 +76,10 @@ pub async fn graphql_ws(
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(max_message)
         .max_frame_size(max_message)
+        // The library reserves 128 KiB to read into per connection by default; messages
+        // from a subscriber are small (init, subscribe, complete, pong), and a larger one
+        // grows the buffer as it needs.
+        .read_buffer_size(4 * 1024)
         .on_upgrade(move |socket| serve(socket, state, protocol, ip, hold.map(|h| h.0)))
 }
 
