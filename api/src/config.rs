@@ -205,6 +205,9 @@ pub struct ServeArgs {
     /// Connection-level timeouts and limits.
     #[command(flatten)]
     pub conn: ConnArgs,
+    /// Subscriptions over WebSocket.
+    #[command(flatten)]
+    pub live: LiveArgs,
 }
 
 impl ServeArgs {
@@ -226,6 +229,7 @@ impl ServeArgs {
                     && (self.security.introspection || !self.security.auth_on()),
                 suggestions: !self.no_suggestions,
             },
+            live: self.live.limits(),
         }
     }
 
@@ -287,6 +291,8 @@ pub struct AppConfig {
     /// Whether every request must carry a principal (authentication on). When off, a
     /// request without one acts as the development principal (admin).
     pub auth_required: bool,
+    /// Subscription limits.
+    pub live: LiveLimits,
 }
 
 impl Default for AppConfig {
@@ -296,6 +302,77 @@ impl Default for AppConfig {
             graphql: GraphqlLimits::default(),
             max_request_bytes: 2 * 1024 * 1024,
             auth_required: false,
+            live: LiveLimits::default(),
+        }
+    }
+}
+
+/// Limits of subscriptions (WebSocket connections at `/graphql/ws`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveLimits {
+    /// Subscriptions one connection may run at once.
+    pub max_subscriptions: usize,
+    /// Time a new connection has to send `connection_init`.
+    pub init_timeout: Duration,
+    /// Interval of the server's keep-alive pings; a connection that answers nothing for
+    /// two intervals is closed.
+    pub keepalive: Duration,
+    /// Changes a subscriber may fall behind before it is ended with `SUBSCRIPTION_LAGGED`.
+    pub buffer: usize,
+}
+
+impl Default for LiveLimits {
+    fn default() -> Self {
+        LiveLimits {
+            max_subscriptions: 20,
+            init_timeout: Duration::from_secs(10),
+            keepalive: Duration::from_secs(15),
+            buffer: 1024,
+        }
+    }
+}
+
+impl LiveLimits {
+    /// The service's live-update options these limits describe.
+    pub fn options(&self) -> service::live::LiveOptions {
+        service::live::LiveOptions {
+            buffer: self.buffer,
+            ..Default::default()
+        }
+    }
+}
+
+/// Subscription flags of `parley serve`.
+#[derive(Debug, Clone, Args)]
+pub struct LiveArgs {
+    /// Most subscriptions one WebSocket connection may run at once (at least 1); one more is
+    /// refused with TOO_MANY_SUBSCRIPTIONS.
+    #[arg(long, env = "PARLEY_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 20,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+    pub max_subscriptions_per_connection: usize,
+    /// Seconds a WebSocket connection has to send `connection_init`; then it is closed with
+    /// 4408 (0.001 to 86400).
+    #[arg(long, env = "PARLEY_WS_INIT_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub ws_init_timeout: Duration,
+    /// Seconds between the server's keep-alive pings on a WebSocket connection; one that
+    /// answers nothing for two of them is closed (0.001 to 86400).
+    #[arg(long, env = "PARLEY_WS_KEEPALIVE", default_value = "15", value_parser = seconds)]
+    pub ws_keepalive: Duration,
+    /// Changes a subscriber may fall behind before it is ended with SUBSCRIPTION_LAGGED,
+    /// telling it the sequence to resume after (1 to 1000000).
+    #[arg(long, env = "PARLEY_LIVE_BUFFER", default_value_t = 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub live_buffer: usize,
+}
+
+impl LiveArgs {
+    /// The limits these arguments describe.
+    pub fn limits(&self) -> LiveLimits {
+        LiveLimits {
+            max_subscriptions: self.max_subscriptions_per_connection,
+            init_timeout: self.ws_init_timeout,
+            keepalive: self.ws_keepalive,
+            buffer: self.live_buffer,
         }
     }
 }

@@ -95,6 +95,15 @@ pub struct Args {
     /// Server processes of the --burst run.
     #[arg(long, default_value_t = 2)]
     pub burst_servers: usize,
+    /// Measure only live updates: N subscribers on one server process, a writer at --rate
+    /// messages per second for --duration through a second one (PostgreSQL); delivery
+    /// latency, memory per idle subscription, and record latency with and without them.
+    #[arg(long, value_name = "N")]
+    pub subscribe: Option<usize>,
+    /// Conversations the --subscribe subscribers follow (each follows one; the writer goes
+    /// round-robin over them).
+    #[arg(long, default_value_t = 100)]
+    pub subscribe_conversations: usize,
 }
 
 /// A storage engine.

@@ -7,6 +7,7 @@
 //! cargo run --release -p parley-bench -- --database-url postgres://postgres@127.0.0.1:5432/test --scale 10000
 //! cargo run -p parley-bench -- --smoke --parley-bin target/debug/parley
 //! cargo run --release -p parley-bench -- --database-url postgres://postgres@127.0.0.1:5432/test --engines postgres --burst 1000
+//! cargo run --release -p parley-bench -- --database-url postgres://postgres@127.0.0.1:5432/test --engines postgres --subscribe 1000
 //! ```
 
 mod burst;
@@ -17,6 +18,7 @@ mod pgbench;
 mod report;
 mod run;
 mod server;
+mod subscribe;
 mod workload;
 
 use clap::Parser;

@@ -56,6 +56,9 @@ pub async fn main(mut args: Args) -> anyhow::Result<()> {
     if let Some(writers) = args.burst {
         return crate::burst::run(&args, &engines, writers).await;
     }
+    if let Some(subscribers) = args.subscribe {
+        return crate::subscribe::run(&args, &engines, subscribers).await;
+    }
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(token) = &args.bearer_token {
         let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;

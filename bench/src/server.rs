@@ -116,6 +116,15 @@ impl Server {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// The current resident set in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     /// CPU time the server process has used so far (user + system, all threads), in
     /// seconds, from `/proc/PID/stat` (fields 14 and 15, in clock ticks of 1/100 s: Linux's
     /// `USER_HZ` is 100 on every architecture it reports to user space).

@@ -282,6 +282,18 @@ impl Viewer {
         }
     }
 
+    /// The same rule as [`Viewer::visible`], for a conversation already loaded (live
+    /// updates filter what they are sent in memory): whether one of its participants, by
+    /// its `participants_key`, is one of the viewer's inboxes.
+    pub fn sees(&self, participants_key: &str) -> bool {
+        match self {
+            Viewer::Everyone => true,
+            Viewer::Inboxes(list) => normalize::split_participants_key(participants_key)
+                .iter()
+                .any(|p| list.contains(p)),
+        }
+    }
+
     /// `Ok` when this viewer sees everything; `FORBIDDEN` naming `field` otherwise (for
     /// lists that belong to no conversation, such as unassigned messages).
     pub fn require_everyone(&self, field: &str) -> Result<()> {

@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod error;
 pub mod headers;
 pub mod import;
+pub mod live;
 pub mod normalize;
 pub mod query;
 pub mod record;

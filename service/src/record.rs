@@ -13,7 +13,7 @@ use crate::settings::{Limits, Settings};
 use crate::snippet::message_snippet;
 use crate::statements::{self, json_strings};
 use crate::types::{Channel, Direction, Kind};
-use crate::{conversation, db, message, query, state};
+use crate::{conversation, db, live, message, query, state};
 
 /// A message to record, as the caller gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +131,18 @@ pub async fn record_message_with(
             if let Err(e) = &stored {
                 turn.failed(e);
             }
-            stored?
+            let stored = stored?;
+            // Still holding the turn, so this process publishes one conversation's
+            // messages in commit order (SQLite; PostgreSQL announced inside the commit).
+            if let Stored::New(Recorded {
+                message,
+                conversation: Some(conversation),
+                ..
+            }) = &stored
+            {
+                live::publish_committed(db, message, conversation);
+            }
+            stored
         }
         Err(_) => {
             let txn = db::begin_write(db).await?;
@@ -322,6 +333,7 @@ async fn store_assigned(
         .store_headers(txn, message, Some(conversation_id))
         .await?;
     state::fold_message(txn, conversation_id, &message).await?;
+    live::announce(txn, &message).await?;
     Ok(Stored::New(Recorded {
         message,
         conversation: Some(conversation),

@@ -5,7 +5,7 @@
 use chrono::{Duration, TimeZone, Utc};
 use migration::{Migrator, MigratorTrait};
 use parley_tests::{AppConfig, TestDb, on_both_engines};
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::{ConnectionTrait, QueryTrait, Statement};
 use serde_json::json;
 use service::backfill::backfill_conversations;
 use service::import::import_messages;
@@ -406,4 +406,931 @@ async fn graphql_exposes_sequence_and_last_sequence(t: &TestDb) {
         data["recordMessage"]["conversation"],
         serde_json::Value::Null
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Subscriptions over WebSocket.
+
+use std::time::Duration as StdDuration;
+
+use api::http::limits::ConnLimits;
+use futures::{SinkExt, StreamExt};
+use parley_tests::{Engine, Server};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::auth::{ALICE, BOB, CAROL, claims, hs256, security};
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Serves `state` on a free local port in this process (the real accept loop with
+/// `limits`) and returns `127.0.0.1:PORT`.
+async fn serve(state: api::AppState, limits: ConnLimits) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(api::http::serve::serve(
+        listener,
+        api::router(state),
+        limits,
+        std::future::pending(),
+    ));
+    addr
+}
+
+/// What a socket received next.
+#[derive(Debug)]
+enum Got {
+    Json(Value),
+    Closed(Option<u16>, String),
+}
+
+/// A GraphQL WebSocket client (graphql-transport-ws unless told otherwise).
+struct Client {
+    ws: Socket,
+}
+
+impl Client {
+    async fn open(addr: &str, protocol: &str) -> Client {
+        let mut request = format!("ws://{addr}/graphql/ws")
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", protocol.parse().unwrap());
+        let (ws, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("the upgrade is accepted");
+        assert_eq!(
+            response.headers()["sec-websocket-protocol"],
+            protocol,
+            "the server speaks the asked subprotocol"
+        );
+        Client { ws }
+    }
+
+    /// Opens a graphql-transport-ws connection and completes `connection_init` with
+    /// `payload`.
+    async fn connect(addr: &str, payload: Value) -> Client {
+        let mut c = Client::open(addr, "graphql-transport-ws").await;
+        c.send(json!({ "type": "connection_init", "payload": payload }))
+            .await;
+        match c.recv(StdDuration::from_secs(20)).await {
+            Got::Json(v) if v["type"] == "connection_ack" => c,
+            other => panic!("expected connection_ack, got {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, v: Value) {
+        self.ws
+            .send(WsMessage::Text(v.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        self.send(json!({ "id": id, "type": "subscribe",
+            "payload": { "query": query, "variables": variables } }))
+            .await;
+    }
+
+    /// The next text message, or the close; pings are answered while reading.
+    async fn recv(&mut self, within: StdDuration) -> Got {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("nothing received within {within:?}"));
+            match next {
+                Some(Ok(WsMessage::Text(t))) => {
+                    return Got::Json(serde_json::from_str(&t).unwrap());
+                }
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return Got::Closed(
+                        frame.as_ref().map(|f| u16::from(f.code)),
+                        frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                    );
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Got::Closed(None, e.to_string()),
+                None => return Got::Closed(None, "ended".into()),
+            }
+        }
+    }
+
+    /// The next message, which must be JSON.
+    async fn json(&mut self) -> Value {
+        match self.recv(StdDuration::from_secs(30)).await {
+            Got::Json(v) => v,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// The payloads of the next `n` `next` messages of subscription `id`.
+    async fn next_n(&mut self, id: &str, n: usize) -> Vec<Value> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let v = self.json().await;
+            assert_eq!(v["id"], id, "{v}");
+            assert_eq!(v["type"], "next", "{v}");
+            out.push(v["payload"].clone());
+        }
+        out
+    }
+}
+
+/// The first error subscription `id` was refused with (a `next` carrying errors, then its
+/// `complete`; or an `error` message).
+async fn refusal(c: &mut Client, id: &str) -> Value {
+    let v = c.json().await;
+    assert_eq!(v["id"], id, "{v}");
+    match v["type"].as_str() {
+        Some("next") => {
+            let err = v["payload"]["errors"][0].clone();
+            assert!(!err.is_null(), "{v}");
+            assert_eq!(c.json().await, json!({ "id": id, "type": "complete" }));
+            err
+        }
+        Some("error") => v["payload"][0].clone(),
+        _ => panic!("{v}"),
+    }
+}
+
+const MESSAGES: &str = "subscription($c: ID, $after: Int) {
+  messageRecorded(filter: {conversationId: $c}, afterSequence: $after) {
+    sequence body conversation { id } } }";
+
+/// The `sequence` of each `messageRecorded` payload.
+fn sequences(payloads: &[Value]) -> Vec<i64> {
+    payloads
+        .iter()
+        .map(|p| {
+            p["data"]["messageRecorded"]["sequence"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{p}"))
+        })
+        .collect()
+}
+
+/// Records `body` from our line to `contact` and returns (conversation global id,
+/// sequence).
+async fn record_via(
+    client: &reqwest::Client,
+    base: &str,
+    contact: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (String, i64) {
+    let mut request = client.post(format!("{base}/graphql")).json(&json!({
+        "query": "mutation($i: RecordMessageInput!) { recordMessage(input: $i) { message { sequence } conversation { id } } }",
+        "variables": { "i": { "channel": "SMS", "direction": "OUTBOUND", "from": "+12016661234",
+            "to": [contact], "body": body } }
+    }));
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let answer: Value = request.send().await.unwrap().json().await.unwrap();
+    let r = &answer["data"]["recordMessage"];
+    assert!(answer["errors"].is_null(), "{answer}");
+    (
+        r["conversation"]["id"].as_str().unwrap().to_owned(),
+        r["message"]["sequence"].as_i64().unwrap(),
+    )
+}
+
+on_both_engines!(
+    resume_replays_then_follows_live_without_gap_or_duplicate,
+    feeds_filter_by_channel_and_participant,
+    limits_refuse_the_subscription_over_the_cap_and_close_silent_connections,
+    a_subscriber_that_falls_behind_is_ended_with_its_last_sequence,
+    thirty_subscribers_leave_room_for_queries,
+    only_subscriptions_run_over_websocket_and_legacy_graphql_ws_works,
+    subscribers_see_only_conversations_they_may_see,
+    the_in_memory_visibility_rule_agrees_with_the_sql_one,
+    catching_up_walks_the_sequence_index,
+);
+
+fn dev_state(t: &TestDb, live: api::config::LiveLimits) -> api::AppState {
+    api::AppState::new(
+        t.db.clone(),
+        AppConfig {
+            live,
+            ..Default::default()
+        },
+    )
+}
+
+async fn resume_replays_then_follows_live_without_gap_or_duplicate(t: &TestDb) {
+    let addr = serve(dev_state(t, Default::default()), ConnLimits::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let (conversation, _) = record_via(&http, &base, "+18045550001", "m1", None).await;
+    for i in 2..=300 {
+        record_via(&http, &base, "+18045550001", &format!("m{i}"), None).await;
+    }
+    // A writer keeps committing while the subscriber replays 290 stored messages (three
+    // pages) and switches to live ones.
+    let writer = {
+        let (http, base) = (http.clone(), base.clone());
+        tokio::spawn(async move {
+            for i in 301..=400 {
+                record_via(&http, &base, "+18045550001", &format!("m{i}"), None).await;
+            }
+        })
+    };
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("1", MESSAGES, json!({ "c": conversation, "after": 10 }))
+        .await;
+    let got = c.next_n("1", 390).await;
+    writer.await.unwrap();
+    assert_eq!(sequences(&got), (11..=400).collect::<Vec<i64>>());
+    assert_eq!(got[0]["data"]["messageRecorded"]["body"], "m11");
+    assert_eq!(got[389]["data"]["messageRecorded"]["body"], "m400");
+    // Disconnect, miss some, resume after the last one received: exactly the rest.
+    drop(c);
+    for i in 401..=405 {
+        record_via(&http, &base, "+18045550001", &format!("m{i}"), None).await;
+    }
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("2", MESSAGES, json!({ "c": conversation, "after": 400 }))
+        .await;
+    let got = c.next_n("2", 5).await;
+    assert_eq!(sequences(&got), [401, 402, 403, 404, 405]);
+    record_via(&http, &base, "+18045550001", "m406", None).await;
+    assert_eq!(sequences(&c.next_n("2", 1).await), [406]);
+    // Resuming needs the conversation, and a sequence it has given.
+    c.subscribe("3", MESSAGES, json!({ "after": 3 })).await;
+    let refused = refusal(&mut c, "3").await;
+    assert_eq!(refused["extensions"]["code"], "BAD_USER_INPUT");
+    assert_eq!(refused["extensions"]["field"], "afterSequence");
+    c.subscribe("4", MESSAGES, json!({ "c": conversation, "after": 999 }))
+        .await;
+    let refused = refusal(&mut c, "4").await;
+    assert_eq!(refused["extensions"]["field"], "afterSequence");
+    c.subscribe("5", MESSAGES, json!({ "c": "bm90IGFuIGlk", "after": 0 }))
+        .await;
+    let refused = refusal(&mut c, "5").await;
+    assert_eq!(refused["extensions"]["field"], "filter.conversationId");
+}
+
+/// Records marker messages to a conversation of `contact` until subscription `id` of `c`
+/// delivers one: from then on the subscription is live (its markers are drained).
+async fn wait_until_live(
+    c: &mut Client,
+    id: &str,
+    http: &reqwest::Client,
+    base: &str,
+    contact: &str,
+) {
+    for attempt in 0..100 {
+        record_via(http, base, contact, &format!("marker {attempt}"), None).await;
+        if let Ok(Got::Json(v)) = tokio::time::timeout(
+            StdDuration::from_millis(300),
+            c.recv(StdDuration::from_secs(60)),
+        )
+        .await
+        {
+            assert_eq!(v["id"], id, "{v}");
+            // Drain markers still on their way.
+            while let Ok(Got::Json(_)) = tokio::time::timeout(
+                StdDuration::from_millis(300),
+                c.recv(StdDuration::from_secs(60)),
+            )
+            .await
+            {}
+            return;
+        }
+    }
+    panic!("subscription {id} never went live");
+}
+
+async fn feeds_filter_by_channel_and_participant(t: &TestDb) {
+    let addr = serve(dev_state(t, Default::default()), ConnLimits::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe(
+        "p",
+        "subscription { messageRecorded(filter: {participant: \"(804) 555-0009\"}) { sequence body conversation { participants } } }",
+        json!({}),
+    )
+    .await;
+    wait_until_live(&mut c, "p", &http, &base, "+18045550009").await;
+    let mut other = Client::connect(&addr, json!({})).await;
+    other
+        .subscribe(
+            "e",
+            "subscription { conversationUpdated(filter: {channel: EMAIL}) { channel messageCount } }",
+            json!({}),
+        )
+        .await;
+    // SMS to another contact: neither feed; SMS to the participant: the first.
+    record_via(&http, &base, "+18045550010", "not for p", None).await;
+    let (_, seq) = record_via(&http, &base, "+18045550009", "for p", None).await;
+    let got = c.next_n("p", 1).await;
+    assert_eq!(got[0]["data"]["messageRecorded"]["body"], "for p");
+    assert_eq!(got[0]["data"]["messageRecorded"]["sequence"], seq);
+    assert_eq!(
+        got[0]["data"]["messageRecorded"]["conversation"]["participants"],
+        json!(["+12016661234", "+18045550009"])
+    );
+    // An email reaches the channel feed only.
+    let email = http
+        .post(format!("{base}/graphql"))
+        .json(&json!({ "query": "mutation { recordMessage(input: {channel: EMAIL, direction: OUTBOUND, from: \"us@example.com\", to: [\"them@example.com\"], body: \"hi\"}) { message { id } } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(email.status().is_success());
+    let updated = other.next_n("e", 1).await;
+    assert_eq!(
+        updated[0]["data"]["conversationUpdated"],
+        json!({ "channel": "EMAIL", "messageCount": 1 })
+    );
+    assert!(
+        tokio::time::timeout(
+            StdDuration::from_millis(500),
+            c.recv(StdDuration::from_secs(5))
+        )
+        .await
+        .is_err(),
+        "the participant feed received nothing else"
+    );
+    // A participant that is no address is refused, naming the filter field.
+    c.subscribe(
+        "bad",
+        "subscription { messageRecorded(filter: {participant: \"not a number\"}) { sequence } }",
+        json!({}),
+    )
+    .await;
+    let refused = refusal(&mut c, "bad").await;
+    assert_eq!(refused["extensions"]["code"], "BAD_USER_INPUT");
+    assert_eq!(refused["extensions"]["field"], "filter.participant");
+}
+
+async fn limits_refuse_the_subscription_over_the_cap_and_close_silent_connections(t: &TestDb) {
+    let live = api::config::LiveLimits {
+        max_subscriptions: 3,
+        init_timeout: StdDuration::from_millis(500),
+        keepalive: StdDuration::from_millis(300),
+        ..Default::default()
+    };
+    let addr = serve(dev_state(t, live), ConnLimits::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let (conversation, _) = record_via(&http, &base, "+18045550001", "m1", None).await;
+    let mut c = Client::connect(&addr, json!({})).await;
+    for id in ["a", "b", "c"] {
+        c.subscribe(id, MESSAGES, json!({ "c": conversation, "after": 0 }))
+            .await;
+        assert_eq!(sequences(&c.next_n(id, 1).await), [1]);
+    }
+    c.subscribe("d", MESSAGES, json!({ "c": conversation, "after": 0 }))
+        .await;
+    let refused = refusal(&mut c, "d").await;
+    assert_eq!(refused["extensions"]["code"], "TOO_MANY_SUBSCRIPTIONS");
+    // Completing one frees its slot.
+    c.send(json!({ "id": "a", "type": "complete" })).await;
+    c.subscribe("e", MESSAGES, json!({ "c": conversation, "after": 0 }))
+        .await;
+    loop {
+        let v = c.json().await;
+        if v["id"] == "e" {
+            assert_eq!(v["type"], "next", "{v}");
+            break;
+        }
+    }
+    // Reading (and so answering pings) keeps a connection open past many intervals.
+    tokio::time::sleep(StdDuration::from_millis(100)).await;
+    record_via(&http, &base, "+18045550001", "m2", None).await;
+    let mut seen = 0;
+    while seen < 3 {
+        let v = c.json().await;
+        assert_eq!(
+            v["payload"]["data"]["messageRecorded"]["sequence"], 2,
+            "{v}"
+        );
+        seen += 1;
+    }
+    // No connection_init in time: closed with 4408.
+    let mut late = Client::open(&addr, "graphql-transport-ws").await;
+    match late.recv(StdDuration::from_secs(10)).await {
+        Got::Closed(code, _) => assert_eq!(code, Some(4408)),
+        other => panic!("{other:?}"),
+    }
+    // A client that stops reading (and so answering pings) is closed within two intervals.
+    let mut silent = Client::connect(&addr, json!({})).await;
+    tokio::time::sleep(StdDuration::from_millis(1500)).await;
+    let mut closed = None;
+    for _ in 0..10 {
+        if let Got::Closed(code, reason) = silent.recv(StdDuration::from_secs(5)).await {
+            closed = Some((code, reason));
+            break;
+        }
+    }
+    let (code, reason) = closed.expect("closed");
+    assert!(code == Some(1001) || code.is_none(), "{code:?} {reason}");
+}
+
+async fn a_subscriber_that_falls_behind_is_ended_with_its_last_sequence(t: &TestDb) {
+    let live = api::config::LiveLimits {
+        buffer: 4,
+        keepalive: StdDuration::from_secs(120),
+        ..Default::default()
+    };
+    let addr = serve(dev_state(t, live), ConnLimits::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let (conversation, _) = record_via(&http, &base, "+18045550001", "m1", None).await;
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("1", MESSAGES, json!({ "c": conversation, "after": 1 }))
+        .await;
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    // Big messages while the client does not read: the socket fills, the subscription
+    // stops taking changes, and falls more than 4 behind.
+    let body = "x".repeat(500_000);
+    for _ in 0..40 {
+        record_via(&http, &base, "+18045550001", &body, None).await;
+    }
+    let mut delivered = Vec::new();
+    let ended = loop {
+        let v = c.json().await;
+        match v["type"].as_str() {
+            Some("next") if v["payload"]["errors"].is_null() => delivered.push(
+                v["payload"]["data"]["messageRecorded"]["sequence"]
+                    .as_i64()
+                    .unwrap(),
+            ),
+            Some("next") => break v["payload"]["errors"][0].clone(),
+            _ => panic!("{v}"),
+        }
+    };
+    assert_eq!(
+        ended["extensions"]["code"], "SUBSCRIPTION_LAGGED",
+        "{ended}"
+    );
+    let last = ended["extensions"]["lastSequence"].as_i64().unwrap();
+    let expected: Vec<i64> = (2..=last).collect();
+    assert_eq!(
+        delivered, expected,
+        "what was delivered is gap-free up to lastSequence"
+    );
+    assert!(last < 41, "it did fall behind: {last}");
+    assert_eq!(c.json().await, json!({ "id": "1", "type": "complete" }));
+    // Resuming from lastSequence gives the rest.
+    c.subscribe("2", MESSAGES, json!({ "c": conversation, "after": last }))
+        .await;
+    let rest = c.next_n("2", (41 - last) as usize).await;
+    assert_eq!(sequences(&rest), (last + 1..=41).collect::<Vec<i64>>());
+}
+
+async fn thirty_subscribers_leave_room_for_queries(t: &TestDb) {
+    let limits = ConnLimits {
+        max_in_flight: 16,
+        ..Default::default()
+    };
+    let addr = serve(dev_state(t, Default::default()), limits).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let (conversation, _) = record_via(&http, &base, "+18045550001", "m1", None).await;
+    let mut clients = Vec::new();
+    for _ in 0..30 {
+        let mut c = Client::connect(&addr, json!({})).await;
+        c.subscribe("s", MESSAGES, json!({ "c": conversation, "after": 0 }))
+            .await;
+        assert_eq!(sequences(&c.next_n("s", 1).await), [1]);
+        clients.push(c);
+    }
+    let queries: Vec<_> = (0..40)
+        .map(|_| {
+            let (http, base) = (http.clone(), base.clone());
+            tokio::spawn(async move {
+                http.post(format!("{base}/graphql"))
+                    .json(&json!({ "query": "{ conversations(first: 5) { totalCount } }" }))
+                    .timeout(StdDuration::from_secs(20))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    for q in queries {
+        assert_eq!(q.await.unwrap().expect("answered"), 200);
+    }
+    record_via(&http, &base, "+18045550001", "m2", None).await;
+    for c in &mut clients {
+        assert_eq!(sequences(&c.next_n("s", 1).await), [2]);
+    }
+}
+
+async fn only_subscriptions_run_over_websocket_and_legacy_graphql_ws_works(t: &TestDb) {
+    let config = AppConfig {
+        graphql: api::config::GraphqlLimits {
+            max_complexity: 100,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let addr = serve(
+        api::AppState::new(t.db.clone(), config),
+        ConnLimits::default(),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let (conversation, _) = record_via(&http, &base, "+18045550001", "m1", None).await;
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("q", "{ conversations(first: 1) { totalCount } }", json!({}))
+        .await;
+    let refused = refusal(&mut c, "q").await;
+    assert_eq!(refused["extensions"]["code"], "BAD_REQUEST");
+    c.subscribe("x", "subscription { messageRecorded { nope } }", json!({}))
+        .await;
+    let invalid = refusal(&mut c, "x").await;
+    assert_eq!(
+        invalid["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
+        "{invalid}"
+    );
+    // Priced as over HTTP, per event: 100 bodies of a page under each message is over a
+    // budget of 100.
+    c.subscribe(
+        "big",
+        "subscription { messageRecorded { conversation { messages(first: 100) { nodes { body } } } } }",
+        json!({}),
+    )
+    .await;
+    let refused = refusal(&mut c, "big").await;
+    assert_eq!(
+        refused["extensions"]["code"], "QUERY_TOO_COMPLEX",
+        "{refused}"
+    );
+    // The legacy subprotocol (subscriptions-transport-ws) works too.
+    let mut legacy = Client::open(&addr, "graphql-ws").await;
+    legacy
+        .send(json!({ "type": "connection_init", "payload": {} }))
+        .await;
+    assert_eq!(legacy.json().await["type"], "connection_ack");
+    legacy
+        .send(json!({ "id": "1", "type": "start",
+            "payload": { "query": MESSAGES, "variables": { "c": conversation, "after": 0 } } }))
+        .await;
+    let data = legacy.json().await;
+    assert_eq!(data["type"], "data", "{data}");
+    assert_eq!(data["payload"]["data"]["messageRecorded"]["sequence"], 1);
+}
+
+/// Alice and Bob each see the conversations of their own inbox; Carol's conversation
+/// with Alice is Alice's. A subscriber never receives another's.
+async fn subscribers_see_only_conversations_they_may_see(t: &TestDb) {
+    let config = AppConfig {
+        graphql: api::config::GraphqlLimits {
+            introspection: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let state = api::AppState::secured(
+        t.db.clone(),
+        config,
+        security(api::auth::limit::RateLimits::off()),
+    );
+    let addr = serve(state, ConnLimits::default()).await;
+    let alice = hs256(&claims(
+        "alice",
+        "conversations:read messages:write",
+        &[ALICE],
+    ));
+    let bob = hs256(&claims("bob", "conversations:read messages:write", &[BOB]));
+    let admin = hs256(&claims("ops", "admin", &["*"]));
+    let s = Settings::default();
+    let with_alice = record_message(&t.db, &s, sms(ALICE, CAROL, true, "a1", 0))
+        .await
+        .unwrap();
+    let alice_conversation = api::graphql::ids::encode_id(
+        api::graphql::ids::NodeType::Conversation,
+        with_alice.conversation.unwrap().id,
+    );
+    // No token, or a bad one: closed with 4403.
+    for payload in [json!({}), json!({ "Authorization": "Bearer nonsense" })] {
+        let mut c = Client::open(&addr, "graphql-transport-ws").await;
+        c.send(json!({ "type": "connection_init", "payload": payload }))
+            .await;
+        match c.recv(StdDuration::from_secs(10)).await {
+            Got::Closed(code, reason) => {
+                assert_eq!(code, Some(4403), "{reason}");
+                assert!(reason.starts_with("UNAUTHENTICATED"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut a = Client::connect(&addr, json!({ "Authorization": format!("Bearer {alice}") })).await;
+    let mut b = Client::connect(&addr, json!({ "authToken": bob })).await;
+    let feed = "subscription { messageRecorded { body } }";
+    a.subscribe("all", feed, json!({})).await;
+    b.subscribe("all", feed, json!({})).await;
+    // Bob may not follow Alice's conversation: it answers as an unknown one.
+    b.subscribe(
+        "x",
+        MESSAGES,
+        json!({ "c": alice_conversation, "after": 0 }),
+    )
+    .await;
+    let refused = refusal(&mut b, "x").await;
+    assert_eq!(refused["extensions"]["code"], "NOT_FOUND");
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    // Through the API with the admin token: one message to each inbox.
+    for (to, body) in [(ALICE, "to alice"), (BOB, "to bob"), (CAROL, "to carol")] {
+        let answer: Value = http
+            .post(format!("{base}/graphql"))
+            .bearer_auth(&admin)
+            .json(&json!({
+                "query": "mutation($i: RecordMessageInput!) { recordMessage(input: $i) { message { id } } }",
+                "variables": { "i": { "channel": "SMS", "direction": "INBOUND", "from": "+18045550042",
+                    "to": [to], "body": body } }
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(answer["errors"].is_null(), "{answer}");
+    }
+    let got_a = a.next_n("all", 1).await;
+    assert_eq!(got_a[0]["data"]["messageRecorded"]["body"], "to alice");
+    let got_b = b.next_n("all", 1).await;
+    assert_eq!(got_b[0]["data"]["messageRecorded"]["body"], "to bob");
+    for c in [&mut a, &mut b] {
+        assert!(
+            tokio::time::timeout(
+                StdDuration::from_millis(500),
+                c.recv(StdDuration::from_secs(5))
+            )
+            .await
+            .is_err(),
+            "nothing else: not Carol's, not the other's"
+        );
+    }
+}
+
+/// Two `parley serve` processes on one PostgreSQL: a subscriber on A receives what is
+/// recorded through B, and 100 concurrent writers through both give it 1..100 in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_deliver_across_and_resume_exactly() {
+    let Some(t) = TestDb::postgres().await else {
+        return;
+    };
+    let a = Server::start(&t.url, &[], &[]).await;
+    let b = Server::start(&t.url, &[], &[]).await;
+    let http = reqwest::Client::new();
+    let (conversation, first) = record_via(&http, &b.base, "+18045550001", "w0", None).await;
+    assert_eq!(first, 1);
+    let addr_a = a.base.trim_start_matches("http://").to_owned();
+    let mut c = Client::connect(&addr_a, json!({})).await;
+    c.subscribe("1", MESSAGES, json!({ "c": conversation, "after": 0 }))
+        .await;
+    assert_eq!(sequences(&c.next_n("1", 1).await), [1]);
+    let writers: Vec<_> = (1..100)
+        .map(|i| {
+            let http = http.clone();
+            let base = if i % 2 == 0 {
+                a.base.clone()
+            } else {
+                b.base.clone()
+            };
+            tokio::spawn(async move {
+                record_via(&http, &base, "+18045550001", &format!("w{i}"), None).await
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let got = c.next_n("1", 99).await;
+    assert_eq!(sequences(&got), (2..=100).collect::<Vec<i64>>());
+    drop(c);
+    drop((a, b));
+    t.cleanup().await;
+}
+
+/// The listener's connection killed (`pg_terminate_backend`): it reconnects by itself, and
+/// what was committed meanwhile reaches the subscriber, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_listener_reconnects_and_nothing_is_lost() {
+    let Some(t) = TestDb::postgres().await else {
+        return;
+    };
+    let addr = serve(dev_state(&t, Default::default()), ConnLimits::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let (conversation, _) = record_via(&http, &base, "+18045550001", "m1", None).await;
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("1", MESSAGES, json!({ "c": conversation, "after": 0 }))
+        .await;
+    assert_eq!(sequences(&c.next_n("1", 1).await), [1]);
+    let killed =
+        t.db.query_all_raw(Statement::from_string(
+            t.db.get_database_backend(),
+            "SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity \
+             WHERE application_name = 'parley-live' AND datname = current_database()",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(killed.len(), 1, "exactly one listening connection");
+    for i in 2..=20 {
+        record_via(&http, &base, "+18045550001", &format!("m{i}"), None).await;
+    }
+    let got = c.next_n("1", 19).await;
+    assert_eq!(sequences(&got), (2..=20).collect::<Vec<i64>>());
+    drop(c);
+    t.cleanup().await;
+}
+
+/// The trap of hasura/graphql-engine#8632: a message whose transaction began first (lower
+/// id) commits after a later one. A feed delivers both, and resuming one conversation by
+/// its own sequence finds the late one, where "ids after the last one seen" would skip it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_committing_late_is_not_skipped() {
+    let Some(t) = TestDb::postgres().await else {
+        return;
+    };
+    assert_eq!(t.engine, Engine::Postgres);
+    let s = Settings::default();
+    let x = record_message(
+        &t.db,
+        &s,
+        sms("+12016661234", "+18045550001", true, "x1", 0),
+    )
+    .await
+    .unwrap();
+    // Messages with body 'slow' hold their transaction open for a second after taking
+    // their id.
+    for sql in [
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN IF NEW.body = 'slow' THEN PERFORM pg_sleep(1.5); END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER slow AFTER INSERT ON messages FOR EACH ROW EXECUTE FUNCTION slow()",
+    ] {
+        t.db.execute_unprepared(sql).await.unwrap();
+    }
+    let addr = serve(dev_state(&t, Default::default()), ConnLimits::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let mut feed = Client::connect(&addr, json!({})).await;
+    feed.subscribe(
+        "feed",
+        "subscription { messageRecorded { body sequence conversation { id } } }",
+        json!({}),
+    )
+    .await;
+    wait_until_live(&mut feed, "feed", &http, &base, "+18045550099").await;
+    let late = {
+        let db = t.db.clone();
+        tokio::spawn(async move {
+            record_message(
+                &db,
+                &s,
+                sms("+12016661234", "+18045550001", false, "slow", 1),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
+    let early = record_message(
+        &t.db,
+        &s,
+        sms("+12016661234", "+18045550002", true, "y1", 2),
+    )
+    .await
+    .unwrap();
+    let late = late.await.unwrap().unwrap();
+    assert!(
+        late.message.id < early.message.id,
+        "the slow message took the lower id"
+    );
+    let got = feed.next_n("feed", 2).await;
+    let bodies: Vec<&Value> = got
+        .iter()
+        .map(|p| &p["data"]["messageRecorded"]["body"])
+        .collect();
+    assert_eq!(
+        bodies,
+        [&json!("y1"), &json!("slow")],
+        "delivered in commit order, both"
+    );
+    // A client that saw y1 (the highest id) and x's first message resumes x after its
+    // sequence 1: it gets the late one.
+    let conversation = api::graphql::ids::encode_id(
+        api::graphql::ids::NodeType::Conversation,
+        x.conversation.unwrap().id,
+    );
+    let mut resumed = Client::connect(&addr, json!({})).await;
+    resumed
+        .subscribe("x", MESSAGES, json!({ "c": conversation, "after": 1 }))
+        .await;
+    let got = resumed.next_n("x", 1).await;
+    assert_eq!(got[0]["data"]["messageRecorded"]["body"], "slow");
+    assert_eq!(got[0]["data"]["messageRecorded"]["sequence"], 2);
+    t.cleanup().await;
+}
+
+/// An upgraded connection keeps its place under --max-connections, and shutdown closes it
+/// (1001) and then ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn websockets_count_as_connections_and_close_on_shutdown() {
+    let t = TestDb::sqlite().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let limits = ConnLimits {
+        max_connections: 2,
+        ..Default::default()
+    };
+    let server = tokio::spawn(api::http::serve::serve(
+        listener,
+        api::router(dev_state(&t, Default::default())),
+        limits,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut first = Client::connect(&addr, json!({})).await;
+    let mut second = Client::connect(&addr, json!({})).await;
+    // Both upgraded connections are still counted: a third connection is refused.
+    let third = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .timeout(StdDuration::from_secs(5))
+        .send()
+        .await;
+    match third {
+        Ok(r) => assert_eq!(r.status().as_u16(), 503),
+        Err(e) => assert!(!e.is_timeout(), "{e}"),
+    }
+    stop.send(()).unwrap();
+    for c in [&mut first, &mut second] {
+        match c.recv(StdDuration::from_secs(10)).await {
+            Got::Closed(code, reason) => assert_eq!(code, Some(1001), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    tokio::time::timeout(StdDuration::from_secs(10), server)
+        .await
+        .expect("the server ended after its WebSocket connections")
+        .unwrap()
+        .unwrap();
+    t.cleanup().await;
+}
+
+/// `Viewer::sees` (what feeds filter loaded rows with) and `Viewer::visible` (what every
+/// read filters rows with in SQL) are one rule: they agree on every conversation for
+/// every kind of viewer.
+async fn the_in_memory_visibility_rule_agrees_with_the_sql_one(t: &TestDb) {
+    let s = Settings::default();
+    for (a, b) in [
+        ("+12025550101", "+12025550199"),
+        ("+12025550102", "+12025550199"),
+        ("+12025550101", "+12025550102"),
+        ("+12025550103", "+12025550104"),
+    ] {
+        record_message(&t.db, &s, sms(a, b, true, "x", 0))
+            .await
+            .unwrap();
+    }
+    let viewers = [
+        service::Viewer::Everyone,
+        service::Viewer::Inboxes(vec![].into()),
+        service::Viewer::Inboxes(vec!["+12025550101".to_owned()].into()),
+        service::Viewer::Inboxes(vec!["+12025550102".to_owned(), "+12025550199".to_owned()].into()),
+    ];
+    for id in conversation_ids(t).await {
+        let c = service::query::find_conversation(&t.db, &service::Viewer::Everyone, id)
+            .await
+            .unwrap()
+            .unwrap();
+        for viewer in &viewers {
+            let by_sql = service::query::find_conversation(&t.db, viewer, id)
+                .await
+                .unwrap()
+                .is_some();
+            assert_eq!(viewer.sees(&c.participants_key), by_sql, "{viewer:?} {c:?}");
+        }
+    }
+}
+
+/// What a resuming subscriber reads (the messages of one conversation after a sequence) is
+/// one range scan of the `(conversation_id, sequence)` index.
+async fn catching_up_walks_the_sequence_index(t: &TestDb) {
+    crate::plans::seed(&t.db, 2000, 10).await;
+    crate::plans::analyze(t).await;
+    for viewer in [
+        service::Viewer::Everyone,
+        service::Viewer::Inboxes(vec!["+12025550101".to_owned()].into()),
+    ] {
+        let statement = service::query::messages_after_sequence_page(&viewer, 7, 1, 100)
+            .build(t.db.get_database_backend());
+        let plan = crate::plans::plan(t, statement).await;
+        crate::plans::assert_walks(t, &plan, "messages_conversation_id_sequence");
+    }
 }

@@ -92,7 +92,7 @@ impl IntoResponse for Refusal {
 }
 
 /// Counts a refusal in `parley_auth_failures_total{reason}`.
-fn count_failure(reason: &'static str) {
+pub(crate) fn count_failure(reason: &'static str) {
     metrics::counter!("parley_auth_failures_total", "reason" => reason).increment(1);
 }
 
@@ -115,6 +115,9 @@ fn gate(request: &Request) -> Gate {
     }
     match path {
         "/healthz" | "/readyz" => Gate::Open,
+        // Subscriptions authenticate in `connection_init` (browsers cannot set headers on
+        // a WebSocket): see `crate::http::ws`.
+        "/graphql/ws" => Gate::Open,
         "/metrics" => Gate::Bearer {
             shape: Shape::Rest,
             admin: true,

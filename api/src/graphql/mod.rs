@@ -1,4 +1,5 @@
-//! The GraphQL API. [`schema`] builds it from the roots ([`query`], [`mutation`]) and the
+//! The GraphQL API. [`schema`] builds it from the roots ([`query`], [`mutation`],
+//! [`subscription`]) and the
 //! object, input and enum types ([`types`]); [`paging`] validates connection arguments,
 //! [`cost`] prices and validates an operation before it runs, [`prefetch`] and [`loaders`]
 //! batch nested reads, [`ids`] spells global ids and [`error`] maps service errors.
@@ -14,4 +15,5 @@ pub mod query;
 pub mod schema;
 pub mod shape;
 pub mod state_loaders;
+pub mod subscription;
 pub mod types;

@@ -3,7 +3,7 @@
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::extensions::Analyzer;
-use async_graphql::{EmptySubscription, Schema, SchemaBuilder};
+use async_graphql::{Schema, SchemaBuilder};
 use service::{DatabaseConnection, Principal, Viewer};
 
 use super::cost::Probe;
@@ -14,10 +14,11 @@ use super::state_loaders::{
     DeliveryHistoryLoader, DeliveryStatusLoader, HeadersLoader, RfcIdLoader, StateLoader,
     SubjectLoader,
 };
+use super::subscription::SubscriptionRoot;
 use crate::config::AppConfig;
 
 /// parley's GraphQL schema.
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Builds the schema over `db` with `config`'s limits. It has no extension, so fields
 /// resolve on async-graphql's fast path; the HTTP layer validates and prices each operation
@@ -36,9 +37,9 @@ pub fn build_probe_schema(db: DatabaseConnection, config: AppConfig) -> AppSchem
 fn builder(
     db: DatabaseConnection,
     config: AppConfig,
-) -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+) -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
     let limits = config.graphql;
-    let mut builder = with_descriptions(Schema::build(QueryRoot, MutationRoot, EmptySubscription))
+    let mut builder = with_descriptions(Schema::build(QueryRoot, MutationRoot, SubscriptionRoot))
         .limit_depth(limits.max_depth)
         .limit_recursive_depth(limits.max_nesting)
         .limit_directives(limits.max_directives)
@@ -101,8 +102,8 @@ const DATE_TIME: &str = "An instant in UTC, as an RFC 3339 date-time string with
 /// The descriptions of the types parley takes from libraries (the library's own would name
 /// Rust internals).
 fn with_descriptions(
-    builder: SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription>,
-) -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+    builder: SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot>,
+) -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
     builder
         .override_output_type_description::<chrono::DateTime<chrono::Utc>>(DATE_TIME)
         .override_input_type_description::<chrono::DateTime<chrono::Utc>>(DATE_TIME)
@@ -111,7 +112,7 @@ fn with_descriptions(
 /// The SDL of the schema, as committed in `schema.graphql` (with `@specifiedBy`, as live
 /// introspection reports it).
 pub fn sdl() -> String {
-    with_descriptions(Schema::build(QueryRoot, MutationRoot, EmptySubscription))
+    with_descriptions(Schema::build(QueryRoot, MutationRoot, SubscriptionRoot))
         .finish()
         .sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by())
 }

@@ -40,6 +40,7 @@ pub(crate) struct Shape {
     inputs: HashMap<String, HashMap<String, Type>>,
     query: String,
     mutation: String,
+    subscription: String,
 }
 
 /// parley's schema shape, read once from its SDL.
@@ -58,6 +59,7 @@ impl Shape {
             inputs: HashMap::new(),
             query: "Query".to_owned(),
             mutation: "Mutation".to_owned(),
+            subscription: "Subscription".to_owned(),
         };
         // The SDL is generated from our own types; a parse failure would be a bug in
         // async-graphql's SDL export, and leaves the rules without types (no-ops).
@@ -72,6 +74,9 @@ impl Shape {
                     }
                     if let Some(m) = &s.node.mutation {
                         shape.mutation = m.node.to_string();
+                    }
+                    if let Some(m) = &s.node.subscription {
+                        shape.subscription = m.node.to_string();
                     }
                 }
                 TypeSystemDefinition::Type(t) => {
@@ -115,7 +120,7 @@ impl Shape {
         match op.ty {
             OperationType::Query => Some(&self.query),
             OperationType::Mutation => Some(&self.mutation),
-            OperationType::Subscription => None,
+            OperationType::Subscription => Some(&self.subscription),
         }
     }
 
@@ -123,11 +128,12 @@ impl Shape {
         self.outputs.get(parent)?.get(name)
     }
 
-    /// The root type of `ty`'s operations (queries for anything but a mutation).
+    /// The root type of `ty`'s operations.
     pub(crate) fn root_of(&self, ty: OperationType) -> &str {
         match ty {
+            OperationType::Query => &self.query,
             OperationType::Mutation => &self.mutation,
-            _ => &self.query,
+            OperationType::Subscription => &self.subscription,
         }
     }
 

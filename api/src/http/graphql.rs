@@ -628,7 +628,7 @@ async fn run(
 /// The cheap checks on the query text, before anything parses it: its size, its token
 /// count and how deeply it nests. Each is one linear pass that stops at its limit, so a
 /// refused document costs microseconds, never a parse.
-fn guard(state: &AppState, request: &Request) -> Result<(), Box<Response>> {
+pub(crate) fn guard(state: &AppState, request: &Request) -> Result<(), Box<Response>> {
     let limits = &state.config.graphql;
     let query = &request.query;
     if query.len() > limits.max_query_bytes {
@@ -690,7 +690,7 @@ fn error_code(err: &ServerError) -> Option<&str> {
 }
 
 /// Gives every error async-graphql raises itself (parse, validation, limits) a code.
-fn classify(err: &mut ServerError) {
+pub(crate) fn classify(err: &mut ServerError) {
     if error_code(err).is_some() {
         return;
     }

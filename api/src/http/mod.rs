@@ -1,12 +1,14 @@
 //! The axum router: `/graphql` (POST, GET for read-only queries, GraphiQL in a browser),
-//! `/healthz`, `/readyz` and `/metrics`, the REST routes (see [`crate::rest`]), behind a
-//! request-id and a body-size limit.
+//! `/graphql/ws` (subscriptions over WebSocket, see [`ws`]), `/healthz`, `/readyz` and
+//! `/metrics`, the REST routes (see [`crate::rest`]), behind a request-id and a body-size
+//! limit.
 
 mod graphql;
 pub mod limits;
 mod operation;
 pub mod persisted;
 pub mod serve;
+pub mod ws;
 
 use std::time::Duration;
 
@@ -35,6 +37,7 @@ pub fn router(state: AppState) -> Router {
             "/graphql",
             get(graphql::graphql_get).post(graphql::graphql_post),
         )
+        .route("/graphql/ws", get(ws::graphql_ws))
         .route("/graphql/assets/{name}", get(crate::graphiql::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -86,9 +86,12 @@ pub async fn serve(
             app: app.clone(),
             limits,
             stop: stop_rx.clone(),
-            _done: done_rx.clone(),
-            _permit: permit,
-            _ip: ip,
+            hold: ConnectionHold(Arc::new(Held {
+                stop: stop_rx.clone(),
+                _done: done_rx.clone(),
+                _permit: permit,
+                _ip: ip,
+            })),
         };
         tokio::spawn(connection.run(stream, peer));
     }
@@ -179,9 +182,29 @@ struct Connection {
     app: Router,
     limits: ConnLimits,
     stop: watch::Receiver<bool>,
+    hold: ConnectionHold,
+}
+
+/// What an accepted connection holds while it is open: its place under `max_connections`
+/// and `max_connections_per_ip`, and its part in the shutdown's wait. Every request carries
+/// a clone in its extensions, so a request that upgrades the connection (a WebSocket, whose
+/// connection outlives hyper's) keeps it: the upgraded connection stays counted, and
+/// shutdown waits for it after telling it to close ([`ConnectionHold::stopping`]).
+#[derive(Clone)]
+pub struct ConnectionHold(Arc<Held>);
+
+struct Held {
+    stop: watch::Receiver<bool>,
     _done: watch::Receiver<()>,
     _permit: OwnedSemaphorePermit,
     _ip: IpSlot,
+}
+
+impl ConnectionHold {
+    /// Changes to `true` when the server starts shutting down.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.0.stop.clone()
+    }
 }
 
 impl Connection {
@@ -197,15 +220,18 @@ impl Connection {
         });
         let app = self.app.clone();
         let handling = activity.clone();
+        let hold = self.hold.clone();
         let service = tower::service_fn(move |request: Request<Incoming>| {
             let app = app.clone();
             let handling = Handling::enter(handling.clone());
+            let hold = hold.clone();
             async move {
                 let mut request = request.map(Body::new);
                 // The client's address, for the per-IP rate limits of `auth`.
                 request
                     .extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
+                request.extensions_mut().insert(hold);
                 let response = app.oneshot(request).await;
                 drop(handling);
                 response

@@ -110,7 +110,10 @@ pub async fn find_conversation_by_participants(
 
 /// Normalizes the participant filter's address: with the channel's rules when it names
 /// one, otherwise as an email when it has an `@` and as a phone number when not.
-fn filter_address(filter: &ConversationFilter, region: Region) -> Result<Option<String>> {
+pub(crate) fn filter_address(
+    filter: &ConversationFilter,
+    region: Region,
+) -> Result<Option<String>> {
     crate::state::check_filter(filter)?;
     let Some(raw) = &filter.participant else {
         return Ok(None);

@@ -101,6 +101,38 @@ pub async fn messages_by_ids(
     Ok(found)
 }
 
+/// The statement of [`messages_after_sequence`]: one range scan of the
+/// `messages_conversation_id_sequence` index.
+pub fn messages_after_sequence_page(
+    viewer: &Viewer,
+    conversation_id: i64,
+    after: i64,
+    limit: u64,
+) -> Select<message::Entity> {
+    visible(message::Entity::find(), viewer)
+        .filter(Column::ConversationId.eq(conversation_id))
+        .filter(Column::Sequence.gt(after))
+        .order_by_asc(Column::Sequence)
+        .limit(limit)
+}
+
+/// Up to `limit` messages of conversation `conversation_id` numbered after `after` (its
+/// `sequence`), in sequence order, restricted to what `viewer` sees: what a live
+/// subscriber resuming after `after` missed.
+pub async fn messages_after_sequence(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    conversation_id: i64,
+    after: i64,
+    limit: u64,
+) -> Result<Vec<message::Model>> {
+    Ok(
+        messages_after_sequence_page(viewer, conversation_id, after, limit)
+            .all(db)
+            .await?,
+    )
+}
+
 /// The statement of a page of messages in `scope`: `filter`, the window's cursor bounds as
 /// row-value comparisons on `(sent_at, id)`, ordered along the
 /// `messages_conversation_id_sent_at_id` index and limited to one row past the page (the

@@ -10,13 +10,15 @@
 mod conversations;
 mod messages;
 
+pub(crate) use conversations::filter_address;
 pub use conversations::{
     ConversationFilter, conversation_page, conversations_by_ids, count_conversations,
     counted_scope, find_conversation, find_conversation_by_participants, list_conversations,
 };
 pub use messages::{
     MessageFilter, MessageScope, count_messages_batch, count_unassigned, find_message,
-    list_messages, list_messages_batch, message_batch_pages, message_page, messages_by_ids,
+    list_messages, list_messages_batch, message_batch_pages, message_page, messages_after_sequence,
+    messages_after_sequence_page, messages_by_ids,
 };
 
 use crate::cursor::{Cursor, CursorKind, decode_cursor, encode_cursor};

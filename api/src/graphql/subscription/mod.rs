@@ -1,0 +1,211 @@
+//! The subscription root: live messages and conversations (SPEC section 13), served over
+//! WebSocket at `/graphql/ws` (see `crate::http::ws`). The feeds, their resume rule and
+//! their bounds are the service's (`service::live`); this maps them to GraphQL.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ErrorExtensions, ID, InputObject, Result, Subscription};
+use futures::{Stream, StreamExt};
+use service::live::{self, ConversationFeed, ConversationItem, FeedFilter, FeedItem, MessageFeed};
+use service::{DatabaseConnection, Viewer};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::error::ServiceResultExt;
+use super::ids::{NodeType, decode_id};
+use super::types::enums::Channel;
+use super::types::node::{Conversation, Message};
+use crate::config::AppConfig;
+use crate::error::{ClientError, bad_input};
+
+/// `extensions.code` of a subscription ended because its subscriber fell too far behind:
+/// resubscribe (with `afterSequence` = `extensions.lastSequence` to miss nothing).
+pub const SUBSCRIPTION_LAGGED: &str = "SUBSCRIPTION_LAGGED";
+/// `extensions.code` of a subscription refused because its connection already runs
+/// `--max-subscriptions-per-connection`.
+pub const TOO_MANY_SUBSCRIPTIONS: &str = "TOO_MANY_SUBSCRIPTIONS";
+
+/// The subscriptions one WebSocket connection may run at once: each running subscription
+/// holds a permit until it ends. Put in the connection's data by the WebSocket route.
+#[derive(Clone)]
+pub struct SubscriptionSlots(pub Arc<Semaphore>);
+
+impl SubscriptionSlots {
+    /// Room for `n` subscriptions.
+    pub fn new(n: usize) -> Self {
+        SubscriptionSlots(Arc::new(Semaphore::new(n)))
+    }
+}
+
+/// Takes a slot of the connection (none to take outside a WebSocket connection).
+fn take_slot(ctx: &Context<'_>) -> Result<Option<OwnedSemaphorePermit>> {
+    let Some(slots) = ctx.data_opt::<SubscriptionSlots>() else {
+        return Ok(None);
+    };
+    let limit = ctx
+        .data::<AppConfig>()
+        .map(|c| c.live.max_subscriptions)
+        .unwrap_or_default();
+    match slots.0.clone().try_acquire_owned() {
+        Ok(permit) => Ok(Some(permit)),
+        Err(_) => Err(async_graphql::Error::new(format!(
+            "this connection already runs {limit} subscriptions, the most one may \
+             (--max-subscriptions-per-connection); complete one first or open another connection"
+        ))
+        .extend_with(|_, e| e.set("code", TOO_MANY_SUBSCRIPTIONS))),
+    }
+}
+
+/// Which messages `messageRecorded` delivers. Every field narrows it; none: every message
+/// you may see.
+#[derive(InputObject, Debug, Clone, Default)]
+pub struct MessageRecordedFilter {
+    /// Only the messages of this conversation (needed to resume with `afterSequence`).
+    pub conversation_id: Option<ID>,
+    /// Only this channel.
+    pub channel: Option<Channel>,
+    /// Only conversations with this participant, in any accepted spelling.
+    pub participant: Option<String>,
+}
+
+/// Which conversations `conversationUpdated` delivers. Every field narrows it; none: every
+/// conversation you may see.
+#[derive(InputObject, Debug, Clone, Default)]
+pub struct ConversationUpdatedFilter {
+    /// Only this channel.
+    pub channel: Option<Channel>,
+    /// Only conversations with this participant, in any accepted spelling.
+    pub participant: Option<String>,
+}
+
+/// The service's feed filter, with the global conversation id decoded.
+fn feed_filter(
+    conversation_id: Option<&ID>,
+    channel: Option<Channel>,
+    participant: Option<String>,
+) -> Result<FeedFilter> {
+    let conversation_id = match conversation_id {
+        Some(id) => Some(decode_id(NodeType::Conversation, id).ok_or_else(|| {
+            bad_input(
+                "filter.conversationId",
+                "not a conversation id this server issued",
+            )
+        })?),
+        None => None,
+    };
+    Ok(FeedFilter {
+        conversation_id,
+        channel: channel.map(Into::into),
+        participant,
+    })
+}
+
+/// The `SUBSCRIPTION_LAGGED` error that ends a feed whose subscriber fell behind.
+fn lagged(last_sequence: Option<i64>) -> async_graphql::Error {
+    let resume = match last_sequence {
+        Some(n) => format!("; resubscribe with afterSequence: {n} to receive the rest"),
+        None => "; resubscribe (per conversation, with afterSequence, to miss nothing)".into(),
+    };
+    async_graphql::Error::new(format!(
+        "this subscription fell too far behind the messages being recorded and was ended{resume}"
+    ))
+    .extend_with(|_, e| {
+        e.set("code", SUBSCRIPTION_LAGGED);
+        if let Some(n) = last_sequence {
+            e.set("lastSequence", n);
+        }
+    })
+}
+
+/// Live updates.
+#[derive(Default)]
+pub struct SubscriptionRoot;
+
+/// Live updates, over WebSocket at `/graphql/ws` (graphql-transport-ws; the legacy
+/// graphql-ws subprotocol too).
+#[Subscription(name = "Subscription")]
+impl SubscriptionRoot {
+    /// Messages as they are recorded, in each conversation in `sequence` order, from every
+    /// server process. Only messages of conversations you may see. With
+    /// `filter.conversationId` and `afterSequence`, the stored messages after that sequence
+    /// come first, then the live ones, with no gap and no duplicate: resume with the
+    /// `sequence` of the last message you received. A subscriber that falls too far behind
+    /// is ended with `SUBSCRIPTION_LAGGED` (and `extensions.lastSequence`).
+    async fn message_recorded(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Which messages.")] filter: Option<MessageRecordedFilter>,
+        #[graphql(
+            desc = "Resume after this `sequence` of `filter.conversationId` (0: from its first message); omitted: only new messages."
+        )]
+        after_sequence: Option<i64>,
+    ) -> Result<impl Stream<Item = Result<Message>> + use<>> {
+        let slot = take_slot(ctx)?;
+        let db = ctx.data::<DatabaseConnection>()?;
+        let config = ctx.data::<AppConfig>()?;
+        let viewer = ctx.data::<Viewer>()?.clone();
+        let filter = filter.unwrap_or_default();
+        let filter = feed_filter(
+            filter.conversation_id.as_ref(),
+            filter.channel,
+            filter.participant,
+        )?;
+        let feed = MessageFeed::open(
+            db,
+            viewer,
+            config.settings.default_region,
+            &filter,
+            after_sequence,
+            config.live.options(),
+        )
+        .await
+        .gql(ctx)?;
+        Ok(feed.into_stream().map(move |item| {
+            // The slot is given back when the subscription ends.
+            let _slot = &slot;
+            match item {
+                Ok(FeedItem::Message(c)) => {
+                    let live::Committed {
+                        message,
+                        conversation,
+                    } = c.as_ref().clone();
+                    Ok(Message(message, Some(conversation)))
+                }
+                Ok(FeedItem::Lagged { last_sequence, .. }) => Err(lagged(last_sequence)),
+                Err(e) => Err(ClientError::from_service(&e, None).into_graphql()),
+            }
+        }))
+    }
+
+    /// Conversations as they change (a message recorded: count, last message, snippet),
+    /// as they are after the change, from every server process. Only conversations you may
+    /// see. A subscriber that falls too far behind is ended with `SUBSCRIPTION_LAGGED`:
+    /// resubscribe and reload the list.
+    async fn conversation_updated(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Which conversations.")] filter: Option<ConversationUpdatedFilter>,
+    ) -> Result<impl Stream<Item = Result<Conversation>> + use<>> {
+        let slot = take_slot(ctx)?;
+        let db = ctx.data::<DatabaseConnection>()?;
+        let config = ctx.data::<AppConfig>()?;
+        let viewer = ctx.data::<Viewer>()?.clone();
+        let filter = filter.unwrap_or_default();
+        let filter = feed_filter(None, filter.channel, filter.participant)?;
+        let feed = ConversationFeed::open(
+            db,
+            viewer,
+            config.settings.default_region,
+            &filter,
+            config.live.options(),
+        )
+        .await
+        .gql(ctx)?;
+        Ok(feed.into_stream().map(move |item| {
+            let _slot = &slot;
+            match item {
+                ConversationItem::Conversation(c) => Ok(Conversation::new(c.conversation.clone())),
+                ConversationItem::Lagged => Err(lagged(None)),
+            }
+        }))
+    }
+}
