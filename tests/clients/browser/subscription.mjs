@@ -7,15 +7,14 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
-import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
 
 const [url, token, allowedPort, otherPort] = process.argv.slice(2);
 assert.ok(otherPort, 'usage: node browser/subscription.mjs GRAPHQL_URL TOKEN ALLOWED_PORT OTHER_PORT');
 const wsUrl = `${url.replace(/^http/, 'ws')}/ws`;
 
-const require = createRequire(import.meta.url);
-const client = readFileSync(require.resolve('graphql-ws/umd/graphql-ws.min.js'));
+// The package's `exports` hide its UMD build from require.resolve; read it from node_modules.
+const client = readFileSync(new URL('../node_modules/graphql-ws/umd/graphql-ws.min.js', import.meta.url));
 const origins = [];
 for (const port of [allowedPort, otherPort]) {
   const server = http.createServer((req, res) => {
