@@ -41,7 +41,7 @@ def post(url, query, token=None):
     with urllib.request.urlopen(req, timeout=60) as res:
         body = json.loads(res.read())
     if "errors" in body:
-        raise SystemExit(f"error: {body['errors']}")
+        return "error: " + body["errors"][0].get("extensions", {}).get("code", "?")
     return body["data"]["conversations"]["totalCount"]
 
 
@@ -97,6 +97,8 @@ def main():
                 t = time.perf_counter()
                 n = post(url, query, tok)
                 times.append((time.perf_counter() - t) * 1000)
+                if isinstance(n, str):
+                    break
             times.sort()
             p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
             print(f"{name:<14}{n:>12}{statistics.median(times):>10.2f}{p95:>10.2f}{times[-1]:>10.2f}")
