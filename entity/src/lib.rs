@@ -5,6 +5,7 @@
 pub mod conversation;
 pub mod conversation_participant;
 pub mod message;
+pub mod message_text;
 pub mod types;
 
 pub use sea_orm;

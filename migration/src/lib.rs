@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_create_conversations;
 mod m20261126_000002_create_messages;
 mod m20261126_000003_create_conversation_participants;
+mod m20261201_000003_search;
 
 /// Runs parley's migrations in order.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_create_conversations::Migration),
             Box::new(m20261126_000002_create_messages::Migration),
             Box::new(m20261126_000003_create_conversation_participants::Migration),
+            Box::new(m20261201_000003_search::Migration),
         ]
     }
 }

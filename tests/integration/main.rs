@@ -14,5 +14,6 @@ mod ops_runtime;
 mod persisted;
 mod plans;
 mod rest;
+mod search;
 mod service_layer;
 mod visibility;

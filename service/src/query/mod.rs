@@ -9,6 +9,7 @@
 
 mod conversations;
 mod messages;
+mod search;
 
 pub use conversations::{
     ConversationFilter, conversation_page, conversations_by_ids, count_conversations,
@@ -18,6 +19,7 @@ pub use messages::{
     MessageFilter, MessageScope, count_messages_batch, count_unassigned, find_message,
     list_messages, list_messages_batch, message_batch_pages, message_page, messages_by_ids,
 };
+pub use search::{SearchFilter, search_messages, search_page};
 
 use crate::cursor::{Cursor, CursorKind, decode_cursor, encode_cursor};
 use crate::error::{Error, Result};
@@ -156,6 +158,17 @@ pub fn conversation_cursor(c: &conversation::Model) -> String {
 pub fn message_cursor(m: &message::Model) -> String {
     encode_cursor(
         CursorKind::Message,
+        Cursor {
+            at: m.sent_at,
+            id: m.id,
+        },
+    )
+}
+
+/// The cursor of a message in search results.
+pub fn search_cursor(m: &message::Model) -> String {
+    encode_cursor(
+        CursorKind::SearchResult,
         Cursor {
             at: m.sent_at,
             id: m.id,
