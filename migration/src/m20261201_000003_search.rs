@@ -25,18 +25,23 @@ const POSTGRES_UP: &[&str] = &[
     "CREATE INDEX message_texts_tsv ON message_texts USING GIN (tsv)",
     // Newest-first search pages walk this index when a term matches many messages.
     "CREATE INDEX messages_sent_at_id ON messages (sent_at, id)",
-    // Participant prefix search: byte order (C collation) whatever the database's, so a
-    // range on the prefix is exactly "starts with".
-    "CREATE INDEX conversation_participants_address_prefix
-        ON conversation_participants ((address COLLATE \"C\"), conversation_id)",
+    // Participant prefix search is a range on the primary key (address, ..): in byte order
+    // (the C collation, whatever the database's), a range [p, p || U+10FFFF) is exactly
+    // "starts with p". Addresses are normalized ASCII, compared only for equality elsewhere.
+    "ALTER TABLE conversation_participants ALTER COLUMN address TYPE TEXT COLLATE \"C\"",
+    // SQLite's instr(), so that the domain index and its queries are one text on both
+    // engines (inlined by the planner: it is strpos()).
+    "CREATE FUNCTION instr(text, text) RETURNS integer
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE AS 'SELECT strpos($1, $2)'",
     "CREATE INDEX conversation_participants_domain_prefix
-        ON conversation_participants ((split_part(address, '@', 2) COLLATE \"C\"), conversation_id)
-        WHERE address LIKE '%@%'",
+        ON conversation_participants (substr(address, instr(address, '@') + 1), conversation_id)
+        WHERE instr(address, '@') > 0",
 ];
 
 const POSTGRES_DOWN: &[&str] = &[
     "DROP INDEX IF EXISTS conversation_participants_domain_prefix",
-    "DROP INDEX IF EXISTS conversation_participants_address_prefix",
+    "DROP FUNCTION IF EXISTS instr(text, text)",
+    "ALTER TABLE conversation_participants ALTER COLUMN address TYPE TEXT COLLATE \"default\"",
     "DROP INDEX IF EXISTS messages_sent_at_id",
     "DROP TABLE IF EXISTS message_texts",
 ];

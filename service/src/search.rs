@@ -547,6 +547,80 @@ pub async fn index_missing_texts(db: &DatabaseConnection, batch: u64) -> Result<
     }
 }
 
+/// Where a participant prefix is looked for in `conversation_participants`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressPrefix {
+    /// Normalized addresses starting with this text.
+    Address(String),
+    /// Email addresses whose domain starts with this text.
+    Domain(String),
+}
+
+/// The longest participant prefix, in characters.
+pub const MAX_PREFIX_CHARS: usize = 320;
+
+/// What a participant prefix, typed in any spelling, is looked for as. Text with a letter
+/// or an `@` is an email prefix: `@exa` a domain prefix, `bob@ex` (plus-tag dropped, as
+/// addresses are stored) an address prefix, `bob` or `example` either. Anything else is a
+/// phone prefix by its digits (at least 2): `+1 555 01` as `+155501`; without a leading
+/// `+`, also with `region`'s country code in front (`(804) 55` as `+180455`) and as a short
+/// code. Refused with `BAD_USER_INPUT` naming `field` when it holds nothing to look for.
+pub fn address_prefixes(
+    raw: &str,
+    region: crate::normalize::Region,
+    field: &str,
+) -> Result<Vec<AddressPrefix>> {
+    let text: String = raw
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .to_lowercase();
+    let length = text.chars().count();
+    if length > MAX_PREFIX_CHARS {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "a participant prefix has at most {MAX_PREFIX_CHARS} characters (got {length})"
+            ),
+        ));
+    }
+    if text.contains('@') || text.chars().any(char::is_alphabetic) {
+        if let Some(domain) = text.strip_prefix('@') {
+            if domain.is_empty() {
+                return Err(Error::invalid(field, "give part of a domain after `@`"));
+            }
+            return Ok(vec![AddressPrefix::Domain(domain.to_owned())]);
+        }
+        if let Some((local, domain)) = text.split_once('@') {
+            let local = local.split('+').next().unwrap_or(local);
+            return Ok(vec![AddressPrefix::Address(format!("{local}@{domain}"))]);
+        }
+        return Ok(vec![
+            AddressPrefix::Address(text.clone()),
+            AddressPrefix::Domain(text),
+        ]);
+    }
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() < 2 {
+        return Err(Error::invalid(
+            field,
+            "give at least 2 digits of a phone number, or part of an email address",
+        ));
+    }
+    let mut out = vec![
+        AddressPrefix::Address(format!("+{digits}")),
+        AddressPrefix::Address(digits.clone()),
+    ];
+    if !text.starts_with('+')
+        && let Some(meta) = phonenumber::metadata::DATABASE.by_id(region.0.as_ref())
+    {
+        let code = meta.country_code().to_string();
+        out.push(AddressPrefix::Address(format!("+{code}{digits}")));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -638,6 +638,180 @@ async fn existing_messages_are_indexed_after_migrating(t: &TestDb) {
     assert_eq!(labels(&app, "refund").await, ["order", "spam", "refund"]);
 }
 
+const PREFIX: &str = "query($p: String!, $channel: Channel) {
+  conversations(first: 50, filter: { participantPrefix: $p, channel: $channel }) {
+    totalCount
+    nodes { participants }
+  }
+}";
+
+/// Conversations of a support line with several people, phone and email.
+async fn prefix_world(t: &TestDb) {
+    let line = "+12025550100";
+    let support = "support@shop.example";
+    for (i, (channel, from)) in [
+        (Channel::Sms, "+1 (804) 555-1234"),
+        (Channel::Sms, "804.555.9999"),
+        (Channel::Sms, "+44 20 7183 8750"),
+        (Channel::Sms, "12345"),
+        (Channel::Email, "Bob <Bob+news@Example.com>"),
+        (Channel::Email, "bobby@other.org"),
+        (Channel::Email, "alice@example.org"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let to = if channel == Channel::Sms {
+            line
+        } else {
+            support
+        };
+        store(
+            t,
+            &format!("p{i}"),
+            channel,
+            from,
+            to,
+            "hello",
+            t0() + Duration::minutes(i as i64),
+        )
+        .await;
+    }
+}
+
+async fn participant_prefix_finds_conversations_in_any_spelling(t: &TestDb) {
+    prefix_world(t).await;
+    let app = t.app(AppConfig::default());
+    let table: &[(&str, &[&str])] = &[
+        ("+1 804 555", &["+18045551234", "+18045559999"]),
+        ("(804) 555-12", &["+18045551234"]),
+        ("804555", &["+18045551234", "+18045559999"]),
+        ("+44 20", &["+442071838750"]),
+        ("1234", &["12345"]),
+        ("bob", &["bob@example.com", "bobby@other.org"]),
+        ("BOB@", &["bob@example.com"]),
+        ("bob+news@Ex", &["bob@example.com"]),
+        ("@example", &["alice@example.org", "bob@example.com"]),
+        ("example.org", &["alice@example.org"]),
+        (
+            "@shop",
+            &["alice@example.org", "bob@example.com", "bobby@other.org"],
+        ),
+        ("zzz", &[]),
+        ("+1 999", &[]),
+    ];
+    for (prefix, expected) in table {
+        let data = app.data(PREFIX, json!({ "p": prefix })).await;
+        let conn = &data["conversations"];
+        let mut found: Vec<String> = conn["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                let p: Vec<&str> = n["participants"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap())
+                    .filter(|a| *a != "+12025550100" && *a != "support@shop.example")
+                    .collect();
+                p.join(",")
+            })
+            .collect();
+        found.sort();
+        assert_eq!(found, *expected, "prefix {prefix:?}");
+        assert_eq!(
+            conn["totalCount"],
+            json!(expected.len()),
+            "prefix {prefix:?}"
+        );
+    }
+    let data = app
+        .data(PREFIX, json!({ "p": "bob", "channel": "SMS" }))
+        .await;
+    assert_eq!(data["conversations"]["totalCount"], json!(0));
+    for bad in ["+", "@", "   ", "-", &"1".repeat(321)] {
+        let body = app.graphql(PREFIX, json!({ "p": bad })).await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{bad:?}: {body}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["field"],
+            "filter.participantPrefix"
+        );
+    }
+}
+
+async fn participant_prefixes_and_searches_use_the_indexes(t: &TestDb) {
+    prefix_world(t).await;
+    let backend = t.db.get_database_backend();
+    let window = service::query::Window::new(
+        service::cursor::CursorKind::Conversation,
+        &Default::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    let page = |prefix: &str| {
+        let filter = service::query::ConversationFilter {
+            participant_prefix: Some(prefix.into()),
+            ..Default::default()
+        };
+        let select = service::query::conversation_page(
+            &service::Viewer::Everyone,
+            Default::default(),
+            &filter,
+            &window,
+        )
+        .unwrap();
+        sea_orm::QueryTrait::build(&select, backend)
+    };
+    let address = crate::plans::plan(t, page("bob@")).await;
+    let domain = crate::plans::plan(t, page("@example")).await;
+    match t.engine {
+        parley_tests::Engine::Sqlite => {
+            assert!(address.contains("(address>? AND address<?)"), "{address}");
+            assert!(
+                domain.contains("USING INDEX conversation_participants_domain_prefix"),
+                "{domain}"
+            );
+        }
+        parley_tests::Engine::Postgres => {
+            assert!(
+                address.contains("conversation_participants_pkey"),
+                "{address}"
+            );
+            assert!(
+                domain.contains("conversation_participants_domain_prefix"),
+                "{domain}"
+            );
+        }
+    }
+    // A search reads the full-text index, not every message.
+    let query = service::search::parse_query("hello").unwrap();
+    let window = service::query::Window::new(
+        service::cursor::CursorKind::SearchResult,
+        &Default::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    let select = service::query::search_page(
+        backend,
+        &service::Viewer::Everyone,
+        Default::default(),
+        &query,
+        &Default::default(),
+        &window,
+    )
+    .unwrap();
+    let search = crate::plans::plan(t, sea_orm::QueryTrait::build(&select, backend)).await;
+    match t.engine {
+        parley_tests::Engine::Sqlite => {
+            assert!(search.contains("VIRTUAL TABLE INDEX"), "{search}")
+        }
+        parley_tests::Engine::Postgres => {
+            assert!(search.contains("message_texts_tsv"), "{search}")
+        }
+    }
+}
+
 on_both_engines!(
     the_query_table_finds_exactly_the_expected_messages,
     paging_is_exact_both_ways_while_matches_arrive,
@@ -646,6 +820,8 @@ on_both_engines!(
     hostile_queries_answer_a_result_or_bad_user_input,
     search_obeys_visibility,
     existing_messages_are_indexed_after_migrating,
+    participant_prefix_finds_conversations_in_any_spelling,
+    participant_prefixes_and_searches_use_the_indexes,
 );
 
 /// A random query of the grammar: words from the corpus's vocabulary (and some that match

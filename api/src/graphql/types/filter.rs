@@ -17,6 +17,10 @@ pub struct ConversationFilter {
     pub active_since: Option<DateTime<Utc>>,
     /// Only conversations whose last activity is before this time.
     pub active_before: Option<DateTime<Utc>>,
+    /// Only conversations with a participant whose address starts with this: digits of a
+    /// phone number in any spelling (`+1 555 01`, `(804) 55`), or the start of an email
+    /// address (`bob@`, `bob@exa`) or of its domain (`@example`); `bob` finds either.
+    pub participant_prefix: Option<String>,
 }
 
 impl From<ConversationFilter> for SvcFilter {
@@ -28,6 +32,7 @@ impl From<ConversationFilter> for SvcFilter {
             // engines compare the same values.
             active_since: f.active_since.map(service::record::to_micros),
             active_before: f.active_before.map(service::record::to_micros),
+            participant_prefix: f.participant_prefix,
         }
     }
 }
