@@ -812,6 +812,35 @@ async fn participant_prefixes_and_searches_use_the_indexes(t: &TestDb) {
     }
 }
 
+async fn searches_are_priced_by_their_page(t: &TestDb) {
+    corpus(t).await;
+    let app = t.app(AppConfig::default());
+    // searchMessages (field + object) + edges (field + 10 x (object + cursor + highlight +
+    // node (field + object + id))).
+    let body = app
+        .graphql(
+            "{ searchMessages(query: \"refund\", first: 10) { edges { cursor highlight node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(
+        body["extensions"]["cost"]["requested"],
+        json!(2 + 1 + 10 * (1 + 1 + 1 + 3))
+    );
+    // Without first/last a page is the default page size (20).
+    let body = app
+        .graphql(
+            "{ searchMessages(query: \"refund\") { nodes { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        body["extensions"]["cost"]["requested"],
+        json!(2 + 1 + 20 * 2)
+    );
+}
+
 on_both_engines!(
     the_query_table_finds_exactly_the_expected_messages,
     paging_is_exact_both_ways_while_matches_arrive,
@@ -822,6 +851,7 @@ on_both_engines!(
     existing_messages_are_indexed_after_migrating,
     participant_prefix_finds_conversations_in_any_spelling,
     participant_prefixes_and_searches_use_the_indexes,
+    searches_are_priced_by_their_page,
 );
 
 /// A random query of the grammar: words from the corpus's vocabulary (and some that match
@@ -923,4 +953,76 @@ async fn both_engines_find_the_same_messages() {
     if let Some(pg) = postgres {
         pg.cleanup().await;
     }
+}
+
+/// PostgreSQL cuts a search off at its statement timeout and says `QUERY_TOO_COMPLEX`
+/// (naming `query`); SQLite has no statement timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_search_past_its_timeout_is_too_complex_on_postgres() {
+    use sea_orm::ConnectionTrait;
+    let Some(t) = TestDb::postgres().await else {
+        return;
+    };
+    let id = store(
+        &t,
+        "seed",
+        Channel::Sms,
+        "+12025550180",
+        "+12025550181",
+        "common",
+        t0(),
+    )
+    .await;
+    let conversation = service::query::find_message(&t.db, &service::Viewer::Everyone, id)
+        .await
+        .unwrap()
+        .unwrap()
+        .conversation_id
+        .unwrap();
+    t.db.execute_unprepared(&format!(
+        "INSERT INTO messages (conversation_id, channel, kind, direction, from_raw, to_raw, body, attachments, sent_at, recorded_at) \
+         SELECT {conversation}, 'SMS', 'SMS', 'INBOUND', 'x', '[]', 'common word', '[]', now() - i * interval '1 second', now() \
+         FROM generate_series(1, 50000) i;
+         INSERT INTO message_texts (message_id, text) SELECT id, 'common word' FROM messages WHERE id <> {id}"
+    ))
+    .await
+    .unwrap();
+    let query = service::search::parse_query("common OR word* OR co*").unwrap();
+    let window = service::query::Window::new(
+        service::cursor::CursorKind::SearchResult,
+        &Default::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    let filter = service::query::SearchFilter::default();
+    let search = |timeout| {
+        service::query::search_messages(
+            &t.db,
+            &service::Viewer::Everyone,
+            Default::default(),
+            &query,
+            &filter,
+            &window,
+            timeout,
+        )
+    };
+    match search(std::time::Duration::from_millis(1)).await {
+        Err(service::Error::TooComplex { field, .. }) => assert_eq!(field, "query"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        api::error::ClientError::from_service(
+            &service::Error::TooComplex {
+                field: "query".into(),
+                reason: "too long".into()
+            },
+            None
+        )
+        .code,
+        "QUERY_TOO_COMPLEX"
+    );
+    // With time to spare the same search answers, and the pool's connection is fine.
+    let page = search(std::time::Duration::from_secs(30)).await.unwrap();
+    assert_eq!(page.items.len(), 20);
+    t.cleanup().await;
 }
