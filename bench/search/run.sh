@@ -30,7 +30,7 @@ percentiles() {
   python3 - "$@" <<'PY'
 import sys, glob
 lat = []
-for f in glob.glob(sys.argv[1] + '*'):
+for f in glob.glob(sys.argv[1] + '.[0-9]*'):
     for line in open(f):
         p = line.split()
         if len(p) >= 7 and p[2] != 'skipped':
@@ -43,18 +43,39 @@ PY
 
 run() { # name script vars...
   local name=$1 script=$2; shift 2
-  rm -f "$logs"/log*
+  rm -f "$logs/$name".[0-9]*
   (cd "$logs" && pgbench -n -c 4 -j 2 -R "$rate" -T "$duration" -l --log-prefix="$logs/$name" \
       -D nconv="$nconv" "$@" -f "$script" "$url" >/dev/null 2>"$logs/$name.err") \
     || { cat "$logs/$name.err"; exit 1; }
   printf '%-40s %s\n' "$name" "$(percentiles "$logs/$name")"
 }
 
+# One script per (term, viewer), as search_messages runs it (see search.sql.in).
+script() { # name term visible
+  local matching
+  matching=$(psql "$url" -Atc "SELECT string_agg(message_id::text, ',') FROM (SELECT message_id FROM message_texts WHERE tsv @@ to_tsquery('simple', '( ''$2'' )') LIMIT 2000) s")
+  if [ "$(tr -cd ',' <<<"$matching" | wc -c)" -ge 1999 ]; then
+    matching="SELECT \"message_id\" FROM \"message_texts\" WHERE tsv @@ to_tsquery('simple', '( ''$2'' )')"
+  fi
+  local visible=""
+  if [ "$3" = inbox ]; then
+    visible="AND EXISTS (SELECT 1 FROM \"conversation_participants\" AS \"visible_participant\" WHERE \"visible_participant\".\"conversation_id\" = \"messages\".\"conversation_id\" AND \"visible_participant\".\"address\" IN ('u' || :uid || '@bench.example'))"
+  fi
+  python3 - "$here/search.sql.in" "$logs/$1.sql" "$2" "$matching" "$visible" <<'PY'
+import sys
+src, dst, term, matching, visible = sys.argv[1:]
+open(dst, 'w').write(open(src).read().replace('@TERM@', term).replace('@MATCHING@', matching).replace('@VISIBLE@', visible))
+PY
+}
+
 echo "## at $rate transactions/s for $duration s each (4 clients)"
-run search-selective-admin "$here/search.sql" -D "term='zephyr'"
-run search-common-admin "$here/search.sql" -D "term='order'"
-run search-selective-inbox "$here/search_inbox.sql" -D "term='zephyr'"
-run search-common-inbox "$here/search_inbox.sql" -D "term='order'"
+for term in zephyr order; do
+  for viewer in admin inbox; do
+    name=search-$term-$viewer
+    script "$name" "$term" "$viewer"
+    run "$name" "$logs/$name.sql"
+  done
+done
 rec=(-D nconv="$nconv" -D new_pct=5 -D hot=0)
 run record-without-search "$here/../pgbench/record.sql" "${rec[@]}"
 psql "$url" -qc "DROP INDEX message_texts_tsv"

@@ -23,7 +23,7 @@ SELECT i, (i - 1) / :per + 1, 'EMAIL', 'EMAIL',
     'agent@parley.example', '["u1@bench.example"]', 'agent@parley.example',
     '["u1@bench.example"]',
     'message ' || i
-      || (SELECT string_agg(' w' || ((i * 7919 + k * 104729) % 5003), '') FROM generate_series(1, 12) k)
+      || (SELECT string_agg(' w' || ((i::bigint * 7919 + k * 104729) % 5003), '') FROM generate_series(1, 12) k)
       || CASE WHEN i % 5 = 0 THEN ' order' ELSE '' END
       || CASE WHEN i % 1000 = 7 THEN ' zephyr' ELSE '' END,
     '[]', NULL,
