@@ -51,20 +51,26 @@ run() { # name script vars...
 }
 
 # One script per (term, viewer), as search_messages runs it (see search.sql.in).
-script() { # name term visible
-  local matching
-  matching=$(psql "$url" -Atc "SELECT string_agg(message_id::text, ',') FROM (SELECT message_id FROM message_texts WHERE tsv @@ to_tsquery('simple', '( ''$2'' )') LIMIT 2000) s")
-  if [ "$(tr -cd ',' <<<"$matching" | wc -c)" -ge 1999 ]; then
-    matching="SELECT \"message_id\" FROM \"message_texts\" WHERE tsv @@ to_tsquery('simple', '( ''$2'' )')"
-  fi
-  local visible=""
+cols='"messages"."id", "messages"."conversation_id", "messages"."channel", "messages"."kind", "messages"."direction", "messages"."from_raw", "messages"."to_raw", "messages"."from_address", "messages"."to_addresses", "messages"."body", "messages"."attachments", "messages"."provider_message_id", "messages"."sent_at", "messages"."recorded_at", "messages"."assignment_error"'
+script() { # name term viewer
+  local ids visible="" page
+  ids=$(psql "$url" -Atc "SELECT string_agg(message_id::text, ',') FROM (SELECT message_id FROM message_texts WHERE tsv @@ to_tsquery('simple', '( ''$2'' )') LIMIT 2000) s")
   if [ "$3" = inbox ]; then
     visible="AND EXISTS (SELECT 1 FROM \"conversation_participants\" AS \"visible_participant\" WHERE \"visible_participant\".\"conversation_id\" = \"messages\".\"conversation_id\" AND \"visible_participant\".\"address\" IN ('u' || :uid || '@bench.example'))"
   fi
-  python3 - "$here/search.sql.in" "$logs/$1.sql" "$2" "$matching" "$visible" <<'PY'
+  if [ "$(tr -cd ',' <<<"$ids" | wc -c)" -ge 1999 ]; then
+    page="SELECT $cols FROM \"messages\" WHERE \"messages\".\"conversation_id\" IS NOT NULL AND \"messages\".\"id\" IN (SELECT \"message_id\" FROM \"message_texts\" WHERE tsv @@ to_tsquery('simple', '( ''$2'' )')) $visible ORDER BY \"messages\".\"sent_at\" DESC, \"messages\".\"id\" DESC LIMIT 21;"
+  else
+    # The newest 21 of the ids stand for the page's rows (the admin's page exactly).
+    local newest
+    newest=$(psql "$url" -Atc "SELECT string_agg(id::text, ',') FROM (SELECT id FROM messages WHERE id IN ($ids) ORDER BY sent_at DESC, id DESC LIMIT 21) s")
+    page="SELECT \"messages\".\"sent_at\", \"messages\".\"id\" FROM \"messages\" WHERE \"messages\".\"conversation_id\" IS NOT NULL AND \"messages\".\"id\" IN ($ids) $visible;
+SELECT $cols FROM \"messages\" WHERE \"messages\".\"id\" IN ($newest);"
+  fi
+  python3 - "$here/search.sql.in" "$logs/$1.sql" "$2" "$page" <<'PY'
 import sys
-src, dst, term, matching, visible = sys.argv[1:]
-open(dst, 'w').write(open(src).read().replace('@TERM@', term).replace('@MATCHING@', matching).replace('@VISIBLE@', visible))
+src, dst, term, page = sys.argv[1:]
+open(dst, 'w').write(open(src).read().replace('@TERM@', term).replace('@PAGE@', page))
 PY
 }
 

@@ -1,13 +1,14 @@
 //! Search pages: the messages a parsed query matches, newest first, restricted by the
 //! viewer's visibility and a filter, in keyset pages on `(sent_at, id)`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Alias, Expr, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QuerySelect, RuntimeErr, Select, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, Order,
+    QueryFilter, QuerySelect, QueryTrait, RuntimeErr, Select, TransactionTrait,
 };
 
 use super::{ListOrder, Page, Window, keyset_page};
@@ -169,9 +170,14 @@ pub async fn search_messages(
             .all(&txn)
             .await
             .map_err(too_complex)?;
-        let ids = (few.len() < FEW_MATCHES as usize).then_some(few.as_slice());
-        let select = search_page_among(backend, viewer, region, query, filter, window, ids)?;
-        let rows = select.all(&txn).await.map_err(too_complex)?;
+        let rows = if few.len() < FEW_MATCHES as usize {
+            page_among(&txn, viewer, region, query, filter, window, &few).await?
+        } else {
+            search_page(backend, viewer, region, query, filter, window)?
+                .all(&txn)
+                .await
+                .map_err(too_complex)?
+        };
         txn.commit().await?;
         rows
     } else {
@@ -180,6 +186,56 @@ pub async fn search_messages(
             .await?
     };
     Ok(Page::from_probe(rows, window))
+}
+
+/// The page among the messages `ids` (every match of a rare word), in the page statement's
+/// order, one row past the page. The positions of those that pass the filter, visibility
+/// and cursor bounds are read without ORDER BY/LIMIT (primary-key lookups: with them, the
+/// planner again walked `messages_sent_at_id`, testing each row against the id list) and
+/// ordered here; then only the page's rows are read whole.
+async fn page_among(
+    txn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    region: Region,
+    query: &SearchQuery,
+    filter: &SearchFilter,
+    window: &Window,
+    ids: &[i64],
+) -> Result<Vec<message::Model>> {
+    let mut positions = search_page_among(
+        DbBackend::Postgres,
+        viewer,
+        region,
+        query,
+        filter,
+        window,
+        Some(ids),
+    )?;
+    QueryTrait::query(&mut positions)
+        .clear_order_by()
+        .reset_limit();
+    let mut positions: Vec<(DateTime<Utc>, i64)> = positions
+        .select_only()
+        .columns([Column::SentAt, Column::Id])
+        .into_tuple()
+        .all(txn)
+        .await
+        .map_err(too_complex)?;
+    positions.sort_unstable();
+    if ListOrder::Descending.sql_order(window) == Order::Desc {
+        positions.reverse();
+    }
+    positions.truncate(window.size as usize + 1);
+    let chosen: Vec<i64> = positions.iter().map(|(_, id)| *id).collect();
+    let mut rows: HashMap<i64, message::Model> = message::Entity::find()
+        .filter(Column::Id.is_in(chosen.iter().copied()))
+        .all(txn)
+        .await
+        .map_err(too_complex)?
+        .into_iter()
+        .map(|m| (m.id, m))
+        .collect();
+    Ok(chosen.iter().filter_map(|id| rows.remove(id)).collect())
 }
 
 /// A statement cut off by `statement_timeout` (SQLSTATE 57014) as [`Error::TooComplex`];
