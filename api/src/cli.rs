@@ -287,7 +287,10 @@ async fn migrate(db_args: &DbArgs, action: MigrateAction) -> anyhow::Result<()> 
     };
     let db = connect(&single).await?;
     match action {
-        MigrateAction::Up => Migrator::up(&db, None).await?,
+        MigrateAction::Up => {
+            Migrator::up(&db, None).await?;
+            crate::database::index_missing_texts(&db).await?;
+        }
         MigrateAction::Down { steps } => Migrator::down(&db, Some(steps)).await?,
         MigrateAction::Status => Migrator::status(&db).await?,
         MigrateAction::Fresh => Migrator::fresh(&db).await?,

@@ -23,9 +23,25 @@ pub async fn connect_migrated(url: &str, options: &DbOptions) -> Result<Database
         let migrator = service::db::connect(url, &single).await?;
         Migrator::up(&migrator, None).await?;
         migrator.close().await?;
-        return service::db::connect(url, options).await;
+        let db = service::db::connect(url, options).await?;
+        index_missing_texts(&db).await?;
+        return Ok(db);
     }
     let db = service::db::connect(url, options).await?;
     Migrator::up(&db, None).await?;
+    index_missing_texts(&db).await?;
     Ok(db)
+}
+
+/// Indexes for search the messages stored before search existed (the last step of
+/// migrating: the migration crate does not carry the text rules). Nothing to do after the
+/// first run.
+pub async fn index_missing_texts(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let n = service::search::index_missing_texts(db, 1000)
+        .await
+        .map_err(|e| DbErr::Custom(format!("indexing messages for search: {e}")))?;
+    if n > 0 {
+        tracing::info!(messages = n, "indexed existing messages for search");
+    }
+    Ok(())
 }

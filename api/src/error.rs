@@ -88,6 +88,12 @@ impl ClientError {
                 Some(field.clone()),
                 403,
             ),
+            Error::TooComplex { field, reason } => (
+                code::QUERY_TOO_COMPLEX,
+                format!("{field}: {reason}"),
+                Some(field.clone()),
+                400,
+            ),
             Error::InvalidCursor(why) => (code::INVALID_CURSOR, why.clone(), None, 400),
             Error::NotFound { .. } => (code::NOT_FOUND, err.to_string(), None, 404),
             Error::Overloaded(detail) => {

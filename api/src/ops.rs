@@ -99,6 +99,11 @@ pub async fn backfill(db: &DatabaseConnection, args: &BackfillArgs) -> anyhow::R
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    if !args.dry_run {
+        // Legacy rows written around parley (not through the record path) have no
+        // searchable text yet.
+        crate::database::index_missing_texts(db).await?;
+    }
     let secs = started.elapsed().as_secs_f64();
     let verb = if report.dry_run {
         "would attach"

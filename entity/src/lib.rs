@@ -9,6 +9,7 @@ pub mod delivery_event;
 pub mod delivery_status;
 pub mod message;
 pub mod message_header;
+pub mod message_text;
 pub mod types;
 
 pub use sea_orm;

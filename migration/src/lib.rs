@@ -8,6 +8,7 @@ mod m20261126_000002_create_messages;
 mod m20261126_000003_create_conversation_participants;
 mod m20261201_000001_message_sequence;
 mod m20261201_000002_messaging_state;
+mod m20261201_000003_search;
 mod m20261201_000004_conversation_counts;
 
 /// Runs parley's migrations in order.
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_create_conversation_participants::Migration),
             Box::new(m20261201_000001_message_sequence::Migration),
             Box::new(m20261201_000002_messaging_state::Migration),
+            Box::new(m20261201_000003_search::Migration),
             Box::new(m20261201_000004_conversation_counts::Migration),
         ]
     }

@@ -15,6 +15,8 @@ pub enum CursorKind {
     Conversation,
     /// A thread or the unassigned list: position by (sent_at, id).
     Message,
+    /// Search results (`searchMessages`): position by (sent_at, id), newest first.
+    SearchResult,
 }
 
 impl CursorKind {
@@ -22,6 +24,7 @@ impl CursorKind {
         match self {
             CursorKind::Conversation => "c1",
             CursorKind::Message => "m1",
+            CursorKind::SearchResult => "s1",
         }
     }
 }

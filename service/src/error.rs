@@ -35,6 +35,15 @@ pub enum Error {
         /// The id as given.
         id: String,
     },
+    /// The request would take too long: a search the statement timeout cut off. `field`
+    /// names the input to narrow (`query`).
+    #[error("{field}: {reason}")]
+    TooComplex {
+        /// The input to narrow.
+        field: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
     /// A pagination cursor that this server did not issue for this list.
     #[error("invalid cursor: {0}")]
     InvalidCursor(String),

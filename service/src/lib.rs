@@ -17,6 +17,7 @@ pub mod live;
 pub mod normalize;
 pub mod query;
 pub mod record;
+pub mod search;
 pub mod settings;
 pub mod snippet;
 mod sql;
@@ -26,7 +27,7 @@ pub mod types;
 pub mod verify;
 
 pub use access::{Principal, Viewer};
-pub use entity::{conversation, conversation_participant, message};
+pub use entity::{conversation, conversation_participant, message, message_text};
 pub use error::{Error, Result};
 pub use sea_orm::{self, DatabaseConnection, DbBackend};
 pub use settings::{Limits, Settings};

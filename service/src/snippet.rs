@@ -109,6 +109,23 @@ pub fn message_snippet(channel: Channel, body: &str, max_graphemes: usize) -> St
     snippet(body, html, max_graphemes)
 }
 
+/// The visible text of a message on `channel`, by the rule of [`message_snippet`] (HTML
+/// email reduced to text, whitespace collapsed) but not cut to a snippet: at most
+/// `max_bytes` bytes, cut at a character boundary without `…`. Search indexes and
+/// highlights this text.
+pub fn message_text(channel: Channel, body: &str, max_bytes: usize) -> String {
+    let max_bytes = max_bytes.max(1);
+    let mut text = Collector::new(max_bytes);
+    if channel == Channel::Email && looks_like_html(body) {
+        html_to_text(body, &mut text);
+    } else {
+        text.push_str(body);
+    }
+    let mut out = text.out;
+    out.truncate(floor_char_boundary(&out, max_bytes));
+    out
+}
+
 /// Whether an email body looks like HTML (has a tag like <html, <body, <p, <div, <br, <span,
 /// <a , <table, or any `<tag ...>` with a matching close); plain text with "a < b" must be
 /// false.

@@ -16,6 +16,7 @@ mod ops_runtime;
 mod persisted;
 mod plans;
 mod rest;
+mod search;
 mod service_layer;
 mod state;
 mod visibility;

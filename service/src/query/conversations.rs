@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Query, SelectStatement};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Select,
 };
@@ -13,6 +13,7 @@ use super::{ListOrder, MAX_IDS_PER_STATEMENT, Page, Window, keyset_page};
 use crate::access::Viewer;
 use crate::error::{Error, Result};
 use crate::normalize::{self, Region};
+use crate::search::{AddressPrefix, address_prefixes};
 use crate::types::Channel;
 use crate::{conversation, conversation_participant};
 
@@ -37,6 +38,10 @@ pub struct ConversationFilter {
     pub archived: Option<bool>,
     /// Only conversations with (`true`) or without (`false`) unread messages for `inbox`.
     pub unread: Option<bool>,
+    /// Only conversations with a participant whose normalized address starts with this
+    /// (phone digits in any spelling, or part of an email address: see
+    /// [`crate::search::address_prefixes`]).
+    pub participant_prefix: Option<String>,
 }
 
 /// A conversation by id; `None` when there is none or `viewer` may not see it (the same
@@ -128,6 +133,45 @@ pub(crate) fn filter_address(
         .map_err(|e| Error::invalid("filter.participant", e.to_string()))
 }
 
+/// The participant prefix filter's ranges (none when it is not given).
+fn filter_prefixes(filter: &ConversationFilter, region: Region) -> Result<Vec<AddressPrefix>> {
+    match &filter.participant_prefix {
+        Some(raw) => address_prefixes(raw, region, "filter.participantPrefix"),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// `SELECT conversation_id FROM conversation_participants WHERE ..` any of `prefixes`:
+/// each a range `[prefix, prefix + U+10FFFF)` in byte order (BINARY on SQLite, the C
+/// collation of the column on PostgreSQL), which is exactly "starts with" for stored
+/// addresses, over an index: the primary key `(address, conversation_id)` for addresses,
+/// `conversation_participants_domain_prefix` for email domains.
+fn with_prefix(prefixes: &[AddressPrefix]) -> SelectStatement {
+    use conversation_participant::Column::Address;
+    let mut any = Condition::any();
+    for p in prefixes {
+        let upper = |prefix: &str| format!("{prefix}\u{10FFFF}");
+        any = any.add(match p {
+            AddressPrefix::Address(a) => Condition::all()
+                .add(Address.gte(a.as_str()))
+                .add(Address.lt(upper(a))),
+            // Spelled as the index is (literals, not parameters), so both planners match it.
+            AddressPrefix::Domain(d) => Condition::all()
+                .add(Expr::cust("instr(address, '@') > 0"))
+                .add(Expr::cust(DOMAIN).gte(d.as_str()))
+                .add(Expr::cust(DOMAIN).lt(upper(d))),
+        });
+    }
+    Query::select()
+        .column(conversation_participant::Column::ConversationId)
+        .from(conversation_participant::Entity)
+        .cond_where(any)
+        .to_owned()
+}
+
+/// An email address's domain, as `conversation_participants_domain_prefix` indexes it.
+const DOMAIN: &str = "substr(address, instr(address, '@') + 1)";
+
 /// The predicate of `filter`, its participant already normalized, and of `viewer`'s
 /// visibility. Both are subqueries on `conversation_participants`, so they stay primary-key
 /// lookups there.
@@ -135,6 +179,7 @@ fn filter_condition(
     viewer: &Viewer,
     filter: &ConversationFilter,
     address: Option<String>,
+    prefixes: &[AddressPrefix],
 ) -> Condition {
     let mut cond = Condition::all();
     if let Some(rule) = viewer.visible(Column::Id) {
@@ -150,6 +195,9 @@ fn filter_condition(
             .and_where(conversation_participant::Column::Address.eq(address))
             .to_owned();
         cond = cond.add(Column::Id.in_subquery(with_participant));
+    }
+    if !prefixes.is_empty() {
+        cond = cond.add(Column::Id.in_subquery(with_prefix(prefixes)));
     }
     if let Some(since) = filter.active_since {
         cond = cond.add(Column::LastMessageAt.gte(since));
@@ -172,8 +220,9 @@ pub fn conversation_page(
     window: &Window,
 ) -> Result<Select<conversation::Entity>> {
     let address = filter_address(filter, region)?;
+    let prefixes = filter_prefixes(filter, region)?;
     let mut select = conversation::Entity::find();
-    let cond = filter_condition(viewer, filter, address);
+    let cond = filter_condition(viewer, filter, address, &prefixes);
     if !cond.is_empty() {
         select = select.filter(cond);
     }
@@ -213,10 +262,11 @@ pub async fn count_conversations(
     if let Some(scope) = counted_scope(viewer, filter, address.as_deref()) {
         return counted(db, scope).await;
     }
+    let prefixes = filter_prefixes(filter, region)?;
     let mut select = conversation::Entity::find()
         .select_only()
         .column_as(Expr::col(Asterisk).count(), "n");
-    let cond = filter_condition(viewer, filter, address);
+    let cond = filter_condition(viewer, filter, address, &prefixes);
     if !cond.is_empty() {
         select = select.filter(cond);
     }
@@ -245,8 +295,10 @@ pub fn counted_scope(
         inbox: state_inbox,
         archived,
         unread,
+        participant_prefix,
     } = filter;
     if active_since.is_some()
+        || participant_prefix.is_some()
         || active_before.is_some()
         || state_inbox.is_some()
         || archived.is_some()

@@ -9,6 +9,7 @@
 
 mod conversations;
 mod messages;
+mod search;
 
 pub(crate) use conversations::filter_address;
 pub use conversations::{
@@ -20,6 +21,7 @@ pub use messages::{
     list_messages, list_messages_batch, message_batch_pages, message_page, messages_after_sequence,
     messages_after_sequence_page, messages_by_ids,
 };
+pub use search::{SearchFilter, search_messages, search_page};
 
 use crate::cursor::{Cursor, CursorKind, decode_cursor, encode_cursor};
 use crate::error::{Error, Result};
@@ -158,6 +160,17 @@ pub fn conversation_cursor(c: &conversation::Model) -> String {
 pub fn message_cursor(m: &message::Model) -> String {
     encode_cursor(
         CursorKind::Message,
+        Cursor {
+            at: m.sent_at,
+            id: m.id,
+        },
+    )
+}
+
+/// The cursor of a message in search results.
+pub fn search_cursor(m: &message::Model) -> String {
+    encode_cursor(
+        CursorKind::SearchResult,
         Cursor {
             at: m.sent_at,
             id: m.id,

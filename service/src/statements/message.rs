@@ -2,16 +2,17 @@
 //! its conversation, PostgreSQL's insert-and-fold in one `WITH`, and the backfill's
 //! set-based attach.
 
-use sea_orm::sea_query::{InsertStatement, OnConflict};
+use sea_orm::sea_query::{InsertStatement, OnConflict, Query};
 use sea_orm::{
-    ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, IdenStatic, Iterable, JsonValue,
-    ModelTrait,
+    ActiveValue, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, IdenStatic, Iterable,
+    JsonValue, ModelTrait, Set,
 };
 
 use super::{LATEST, insert_rows, update_from_values};
 use crate::error::{Error, Result};
 use crate::sql::Sql;
-use crate::{conversation, db, message};
+use crate::types::Channel;
+use crate::{conversation, db, message, message_text, search};
 
 /// `INSERT INTO messages .. ON CONFLICT (channel, provider_message_id) DO NOTHING`, split
 /// under the parameter limit: a replayed provider id inserts nothing.
@@ -41,7 +42,59 @@ pub(crate) async fn insert_message(
             .one(conn)
             .await?;
     }
+    if let Some(m) = &found {
+        insert_texts(conn, [(m.id, m.channel, m.body.as_str())]).await?;
+    }
     Ok(found)
+}
+
+/// Inserts the searchable text ([`search::search_text`]) of each `(message id, channel,
+/// body)`, in the transaction that inserts the messages.
+pub(crate) async fn insert_texts<'a>(
+    conn: &impl ConnectionTrait,
+    messages: impl IntoIterator<Item = (i64, Channel, &'a str)>,
+) -> Result<()> {
+    let backend = db::backend(conn);
+    for insert in text_inserts(messages)? {
+        conn.execute_raw(backend.build(&insert)).await?;
+    }
+    Ok(())
+}
+
+/// [`insert_texts`] for messages that may have gained their text meanwhile (the catch-up
+/// of messages stored before search existed): those are skipped. Returns how many were
+/// inserted.
+pub(crate) async fn insert_missing_texts<'a>(
+    conn: &impl ConnectionTrait,
+    messages: impl IntoIterator<Item = (i64, Channel, &'a str)>,
+) -> Result<u64> {
+    let backend = db::backend(conn);
+    let mut inserted = 0;
+    for mut insert in text_inserts(messages)? {
+        insert.on_conflict(
+            OnConflict::column(message_text::Column::MessageId)
+                .do_nothing()
+                .to_owned(),
+        );
+        inserted += conn
+            .execute_raw(backend.build(&insert))
+            .await?
+            .rows_affected();
+    }
+    Ok(inserted)
+}
+
+fn text_inserts<'a>(
+    messages: impl IntoIterator<Item = (i64, Channel, &'a str)>,
+) -> Result<Vec<InsertStatement>> {
+    let rows: Vec<message_text::ActiveModel> = messages
+        .into_iter()
+        .map(|(id, channel, body)| message_text::ActiveModel {
+            message_id: Set(id),
+            text: Set(search::search_text(channel, body)),
+        })
+        .collect();
+    insert_rows(&rows)
 }
 
 /// Inserts `models`, skipping those whose provider id is already stored; returns how many
@@ -53,8 +106,21 @@ pub(crate) async fn insert_messages(
     let backend = db::backend(conn);
     let mut inserted = 0;
     for mut insert in message_inserts(models)? {
-        insert.returning_col(message::Column::Id);
-        inserted += conn.query_all_raw(backend.build(&insert)).await?.len() as u64;
+        insert.returning(Query::returning().columns([
+            message::Column::Id,
+            message::Column::Channel,
+            message::Column::Body,
+        ]));
+        let rows = conn.query_all_raw(backend.build(&insert)).await?;
+        let mut texts = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: i64 = row.try_get("", message::Column::Id.as_str())?;
+            let channel: Channel = row.try_get("", message::Column::Channel.as_str())?;
+            let body: String = row.try_get("", message::Column::Body.as_str())?;
+            texts.push((id, channel, body));
+        }
+        insert_texts(conn, texts.iter().map(|(i, c, b)| (*i, *c, b.as_str()))).await?;
+        inserted += rows.len() as u64;
     }
     Ok(inserted)
 }
@@ -89,6 +155,14 @@ pub(crate) async fn insert_and_fold(
     conversation_id: i64,
     snippet: &str,
 ) -> Result<Option<(message::Model, conversation::Model)>> {
+    let text = match (&model.channel, &model.body) {
+        (ActiveValue::Set(channel), ActiveValue::Set(body)) => search::search_text(*channel, body),
+        _ => {
+            return Err(Error::Internal(
+                "message row without channel or body".into(),
+            ));
+        }
+    };
     let mut inserts = message_inserts(&[model])?;
     let Some(insert) = inserts.first_mut() else {
         return Ok(None);
@@ -96,7 +170,10 @@ pub(crate) async fn insert_and_fold(
     insert.returning_all();
     let built = DbBackend::Postgres.build(&*insert);
     let mut sql = Sql::wrapping("WITH m AS (", built);
-    sql.push(") ");
+    // The searchable text rides in the same statement (no extra round trip).
+    sql.push("), t AS (INSERT INTO message_texts (message_id, text) SELECT m.id, ")
+        .bind(text)
+        .push(" FROM m) ");
     push_fold(&mut sql, Folded::Inserted, snippet);
     sql.push(" FROM m WHERE conversations.id = ")
         .bind(conversation_id)

@@ -17,7 +17,10 @@ use super::types::filter::ConversationFilter;
 use super::types::message::{MessageConnection, MessageTotal};
 use super::types::node::{Conversation, Message, Node};
 use super::types::normalized::NormalizedAddresses;
+use super::types::search::{MessageSearchFilter, SearchMessageConnection};
 use crate::config::AppConfig;
+
+mod search;
 
 /// Reads.
 #[derive(Default)]
@@ -100,6 +103,38 @@ impl QueryRoot {
             filter,
             prefetched,
         })
+    }
+
+    /// Messages whose text matches `query`, newest first (ties: newer id first), among
+    /// the conversations visible to you, as a Relay connection with keyset cursors. The
+    /// query language: words (all must match), `"exact phrase"`, `-excluded`, `OR`
+    /// between alternatives, and prefixes `refu*`; accents and case are ignored.
+    #[allow(clippy::too_many_arguments)]
+    async fn search_messages(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "What to search for (at most 256 characters and 16 words); see the field's description."
+        )]
+        query: String,
+        #[graphql(desc = "Only messages that also match this.")] filter: Option<
+            MessageSearchFilter,
+        >,
+        #[graphql(
+            desc = "Page forward: at most this many messages after `after` (1 to the server's max page size, 100 by default)."
+        )]
+        first: Option<i32>,
+        #[graphql(desc = "Cursor to continue after (from `pageInfo.endCursor`).")] after: Option<
+            String,
+        >,
+        #[graphql(
+            desc = "Page backward: at most this many messages before `before` (1 to the server's max page size, 100 by default)."
+        )]
+        last: Option<i32>,
+        #[graphql(desc = "Cursor to continue before (from `pageInfo.startCursor`).")]
+        before: Option<String>,
+    ) -> Result<SearchMessageConnection> {
+        search::search_messages(ctx, query, filter, first, after, last, before).await
     }
 
     /// A conversation by global id; null when there is none or it is not visible to you.

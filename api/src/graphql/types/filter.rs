@@ -25,6 +25,10 @@ pub struct ConversationFilter {
     pub archived: Option<bool>,
     /// Only conversations with (true) or without (false) unread messages for the inbox.
     pub unread: Option<bool>,
+    /// Only conversations with a participant whose address starts with this: digits of a
+    /// phone number in any spelling (`+1 555 01`, `(804) 55`), or the start of an email
+    /// address (`bob@`, `bob@exa`) or of its domain (`@example`); `bob` finds either.
+    pub participant_prefix: Option<String>,
 }
 
 impl From<ConversationFilter> for SvcFilter {
@@ -41,6 +45,7 @@ impl From<ConversationFilter> for SvcFilter {
             inbox: None,
             archived: f.archived,
             unread: f.unread,
+            participant_prefix: f.participant_prefix,
         }
     }
 }

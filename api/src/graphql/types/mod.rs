@@ -9,6 +9,7 @@ pub mod node;
 pub mod normalized;
 pub mod page_info;
 pub mod record;
+pub mod search;
 pub mod snippet;
 pub mod state;
 

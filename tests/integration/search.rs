@@ -1,0 +1,1028 @@
+//! Search on both engines: a table of queries over a fixed corpus with the exact expected
+//! message sets (the same on SQLite and PostgreSQL, which a cross-engine test also checks
+//! for random queries of the grammar), keyset paging both ways while matching messages
+//! arrive, escaped highlights, hostile queries, visibility, and participant prefixes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use parley_tests::{AppConfig, TestApp, TestDb, error_code, on_both_engines};
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::TestRunner;
+use serde_json::{Value, json};
+use service::record::{NewMessage, record_message};
+use service::{Channel, Direction};
+
+const SEARCH: &str = "query($q: String!, $first: Int, $after: String, $last: Int, $before: String, $filter: MessageSearchFilter) {
+  searchMessages(query: $q, first: $first, after: $after, last: $last, before: $before, filter: $filter) {
+    edges { cursor highlight node { id body providerMessageId } }
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+  }
+}";
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
+}
+
+/// Records one message; the provider id is its label in the assertions.
+async fn store(
+    t: &TestDb,
+    label: &str,
+    channel: Channel,
+    from: &str,
+    to: &str,
+    body: &str,
+    at: DateTime<Utc>,
+) -> i64 {
+    record_message(
+        &t.db,
+        &Default::default(),
+        NewMessage {
+            channel,
+            kind: None,
+            direction: Direction::Inbound,
+            from: from.into(),
+            to: vec![to.into()],
+            body: body.into(),
+            attachments: vec![],
+            provider_message_id: Some(label.into()),
+            sent_at: Some(at),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{label}: {e}"))
+    .message
+    .id
+}
+
+/// The fixed corpus: label, channel, body.
+const CORPUS: &[(&str, Channel, &str)] = &[
+    (
+        "refund",
+        Channel::Sms,
+        "Your refund for order #12345 is on its way",
+    ),
+    (
+        "refunds",
+        Channel::Sms,
+        "Refunds take 5-7 days. Sorry for the late reply!",
+    ),
+    ("return", Channel::Sms, "I want to return the shoes"),
+    ("cafe", Channel::Sms, "Meet me at the Café Olé at noon"),
+    ("cafe_plain", Channel::Sms, "CAFE closed today"),
+    ("phone", Channel::Sms, "Call me at +1 (804) 555-1234 please"),
+    ("phone2", Channel::Sms, "my number is 804.555.9999"),
+    ("emoji", Channel::Sms, "Party 🎉tonight at Bob's 🥳"),
+    (
+        "html",
+        Channel::Email,
+        "<html><head><title>refund title</title></head><body><p>Your <b>invoice</b> &amp; receipt</p>\
+         <script>refund()</script><div class=\"refund\">Thanks</div></body></html>",
+    ),
+    ("spam", Channel::Sms, "WIN a free cruise, refund guaranteed"),
+    ("greek", Channel::Sms, "Καλημέρα κόσμε"),
+    ("german", Channel::Sms, "Straße und Grüße"),
+    ("order", Channel::Sms, "order 12345 shipped; refund pending"),
+    ("cjk", Channel::Sms, "東京 で 会いましょう"),
+];
+
+/// Stores the corpus, one message a minute in corpus order, SMS between two numbers and
+/// email between two addresses (so two conversations).
+async fn corpus(t: &TestDb) -> BTreeMap<i64, &'static str> {
+    let mut ids = BTreeMap::new();
+    for (i, (label, channel, body)) in CORPUS.iter().enumerate() {
+        let (from, to) = match channel {
+            Channel::Sms => ("+12025550140", "+12025550141"),
+            Channel::Email => ("billing@shop.example", "jane@example.org"),
+        };
+        let at = t0() + Duration::minutes(i as i64);
+        ids.insert(store(t, label, *channel, from, to, body, at).await, *label);
+    }
+    ids
+}
+
+/// The query table: what each query must find, exactly.
+const TABLE: &[(&str, &[&str])] = &[
+    ("refund", &["refund", "spam", "order"]),
+    ("REFUND", &["refund", "spam", "order"]),
+    ("refund*", &["refund", "refunds", "spam", "order"]),
+    ("refu*", &["refund", "refunds", "spam", "order"]),
+    ("\"refund for order\"", &["refund"]),
+    ("\"order for refund\"", &[]),
+    // Punctuation between words does not break a phrase.
+    ("\"order 12345\"", &["refund", "order"]),
+    ("order #12345", &["refund", "order"]),
+    ("refund -win", &["refund", "order"]),
+    ("refund -\"free cruise\"", &["refund", "order"]),
+    ("refund -cruise -pending", &["refund"]),
+    ("return OR invoice", &["return", "html"]),
+    ("return OR refund -pending", &["return", "refund", "spam"]),
+    ("shoes OR invoice receipt", &["html"]),
+    // Accents and case fold both ways.
+    ("cafe", &["cafe", "cafe_plain"]),
+    ("CAFÉ", &["cafe", "cafe_plain"]),
+    ("olé", &["cafe"]),
+    ("ole", &["cafe"]),
+    ("καλημερα", &["greek"]),
+    ("ΚΑΛΗΜΈΡΑ", &["greek"]),
+    ("grusse", &["german"]),
+    ("straße", &["german"]),
+    ("STRASSE", &["german"]),
+    ("東京", &["cjk"]),
+    // Phone numbers in any spelling: each digit group is a word.
+    ("555-1234", &["phone"]),
+    ("\"804 555 1234\"", &["phone"]),
+    ("(804) 555", &["phone", "phone2"]),
+    ("804-555-9999", &["phone2"]),
+    ("+1 804", &["phone"]),
+    // Emoji separate words.
+    ("🎉tonight", &["emoji"]),
+    ("tonight 🥳", &["emoji"]),
+    ("bob", &["emoji"]),
+    // HTML: the visible text only, entities decoded; no tags, attributes, scripts, titles.
+    ("invoice receipt", &["html"]),
+    ("\"invoice receipt\"", &["html"]),
+    ("div", &[]),
+    ("class", &[]),
+    ("amp", &[]),
+    ("title", &[]),
+    ("nothingmatchesthis", &[]),
+];
+
+/// The labels `searchMessages(query)` returns, in order, following every page.
+async fn labels(app: &TestApp, query: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let data = app
+            .data(SEARCH, json!({ "q": query, "first": 5, "after": after }))
+            .await;
+        let conn = &data["searchMessages"];
+        for e in conn["edges"].as_array().unwrap() {
+            out.push(e["node"]["providerMessageId"].as_str().unwrap().to_owned());
+        }
+        if conn["pageInfo"]["hasNextPage"] != json!(true) {
+            return out;
+        }
+        after = conn["pageInfo"]["endCursor"].clone();
+    }
+}
+
+async fn the_query_table_finds_exactly_the_expected_messages(t: &TestDb) {
+    let ids = corpus(t).await;
+    let app = t.app(AppConfig::default());
+    let minute: BTreeMap<&str, usize> = CORPUS
+        .iter()
+        .enumerate()
+        .map(|(i, (l, _, _))| (*l, i))
+        .collect();
+    assert_eq!(ids.len(), CORPUS.len());
+    for (query, expected) in TABLE {
+        // Newest first: the corpus is in time order.
+        let mut want: Vec<&str> = expected.to_vec();
+        want.sort_by_key(|l| std::cmp::Reverse(minute[l]));
+        let got = labels(&app, query).await;
+        assert_eq!(got, want, "query {query:?}");
+    }
+}
+
+async fn paging_is_exact_both_ways_while_matches_arrive(t: &TestDb) {
+    // Seven matches: three share one instant (ordered by id), plus noise.
+    let mut expected = Vec::new();
+    for (i, minute) in [1, 2, 3, 3, 3, 5, 8].iter().enumerate() {
+        let label = format!("m{i}");
+        let at = t0() + Duration::minutes(*minute);
+        let id = store(
+            t,
+            &label,
+            Channel::Sms,
+            "+12025550150",
+            "+12025550151",
+            &format!("parcel number {i}"),
+            at,
+        )
+        .await;
+        expected.push((at, id, label));
+        store(
+            t,
+            &format!("noise{i}"),
+            Channel::Sms,
+            "+12025550150",
+            "+12025550151",
+            "unrelated words",
+            at,
+        )
+        .await;
+    }
+    expected.sort_by_key(|e| std::cmp::Reverse((e.0, e.1)));
+    let order: Vec<String> = expected.iter().map(|e| e.2.clone()).collect();
+    let cursor = |at: DateTime<Utc>, id: i64| {
+        service::cursor::encode_cursor(
+            service::cursor::CursorKind::SearchResult,
+            service::cursor::Cursor { at, id },
+        )
+    };
+    let app = t.app(AppConfig::default());
+    let page = |vars: Value| {
+        let app = app.clone();
+        async move {
+            let data = app.data(SEARCH, vars).await;
+            data["searchMessages"].clone()
+        }
+    };
+    let names = |conn: &Value| -> Vec<String> {
+        conn["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["providerMessageId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // Forward, three at a time.
+    let p1 = page(json!({ "q": "parcel", "first": 3 })).await;
+    assert_eq!(names(&p1), order[0..3]);
+    assert_eq!(
+        p1["pageInfo"],
+        json!({
+            "hasNextPage": true, "hasPreviousPage": false,
+            "startCursor": cursor(expected[0].0, expected[0].1),
+            "endCursor": cursor(expected[2].0, expected[2].1),
+        })
+    );
+    // Meanwhile a newer match (before this page: not seen going forward) and an older one
+    // (after everything: seen at the end) arrive.
+    store(
+        t,
+        "newest",
+        Channel::Sms,
+        "+12025550150",
+        "+12025550151",
+        "parcel arrived",
+        t0() + Duration::minutes(60),
+    )
+    .await;
+    let oldest_at = t0() - Duration::minutes(60);
+    let oldest = store(
+        t,
+        "oldest",
+        Channel::Sms,
+        "+12025550150",
+        "+12025550151",
+        "parcel lost",
+        oldest_at,
+    )
+    .await;
+    let p2 = page(json!({ "q": "parcel", "first": 3, "after": p1["pageInfo"]["endCursor"] })).await;
+    assert_eq!(names(&p2), order[3..6]);
+    assert_eq!(
+        p2["pageInfo"],
+        json!({
+            "hasNextPage": true, "hasPreviousPage": true,
+            "startCursor": cursor(expected[3].0, expected[3].1),
+            "endCursor": cursor(expected[5].0, expected[5].1),
+        })
+    );
+    let p3 = page(json!({ "q": "parcel", "first": 3, "after": p2["pageInfo"]["endCursor"] })).await;
+    assert_eq!(names(&p3), vec![order[6].clone(), "oldest".to_owned()]);
+    assert_eq!(
+        p3["pageInfo"],
+        json!({
+            "hasNextPage": false, "hasPreviousPage": true,
+            "startCursor": cursor(expected[6].0, expected[6].1),
+            "endCursor": cursor(oldest_at, oldest),
+        })
+    );
+
+    // Backward from the end, three at a time: the newest arrival shows up last.
+    let mut full = vec!["newest".to_owned()];
+    full.extend(order.iter().cloned());
+    full.push("oldest".to_owned());
+    let b1 = page(json!({ "q": "parcel", "last": 3 })).await;
+    assert_eq!(names(&b1), full[6..9]);
+    assert_eq!(b1["pageInfo"]["hasPreviousPage"], json!(true));
+    assert_eq!(b1["pageInfo"]["hasNextPage"], json!(false));
+    let b2 =
+        page(json!({ "q": "parcel", "last": 3, "before": b1["pageInfo"]["startCursor"] })).await;
+    assert_eq!(names(&b2), full[3..6]);
+    assert_eq!(b2["pageInfo"]["hasPreviousPage"], json!(true));
+    assert_eq!(b2["pageInfo"]["hasNextPage"], json!(true));
+    let b3 =
+        page(json!({ "q": "parcel", "last": 3, "before": b2["pageInfo"]["startCursor"] })).await;
+    assert_eq!(names(&b3), full[0..3]);
+    assert_eq!(b3["pageInfo"]["hasPreviousPage"], json!(false));
+    assert_eq!(b3["pageInfo"]["hasNextPage"], json!(true));
+
+    // A cursor of another list is refused.
+    let thread_cursor = service::cursor::encode_cursor(
+        service::cursor::CursorKind::Message,
+        service::cursor::Cursor {
+            at: expected[0].0,
+            id: expected[0].1,
+        },
+    );
+    let body = app
+        .graphql(SEARCH, json!({ "q": "parcel", "after": thread_cursor }))
+        .await;
+    assert_eq!(error_code(&body), "INVALID_CURSOR", "{body}");
+}
+
+async fn filters_narrow_the_results(t: &TestDb) {
+    let sms = store(
+        t,
+        "sms",
+        Channel::Sms,
+        "+12025550160",
+        "+12025550161",
+        "invoice attached",
+        t0(),
+    )
+    .await;
+    store(
+        t,
+        "sms_other",
+        Channel::Sms,
+        "+12025550162",
+        "+12025550161",
+        "invoice again",
+        t0() + Duration::minutes(1),
+    )
+    .await;
+    store(
+        t,
+        "email",
+        Channel::Email,
+        "billing@shop.example",
+        "jane@example.org",
+        "your invoice",
+        t0() + Duration::minutes(2),
+    )
+    .await;
+    let app = t.app(AppConfig::default());
+    let run = |filter: Value| {
+        let app = app.clone();
+        async move {
+            let data = app
+                .data(SEARCH, json!({ "q": "invoice", "filter": filter }))
+                .await;
+            data["searchMessages"]["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["node"]["providerMessageId"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(run(json!({ "channel": "EMAIL" })).await, ["email"]);
+    assert_eq!(
+        run(json!({ "participant": "(202) 555-0160" })).await,
+        ["sms"]
+    );
+    assert_eq!(
+        run(json!({ "participant": "Jane@Example.org" })).await,
+        ["email"]
+    );
+    assert_eq!(
+        run(json!({ "direction": "OUTBOUND" })).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        run(json!({ "sentAfter": "2026-03-01T12:01:00Z", "sentBefore": "2026-03-01T12:02:00Z" }))
+            .await,
+        ["sms_other"]
+    );
+    let conversation = service::query::find_message(&t.db, &service::Viewer::Everyone, sms)
+        .await
+        .unwrap()
+        .unwrap()
+        .conversation_id
+        .unwrap();
+    let gid = api::graphql::ids::encode_id(api::graphql::ids::NodeType::Conversation, conversation);
+    assert_eq!(
+        run(json!({ "conversationId": gid.to_string() })).await,
+        ["sms"]
+    );
+    let body = app
+        .graphql(
+            SEARCH,
+            json!({ "q": "invoice", "filter": { "conversationId": "nope" } }),
+        )
+        .await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT");
+    assert_eq!(
+        body["errors"][0]["extensions"]["field"],
+        "filter.conversationId"
+    );
+    let body = app
+        .graphql(
+            SEARCH,
+            json!({ "q": "invoice", "filter": { "participant": "not an address" } }),
+        )
+        .await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT");
+    assert_eq!(
+        body["errors"][0]["extensions"]["field"],
+        "filter.participant"
+    );
+}
+
+async fn highlights_are_escaped_with_the_terms_marked(t: &TestDb) {
+    store(
+        t,
+        "xss",
+        Channel::Sms,
+        "+12025550170",
+        "+12025550171",
+        "<script>alert(\"x\")</script> Refund & co's",
+        t0(),
+    )
+    .await;
+    store(
+        t,
+        "mail",
+        Channel::Email,
+        "billing@shop.example",
+        "jane@example.org",
+        "<p>Hello <b>Jané</b>,</p><p>your r&eacute;fund of &lt;$5&gt; is ready</p>",
+        t0() + Duration::minutes(1),
+    )
+    .await;
+    let app = t.app(AppConfig::default());
+    let data = app.data(SEARCH, json!({ "q": "refund OR jane" })).await;
+    let highlights: Vec<&str> = data["searchMessages"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["highlight"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        highlights,
+        [
+            "Hello <mark>Jané</mark>, your <mark>réfund</mark> of &lt;$5&gt; is ready",
+            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; <mark>Refund</mark> &amp; co&#39;s",
+        ]
+    );
+}
+
+/// Queries no one should be able to break the server with.
+fn hostile_queries() -> Vec<String> {
+    let mut q: Vec<String> = [
+        "\"refund",
+        "refund\"",
+        "\"\"\"",
+        "\"",
+        "OR",
+        "OR OR OR",
+        "-",
+        "--",
+        "-refund",
+        "*",
+        "**",
+        "refund**",
+        "-\"",
+        "'",
+        "''",
+        "\\",
+        "':*",
+        "'refund':*",
+        "!(",
+        "&|!<->",
+        "a <-> b",
+        "NEAR(a b)",
+        "a AND b",
+        "a NOT b",
+        "text:refund",
+        "messages_fts:refund",
+        "^refund",
+        "refund + order",
+        "(refund",
+        "refund)",
+        "\"\" OR \"\"",
+        "'); DROP TABLE messages; --",
+        "refund\u{0}",
+        "\u{0}",
+        "\u{1}\u{2}\u{7f}refund\u{1b}[0m",
+        "\u{202e}refund\u{2066}",
+        "🎉",
+        "🎉🥳",
+        "\u{301}\u{301}\u{301}",
+        "a\u{301}\u{301}\u{301}*",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    q.push("!".repeat(10_240));
+    q.push("\"-*".repeat(3_500));
+    q.push("x".repeat(256));
+    q.push("x".repeat(257));
+    q.push("w ".repeat(16));
+    q.push("w ".repeat(17));
+    q.push("ab* ".repeat(16));
+    q
+}
+
+async fn hostile_queries_answer_a_result_or_bad_user_input(t: &TestDb) {
+    corpus(t).await;
+    let app = t.app(AppConfig::default());
+    for query in hostile_queries() {
+        let answer = app
+            .post_json(
+                "/graphql",
+                &json!({ "query": SEARCH, "variables": { "q": query } }),
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{query:?}: {}", answer.text);
+        let body = answer.json;
+        match body.get("errors") {
+            None => assert!(body["data"]["searchMessages"]["edges"].is_array(), "{body}"),
+            Some(_) => {
+                assert_eq!(error_code(&body), "BAD_USER_INPUT", "{query:?}: {body}");
+                assert_eq!(body["errors"][0]["extensions"]["field"], "query", "{body}");
+            }
+        }
+    }
+    // The limits: 256 characters and 16 words pass, one more is refused.
+    let ok = app.graphql(SEARCH, json!({ "q": "x".repeat(256) })).await;
+    assert!(ok.get("errors").is_none(), "{ok}");
+    let ok = app.graphql(SEARCH, json!({ "q": "w ".repeat(16) })).await;
+    assert!(ok.get("errors").is_none(), "{ok}");
+    for too_much in ["x".repeat(257), "w ".repeat(17)] {
+        let body = app.graphql(SEARCH, json!({ "q": too_much })).await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT");
+    }
+}
+
+async fn search_obeys_visibility(t: &TestDb) {
+    use crate::auth::{ALICE, BOB, CAROL, claims, gql, hs256, secured};
+    store(
+        t,
+        "alice_carol",
+        Channel::Sms,
+        CAROL,
+        ALICE,
+        "secret plan alpha",
+        t0(),
+    )
+    .await;
+    let bob_carol = store(
+        t,
+        "bob_carol",
+        Channel::Sms,
+        CAROL,
+        BOB,
+        "secret plan beta",
+        t0() + Duration::minutes(1),
+    )
+    .await;
+    let app = secured(t, api::auth::limit::RateLimits::off());
+    let alice = hs256(&claims("alice", "conversations:read", &[ALICE]));
+    let dave = hs256(&claims("dave", "conversations:read", &["+12025550198"]));
+    let found = |reply: &Value| -> Vec<String> {
+        reply["data"]["searchMessages"]["edges"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{reply}"))
+            .iter()
+            .map(|e| e["node"]["providerMessageId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let reply = gql(&app, Some(&alice), SEARCH, json!({ "q": "secret plan" })).await;
+    assert_eq!(found(&reply.json), ["alice_carol"]);
+    // Bob's conversation, named explicitly, answers like an unknown one.
+    let conversation = service::query::find_message(&t.db, &service::Viewer::Everyone, bob_carol)
+        .await
+        .unwrap()
+        .unwrap()
+        .conversation_id
+        .unwrap();
+    let gid = api::graphql::ids::encode_id(api::graphql::ids::NodeType::Conversation, conversation);
+    let reply = gql(
+        &app,
+        Some(&alice),
+        SEARCH,
+        json!({ "q": "beta", "filter": { "conversationId": gid.to_string() } }),
+    )
+    .await;
+    assert_eq!(found(&reply.json), Vec::<String>::new());
+    let reply = gql(
+        &app,
+        Some(&alice),
+        SEARCH,
+        json!({ "q": "beta", "filter": { "conversationId": api::graphql::ids::encode_id(api::graphql::ids::NodeType::Conversation, 999_999).to_string() } }),
+    )
+    .await;
+    assert_eq!(found(&reply.json), Vec::<String>::new());
+    // A principal in neither conversation finds nothing.
+    let reply = gql(&app, Some(&dave), SEARCH, json!({ "q": "secret" })).await;
+    assert_eq!(found(&reply.json), Vec::<String>::new());
+}
+
+async fn existing_messages_are_indexed_after_migrating(t: &TestDb) {
+    corpus(t).await;
+    // As if the messages predated search: drop their texts, then run the catch-up.
+    use sea_orm::ConnectionTrait;
+    t.db.execute_unprepared("DELETE FROM message_texts")
+        .await
+        .unwrap();
+    let app = t.app(AppConfig::default());
+    assert_eq!(labels(&app, "refund").await, Vec::<String>::new());
+    let n = service::search::index_missing_texts(&t.db, 4)
+        .await
+        .unwrap();
+    assert_eq!(n, CORPUS.len() as u64);
+    assert_eq!(
+        service::search::index_missing_texts(&t.db, 4)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(labels(&app, "refund").await, ["order", "spam", "refund"]);
+}
+
+const PREFIX: &str = "query($p: String!, $channel: Channel) {
+  conversations(first: 50, filter: { participantPrefix: $p, channel: $channel }) {
+    totalCount
+    nodes { participants }
+  }
+}";
+
+/// Conversations of a support line with several people, phone and email.
+async fn prefix_world(t: &TestDb) {
+    let line = "+12025550100";
+    let support = "support@shop.example";
+    for (i, (channel, from)) in [
+        (Channel::Sms, "+1 (804) 555-1234"),
+        (Channel::Sms, "804.555.9999"),
+        (Channel::Sms, "+44 20 7183 8750"),
+        (Channel::Sms, "12345"),
+        (Channel::Email, "Bob <Bob+news@Example.com>"),
+        (Channel::Email, "bobby@other.org"),
+        (Channel::Email, "alice@example.org"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let to = if channel == Channel::Sms {
+            line
+        } else {
+            support
+        };
+        store(
+            t,
+            &format!("p{i}"),
+            channel,
+            from,
+            to,
+            "hello",
+            t0() + Duration::minutes(i as i64),
+        )
+        .await;
+    }
+}
+
+async fn participant_prefix_finds_conversations_in_any_spelling(t: &TestDb) {
+    prefix_world(t).await;
+    let app = t.app(AppConfig::default());
+    let table: &[(&str, &[&str])] = &[
+        ("+1 804 555", &["+18045551234", "+18045559999"]),
+        ("(804) 555-12", &["+18045551234"]),
+        ("804555", &["+18045551234", "+18045559999"]),
+        ("+44 20", &["+442071838750"]),
+        ("1234", &["12345"]),
+        ("bob", &["bob@example.com", "bobby@other.org"]),
+        ("BOB@", &["bob@example.com"]),
+        ("bob+news@Ex", &["bob@example.com"]),
+        ("@example", &["alice@example.org", "bob@example.com"]),
+        ("example.org", &["alice@example.org"]),
+        (
+            "@shop",
+            &["alice@example.org", "bob@example.com", "bobby@other.org"],
+        ),
+        ("zzz", &[]),
+        ("+1 999", &[]),
+    ];
+    for (prefix, expected) in table {
+        let data = app.data(PREFIX, json!({ "p": prefix })).await;
+        let conn = &data["conversations"];
+        let mut found: Vec<String> = conn["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                let p: Vec<&str> = n["participants"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap())
+                    .filter(|a| *a != "+12025550100" && *a != "support@shop.example")
+                    .collect();
+                p.join(",")
+            })
+            .collect();
+        found.sort();
+        assert_eq!(found, *expected, "prefix {prefix:?}");
+        assert_eq!(
+            conn["totalCount"],
+            json!(expected.len()),
+            "prefix {prefix:?}"
+        );
+    }
+    let data = app
+        .data(PREFIX, json!({ "p": "bob", "channel": "SMS" }))
+        .await;
+    assert_eq!(data["conversations"]["totalCount"], json!(0));
+    for bad in ["+", "@", "   ", "-", &"1".repeat(321)] {
+        let body = app.graphql(PREFIX, json!({ "p": bad })).await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{bad:?}: {body}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["field"],
+            "filter.participantPrefix"
+        );
+    }
+}
+
+async fn participant_prefixes_and_searches_use_the_indexes(t: &TestDb) {
+    prefix_world(t).await;
+    let backend = t.db.get_database_backend();
+    let window = service::query::Window::new(
+        service::cursor::CursorKind::Conversation,
+        &Default::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    let page = |prefix: &str| {
+        let filter = service::query::ConversationFilter {
+            participant_prefix: Some(prefix.into()),
+            ..Default::default()
+        };
+        let select = service::query::conversation_page(
+            &service::Viewer::Everyone,
+            Default::default(),
+            &filter,
+            &window,
+        )
+        .unwrap();
+        sea_orm::QueryTrait::build(&select, backend)
+    };
+    let address = crate::plans::plan(t, page("bob@")).await;
+    let domain = crate::plans::plan(t, page("@example")).await;
+    match t.engine {
+        parley_tests::Engine::Sqlite => {
+            assert!(address.contains("(address>? AND address<?)"), "{address}");
+            assert!(
+                domain.contains("USING INDEX conversation_participants_domain_prefix"),
+                "{domain}"
+            );
+        }
+        parley_tests::Engine::Postgres => {
+            assert!(
+                address.contains("conversation_participants_pkey"),
+                "{address}"
+            );
+            assert!(
+                domain.contains("conversation_participants_domain_prefix"),
+                "{domain}"
+            );
+        }
+    }
+    // A search reads the full-text index, not every message.
+    let query = service::search::parse_query("hello").unwrap();
+    let window = service::query::Window::new(
+        service::cursor::CursorKind::SearchResult,
+        &Default::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    let select = service::query::search_page(
+        backend,
+        &service::Viewer::Everyone,
+        Default::default(),
+        &query,
+        &Default::default(),
+        &window,
+    )
+    .unwrap();
+    let search = crate::plans::plan(t, sea_orm::QueryTrait::build(&select, backend)).await;
+    match t.engine {
+        parley_tests::Engine::Sqlite => {
+            assert!(search.contains("VIRTUAL TABLE INDEX"), "{search}")
+        }
+        parley_tests::Engine::Postgres => {
+            assert!(search.contains("message_texts_tsv"), "{search}")
+        }
+    }
+}
+
+async fn searches_are_priced_by_their_page(t: &TestDb) {
+    corpus(t).await;
+    let app = t.app(AppConfig::default());
+    // searchMessages (field + object) + edges (field + 10 x (object + cursor + highlight +
+    // node (field + object + id))).
+    let body = app
+        .graphql(
+            "{ searchMessages(query: \"refund\", first: 10) { edges { cursor highlight node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(
+        body["extensions"]["cost"]["requested"],
+        json!(2 + 1 + 10 * (1 + 1 + 1 + 3))
+    );
+    // Without first/last a page is the default page size (20).
+    let body = app
+        .graphql(
+            "{ searchMessages(query: \"refund\") { nodes { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        body["extensions"]["cost"]["requested"],
+        json!(2 + 1 + 20 * 2)
+    );
+}
+
+on_both_engines!(
+    the_query_table_finds_exactly_the_expected_messages,
+    paging_is_exact_both_ways_while_matches_arrive,
+    filters_narrow_the_results,
+    highlights_are_escaped_with_the_terms_marked,
+    hostile_queries_answer_a_result_or_bad_user_input,
+    search_obeys_visibility,
+    existing_messages_are_indexed_after_migrating,
+    participant_prefix_finds_conversations_in_any_spelling,
+    participant_prefixes_and_searches_use_the_indexes,
+    searches_are_priced_by_their_page,
+);
+
+/// A random query of the grammar: words from the corpus's vocabulary (and some that match
+/// nothing), prefixes, phrases, exclusions and ORs.
+fn grammar_query() -> impl Strategy<Value = String> {
+    let word = proptest::sample::select(vec![
+        "refund",
+        "Refunds",
+        "order",
+        "12345",
+        "café",
+        "OLE",
+        "804",
+        "555",
+        "1234",
+        "tonight",
+        "invoice",
+        "receipt",
+        "the",
+        "at",
+        "me",
+        "zzz",
+        "καλημέρα",
+        "straße",
+        "東京",
+        "free",
+    ]);
+    let item = (
+        word.clone(),
+        proptest::sample::select(vec![0u8, 1, 2, 3, 4, 5]),
+        word,
+    )
+        .prop_map(|(w, kind, w2)| match kind {
+            0 => w.to_owned(),
+            1 => format!("{}*", w.chars().take(3).collect::<String>()),
+            2 => format!("\"{w} {w2}\""),
+            3 => format!("-{w}"),
+            4 => "OR".to_owned(),
+            _ => format!("{w}-{w2}"),
+        });
+    proptest::collection::vec(item, 1..6).prop_map(|items| items.join(" "))
+}
+
+/// The label set `query` finds on `t`, through the service (no HTTP), or the refusal.
+async fn found_labels(t: &TestDb, query: &str) -> Result<BTreeSet<String>, String> {
+    let parsed = service::search::parse_query(query).map_err(|e| e.to_string())?;
+    let window = service::query::Window::new(
+        service::cursor::CursorKind::SearchResult,
+        &service::query::PageRequest {
+            first: Some(100),
+            ..Default::default()
+        },
+        &Default::default(),
+    )
+    .unwrap();
+    let page = service::query::search_messages(
+        &t.db,
+        &service::Viewer::Everyone,
+        Default::default(),
+        &parsed,
+        &Default::default(),
+        &window,
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{query:?}: {e}"));
+    Ok(page
+        .items
+        .into_iter()
+        .map(|m| m.provider_message_id.unwrap())
+        .collect())
+}
+
+/// SQLite and PostgreSQL find the same messages for the query table and for random queries
+/// of the grammar, and no query of the grammar errors on either (only `BAD_USER_INPUT`
+/// refusals, the same on both, which the parser decides before any database is asked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_engines_find_the_same_messages() {
+    let sqlite = TestDb::sqlite().await;
+    corpus(&sqlite).await;
+    let postgres = TestDb::postgres().await;
+    if let Some(pg) = &postgres {
+        corpus(pg).await;
+    }
+    let mut queries: Vec<String> = TABLE.iter().map(|(q, _)| q.to_string()).collect();
+    let mut runner = TestRunner::deterministic();
+    let strategy = grammar_query();
+    for _ in 0..300 {
+        queries.push(strategy.new_tree(&mut runner).unwrap().current());
+    }
+    for query in &queries {
+        let on_sqlite = found_labels(&sqlite, query).await;
+        if let Some(pg) = &postgres {
+            let on_postgres = found_labels(pg, query).await;
+            assert_eq!(on_sqlite, on_postgres, "query {query:?}");
+        }
+    }
+    sqlite.cleanup().await;
+    if let Some(pg) = postgres {
+        pg.cleanup().await;
+    }
+}
+
+/// PostgreSQL cuts a search off at its statement timeout and says `QUERY_TOO_COMPLEX`
+/// (naming `query`); SQLite has no statement timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_search_past_its_timeout_is_too_complex_on_postgres() {
+    use sea_orm::ConnectionTrait;
+    let Some(t) = TestDb::postgres().await else {
+        return;
+    };
+    let id = store(
+        &t,
+        "seed",
+        Channel::Sms,
+        "+12025550180",
+        "+12025550181",
+        "common",
+        t0(),
+    )
+    .await;
+    let conversation = service::query::find_message(&t.db, &service::Viewer::Everyone, id)
+        .await
+        .unwrap()
+        .unwrap()
+        .conversation_id
+        .unwrap();
+    t.db.execute_unprepared(&format!(
+        "INSERT INTO messages (conversation_id, channel, kind, direction, from_raw, to_raw, body, attachments, sent_at, recorded_at) \
+         SELECT {conversation}, 'SMS', 'SMS', 'INBOUND', 'x', '[]', 'common word', '[]', now() - i * interval '1 second', now() \
+         FROM generate_series(1, 50000) i;
+         INSERT INTO message_texts (message_id, text) SELECT id, 'common word' FROM messages WHERE id <> {id}"
+    ))
+    .await
+    .unwrap();
+    let query = service::search::parse_query("common OR word* OR co*").unwrap();
+    let window = service::query::Window::new(
+        service::cursor::CursorKind::SearchResult,
+        &Default::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    let filter = service::query::SearchFilter::default();
+    let search = |timeout| {
+        service::query::search_messages(
+            &t.db,
+            &service::Viewer::Everyone,
+            Default::default(),
+            &query,
+            &filter,
+            &window,
+            timeout,
+        )
+    };
+    match search(std::time::Duration::from_millis(1)).await {
+        Err(service::Error::TooComplex { field, .. }) => assert_eq!(field, "query"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        api::error::ClientError::from_service(
+            &service::Error::TooComplex {
+                field: "query".into(),
+                reason: "too long".into()
+            },
+            None
+        )
+        .code,
+        "QUERY_TOO_COMPLEX"
+    );
+    // With time to spare the same search answers, and the pool's connection is fine.
+    let page = search(std::time::Duration::from_secs(30)).await.unwrap();
+    assert_eq!(page.items.len(), 20);
+    t.cleanup().await;
+}
