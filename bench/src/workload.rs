@@ -70,15 +70,6 @@ impl ReadShape {
         }
     }
 
-    /// The query parley is sent.
-    pub fn parley_query(self) -> &'static str {
-        match self {
-            ReadShape::List => LIST,
-            ReadShape::Edges => EDGES,
-            ReadShape::Thread => THREAD,
-        }
-    }
-
     /// The query PostGraphile is sent.
     pub fn peer_query(self) -> &'static str {
         match self {
