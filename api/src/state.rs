@@ -9,7 +9,7 @@ use service::DatabaseConnection;
 use crate::auth::Security;
 use crate::config::AppConfig;
 use crate::graphql::schema::{
-    AppSchema, build_introspection_schema, build_probe_schema, build_schema,
+    AppSchema, build_execution_schema, build_introspection_schema, build_probe_schema,
 };
 use crate::http::persisted::PersistedDocuments;
 use crate::observability;
@@ -17,7 +17,8 @@ use crate::observability;
 /// Shared state of the router.
 #[derive(Clone)]
 pub struct AppState {
-    /// The GraphQL schema.
+    /// The GraphQL schema operations run on once [`AppState::probe_schema`] has validated
+    /// them (it skips async-graphql's full validation rules).
     pub schema: AppSchema,
     /// The same schema with the probe that validates and prices an operation first.
     pub probe_schema: AppSchema,
@@ -47,7 +48,7 @@ impl AppState {
     pub fn secured(db: DatabaseConnection, mut config: AppConfig, security: Security) -> Self {
         config.auth_required = security.auth_enabled();
         AppState {
-            schema: build_schema(db.clone(), config),
+            schema: build_execution_schema(db.clone(), config),
             probe_schema: build_probe_schema(db.clone(), config),
             introspection_schema: build_introspection_schema(db.clone(), config),
             db,

@@ -104,6 +104,22 @@ pub struct Args {
     /// round-robin over them).
     #[arg(long, default_value_t = 100)]
     pub subscribe_conversations: usize,
+    /// Measure only parley against PostGraphile 4 (the peer) on one seeded PostgreSQL
+    /// database: list, edges and thread saturated with --concurrency clients, req/s and
+    /// server CPU per request side by side. Needs Node.js (skipped with a note without it)
+    /// and PostGraphile installed in --peer-dir (`npm ci --prefix bench/peer`; the runner
+    /// tries that itself when it is missing).
+    #[arg(long)]
+    pub peer: bool,
+    /// Where bench/peer/package.json (PostGraphile, pinned) is.
+    #[arg(long, default_value = "bench/peer")]
+    pub peer_dir: PathBuf,
+    /// The Node.js binary of the --peer run.
+    #[arg(long, default_value = "node")]
+    pub node_bin: PathBuf,
+    /// How many times the --peer run measures each shape on each server (alternating).
+    #[arg(long, default_value_t = 1)]
+    pub peer_rounds: usize,
 }
 
 /// A storage engine.

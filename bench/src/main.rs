@@ -8,12 +8,14 @@
 //! cargo run -p parley-bench -- --smoke --parley-bin target/debug/parley
 //! cargo run --release -p parley-bench -- --database-url postgres://postgres@127.0.0.1:5432/test --engines postgres --burst 1000
 //! cargo run --release -p parley-bench -- --database-url postgres://postgres@127.0.0.1:5432/test --engines postgres --subscribe 1000
+//! cargo run --release -p parley-bench -- --database-url postgres://postgres@127.0.0.1:5432/test --peer
 //! ```
 
 mod burst;
 mod cli;
 mod db;
 mod load;
+mod peer;
 mod pgbench;
 mod report;
 mod run;

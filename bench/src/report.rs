@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use crate::cli::Engine;
 use crate::load::Stats;
 use crate::pgbench::Ceiling;
+use crate::workload::ReadShape;
 
 /// The markers around a generated part of BENCHMARKS.md: one section for scenario runs
 /// (`results`), one for scaling runs (`scaling`).
@@ -67,6 +68,28 @@ pub struct ScalingRow {
     pub peak_rss_mib: Option<f64>,
 }
 
+/// One shape of the `--peer` run: parley and PostGraphile on the same database.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PeerRow {
+    /// Which read.
+    pub shape: ReadShape,
+    /// Which round (1-based).
+    pub round: usize,
+    /// parley.
+    pub parley: PeerSide,
+    /// PostGraphile.
+    pub peer: PeerSide,
+}
+
+/// One server's saturated run in the `--peer` comparison.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PeerSide {
+    /// What the generator measured.
+    pub stats: Stats,
+    /// The server process's CPU time per request answered, µs.
+    pub server_cpu_us: Option<f64>,
+}
+
 /// A seed, for the record.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SeedRow {
@@ -100,6 +123,12 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Scaling points.
     pub scaling: Vec<ScalingRow>,
+    /// The `--peer` comparison.
+    #[serde(default)]
+    pub peer: Vec<PeerRow>,
+    /// Notes for the reader (e.g. a part skipped).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -110,6 +139,11 @@ impl Report {
                 .scaling
                 .iter()
                 .map(|s| s.list.errors + s.thread.errors)
+                .sum::<u64>()
+            + self
+                .peer
+                .iter()
+                .map(|p| p.parley.stats.errors + p.peer.stats.errors)
                 .sum::<u64>()
     }
 
@@ -203,6 +237,42 @@ impl Report {
                 );
             }
             out.push('\n');
+        }
+        if !self.peer.is_empty() {
+            out.push_str(
+                "| shape | round | parley req/s | PostGraphile req/s | parley / PostGraphile | parley CPU µs/req | PostGraphile CPU µs/req | PostGraphile / parley CPU | errors |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            );
+            for p in &self.peer {
+                let (a, b) = (&p.parley, &p.peer);
+                let ratio = |x: f64, y: f64| {
+                    if y > 0.0 {
+                        format!("{:.1}x", x / y)
+                    } else {
+                        "—".into()
+                    }
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
+                    p.shape.name(),
+                    p.round,
+                    a.stats.throughput,
+                    b.stats.throughput,
+                    ratio(a.stats.throughput, b.stats.throughput),
+                    opt(a.server_cpu_us, 0),
+                    opt(b.server_cpu_us, 0),
+                    match (a.server_cpu_us, b.server_cpu_us) {
+                        (Some(x), Some(y)) => ratio(y, x),
+                        _ => "—".into(),
+                    },
+                    a.stats.errors + b.stats.errors,
+                );
+            }
+            out.push('\n');
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "Note: {note}\n");
         }
         let targets = self.targets();
         if !targets.is_empty() && self.settings["smoke"] != serde_json::Value::Bool(true) {
@@ -319,7 +389,9 @@ impl Report {
     /// missing, creating the file when it does not exist).
     pub fn write_markdown(&self, path: &Path) -> anyhow::Result<()> {
         let old = std::fs::read_to_string(path).unwrap_or_default();
-        let (begin, end) = markers(if self.rows.is_empty() && !self.scaling.is_empty() {
+        let (begin, end) = markers(if !self.peer.is_empty() || !self.notes.is_empty() {
+            "peer"
+        } else if self.rows.is_empty() && !self.scaling.is_empty() {
             "scaling"
         } else {
             "results"

@@ -91,6 +91,23 @@ pub async fn main(mut args: Args) -> anyhow::Result<()> {
         ..Report::default()
     };
 
+    if args.peer {
+        crate::peer::run(&args, &client, &mut report).await?;
+        report.load_average.push(report::load_average());
+        print!("{}", report.markdown());
+        report.write_json(&json_out)?;
+        eprintln!("wrote {}", json_out.display());
+        if let Some(path) = &args.write_markdown {
+            report.write_markdown(path)?;
+            eprintln!("wrote {}", path.display());
+        }
+        let errors = report.errors();
+        if errors > 0 {
+            bail!("{errors} request(s) failed");
+        }
+        return Ok(());
+    }
+
     for engine in engines {
         let outcome = if args.scaling {
             scaling(&args, &client, engine, &mut report).await
@@ -148,7 +165,7 @@ impl Args {
         self.scaling_messages = 2;
     }
 
-    fn parley_bin(&self) -> &std::path::Path {
+    pub(crate) fn parley_bin(&self) -> &std::path::Path {
         self.parley_bin
             .as_deref()
             .unwrap_or(std::path::Path::new("target/release/parley"))
@@ -258,7 +275,7 @@ fn cases(args: &Args, scenario: Scenario) -> Vec<Case> {
 }
 
 /// A fresh, migrated, seeded database; the caller drops it.
-async fn prepare(
+pub(crate) async fn prepare(
     args: &Args,
     engine: Engine,
     spec: SeedSpec,
@@ -301,7 +318,7 @@ async fn prepare(
     }
 }
 
-async fn start_server(
+pub(crate) async fn start_server(
     args: &Args,
     client: &reqwest::Client,
     db: &BenchDb,
@@ -515,7 +532,7 @@ async fn scaling(
 }
 
 /// The last `n` lines of a log file.
-fn log_tail(path: &std::path::Path, n: usize) -> String {
+pub(crate) fn log_tail(path: &std::path::Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")

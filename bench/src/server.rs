@@ -97,6 +97,75 @@ impl Server {
         })
     }
 
+    /// Starts PostGraphile 4 (the `--peer` run) from `peer_dir` (where `npm ci` installed it)
+    /// on `database_url` with a pool of `pool_size` connections, and waits until its
+    /// `/graphql` answers `{ __typename }` (at most 120 s: it introspects the database
+    /// first). `NODE_ENV=production`, no GraphiQL, no query log.
+    pub async fn start_postgraphile(
+        node: &Path,
+        peer_dir: &Path,
+        database_url: &str,
+        pool_size: u32,
+        log: PathBuf,
+        client: &reqwest::Client,
+    ) -> anyhow::Result<Server> {
+        let port = free_port()?;
+        let file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut child = Command::new(node)
+            .arg(peer_dir.join("node_modules/postgraphile/cli.js"))
+            .args(["--connection", database_url, "--host", "127.0.0.1"])
+            .args(["--port", &port.to_string()])
+            .args(["--max-pool-size", &pool_size.to_string()])
+            .args([
+                "--disable-graphiql",
+                "--disable-query-log",
+                "--dynamic-json",
+            ])
+            .env("NODE_ENV", "production")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", node.display()))?;
+        let pid = child.id().context("PostGraphile exited at once")?;
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "PostGraphile exited ({status}) before it was ready; see {}",
+                    log.display()
+                );
+            }
+            let ready = client
+                .post(format!("{base}/graphql"))
+                .header("content-type", "application/json")
+                .body(r#"{"query":"{ __typename }"}"#)
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "PostGraphile was not ready within 120 s; see {}",
+                    log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Server {
+            child,
+            pid,
+            base,
+            log,
+        })
+    }
+
     /// The GraphQL endpoint.
     pub fn graphql_url(&self) -> String {
         format!("{}/graphql", self.base)

@@ -10,6 +10,14 @@ const RECORD: &str = "mutation R($i: RecordMessageInput!) { recordMessage(input:
 const LIST: &str =
     "{ conversations(first: 50) { nodes { participants messageCount snippet lastMessageAt } } }";
 const THREAD: &str = "query T($id: ID!) { conversation(id: $id) { messages(last: 50) { nodes { id body sentAt direction } } } }";
+const EDGES: &str = "{ conversations(first: 50) { edges { cursor node { id channel participants messageCount snippet lastMessageAt } } pageInfo { endCursor hasNextPage } } }";
+
+/// The same three reads in PostGraphile 4's schema (the `--peer` run): the same order
+/// (activity, newest first; a thread's last 50 oldest first), the same columns, global ids
+/// as `nodeId`.
+const PEER_LIST: &str = "{ allConversations(first: 50, orderBy: [LAST_MESSAGE_AT_DESC, ID_DESC]) { nodes { participants messageCount snippet lastMessageAt } } }";
+const PEER_EDGES: &str = "{ allConversations(first: 50, orderBy: [LAST_MESSAGE_AT_DESC, ID_DESC]) { edges { cursor node { nodeId channel participants messageCount snippet lastMessageAt } } pageInfo { endCursor hasNextPage } } }";
+const PEER_THREAD: &str = "query T($id: BigInt!) { conversationById(id: $id) { messagesByConversationId(last: 50, orderBy: [SENT_AT_ASC, ID_ASC]) { nodes { nodeId body sentAt direction } } } }";
 
 /// The mix of operations a run sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,11 +34,59 @@ pub enum Mix {
     List,
     /// The last 50 messages of a random seeded conversation.
     Thread,
+    /// `List` with `edges { cursor node { id channel ... } }` and `pageInfo`.
+    Edges,
+    /// `List`, `Edges` or `Thread` in PostGraphile's schema (the `--peer` run).
+    Peer(ReadShape),
     /// `write_percent` record (20% new), the rest list and thread, half each.
     Mixed {
         /// Share of writes.
         write_percent: u64,
     },
+}
+
+/// One of the three read shapes the `--peer` run compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadShape {
+    /// The first page of 50 conversations, `nodes`.
+    List,
+    /// The same with edges, cursors and `pageInfo`.
+    Edges,
+    /// The last 50 messages of a random conversation.
+    Thread,
+}
+
+impl ReadShape {
+    /// All of them, in report order.
+    pub const ALL: [ReadShape; 3] = [ReadShape::List, ReadShape::Edges, ReadShape::Thread];
+
+    /// Its name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadShape::List => "list",
+            ReadShape::Edges => "edges",
+            ReadShape::Thread => "thread",
+        }
+    }
+
+    /// The query PostGraphile is sent.
+    pub fn peer_query(self) -> &'static str {
+        match self {
+            ReadShape::List => PEER_LIST,
+            ReadShape::Edges => PEER_EDGES,
+            ReadShape::Thread => PEER_THREAD,
+        }
+    }
+
+    /// parley's mix for this shape.
+    pub fn parley_mix(self) -> Mix {
+        match self {
+            ReadShape::List => Mix::List,
+            ReadShape::Edges => Mix::Edges,
+            ReadShape::Thread => Mix::Thread,
+        }
+    }
 }
 
 /// One request to send and what its answer must say.
@@ -75,6 +131,21 @@ impl Workload {
                 expect_created: None,
             },
             Mix::Thread => self.thread(),
+            Mix::Edges => Request {
+                body: format!(r#"{{"query":"{EDGES}"}}"#),
+                expect_created: None,
+            },
+            Mix::Peer(ReadShape::Thread) => {
+                let id = 1 + self.rng.below(self.conversations);
+                Request {
+                    body: format!(r#"{{"query":"{PEER_THREAD}","variables":{{"id":"{id}"}}}}"#),
+                    expect_created: None,
+                }
+            }
+            Mix::Peer(shape) => Request {
+                body: format!(r#"{{"query":"{}"}}"#, shape.peer_query()),
+                expect_created: None,
+            },
             Mix::Mixed { write_percent } => {
                 let roll = self.rng.below(100);
                 if roll < write_percent {
@@ -226,7 +297,16 @@ mod tests {
 
     #[test]
     fn thread_and_list_requests_are_valid_json() {
-        for mix in [Mix::List, Mix::Thread, Mix::Mixed { write_percent: 10 }] {
+        let peer = ReadShape::ALL.map(Mix::Peer);
+        for mix in [
+            Mix::List,
+            Mix::Thread,
+            Mix::Edges,
+            Mix::Mixed { write_percent: 10 },
+        ]
+        .into_iter()
+        .chain(peer)
+        {
             let mut w = Workload::new(mix, 10, "t", 3);
             for _ in 0..50 {
                 let r = w.next_request();

@@ -57,6 +57,7 @@ on_both_engines!(
     nested_fields_cost_a_constant_number_of_statements,
     normalize_addresses_shows_the_key_without_writing,
     every_operation_reports_its_cost_and_runs_once,
+    a_document_seen_before_answers_as_the_first_time,
 );
 
 async fn record_and_read_round_trip(t: &TestDb) {
@@ -964,5 +965,88 @@ async fn every_operation_reports_its_cost_and_runs_once(t: &TestDb) {
         t.count("messages").await,
         1,
         "a mutation that fails validation never runs"
+    );
+}
+
+/// Validated documents are remembered by their text (`api::graphql::cost::DocumentCache`):
+/// a document sent again, with the same or other variables and operation names, must get
+/// exactly the answer (data, errors, codes, cost) a server that never saw it gives.
+async fn a_document_seen_before_answers_as_the_first_time(t: &TestDb) {
+    let warm = t.app(AppConfig::default());
+    for minute in 0..3 {
+        let mut vars = sms("+12016661234", "+18045551234", "hi", "OUTBOUND", minute);
+        vars["input"]["providerMessageId"] = json!(format!("seen-{minute}"));
+        record(&warm, vars).await;
+    }
+    const PAGE: &str =
+        "query Page($n: Int) { conversations(first: $n) { nodes { id messageCount } } }";
+    const TWO: &str = "query A { conversations(first: 1) { nodes { id } } } \
+                       query B { conversations(last: 1) { nodes { messageCount snippet } } }";
+    let cases: Vec<(&str, Option<&str>, Value)> = vec![
+        (
+            "{ conversations(first: 2) { nodes { participants messageCount } } }",
+            None,
+            json!({}),
+        ),
+        (PAGE, None, json!({ "n": 2 })),
+        // Variables that fail validation, coercion or the Int range, after good ones.
+        (PAGE, None, json!({ "n": "two" })),
+        (PAGE, None, json!({ "n": 3_000_000_000u64 })),
+        (PAGE, None, json!({ "n": 0 })),
+        (PAGE, None, json!({})),
+        (TWO, Some("A"), json!({})),
+        (TWO, Some("B"), json!({})),
+        (TWO, Some("C"), json!({})),
+        (TWO, None, json!({})),
+        // A budget the same text exceeds when its variable asks for more.
+        (
+            "query Deep($n: Int) { conversations(first: $n) { nodes { messages(first: 100) { nodes { id body } } } } }",
+            None,
+            json!({ "n": 100 }),
+        ),
+        (
+            "{ conversations(first: 2) { nodes { nope } } }",
+            None,
+            json!({}),
+        ),
+        (
+            "{ conversations(first: 5000000000) { nodes { id } } }",
+            None,
+            json!({}),
+        ),
+    ];
+    let send = |app: &TestApp, (query, op, vars): &(&str, Option<&str>, Value)| {
+        let body = json!({ "query": query, "operationName": op, "variables": vars });
+        let app = app.clone();
+        async move { app.post_json("/graphql", &body).await }
+    };
+    // Every case twice in a row on the warm app (the second from the cache), and once on
+    // an app that never saw it: the three answers must be the same.
+    for case in &cases {
+        let first = send(&warm, case).await;
+        let again = send(&warm, case).await;
+        let cold = send(&t.app(AppConfig::default()), case).await;
+        assert_eq!(first.status, cold.status, "{case:?}");
+        assert_eq!(again.status, cold.status, "{case:?}");
+        assert_eq!(first.json, cold.json, "{case:?}");
+        assert_eq!(again.json, cold.json, "{case:?}: {:#}", again.json);
+    }
+    // And the variable cases once more after the document was remembered with good values.
+    for case in cases.iter().filter(|c| c.0 == PAGE) {
+        let again = send(&warm, case).await;
+        let cold = send(&t.app(AppConfig::default()), case).await;
+        assert_eq!(again.json, cold.json, "{case:?}");
+    }
+    let ok = send(&warm, &cases[0]).await;
+    assert_eq!(
+        ok.json["data"]["conversations"]["nodes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        ok.json["extensions"]["analyzer"]["complexity"],
+        json!(2 + 1 + 2 * 3)
     );
 }

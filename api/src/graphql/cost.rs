@@ -23,7 +23,17 @@
 //! operation then runs on the schema without extensions, reusing the parsed document, and
 //! the cost is added to its response as the Analyzer would have added it ([`run`]).
 //!
+//! **Documents seen before** ([`DocumentCache`], kept in the probe schema's data): clients
+//! send the same few documents over and over, so once a document has been parsed and has
+//! passed validation, it is remembered by its text and operation name (a bounded LRU map).
+//! The next request with the same text reuses the parsed document (no parse), and when the
+//! document uses no variables, nothing of its validation can differ from the first time, so
+//! the probe is skipped altogether: only the price (cheap, and it reads the variables) and
+//! the `Int` range check run again. A document with variables still goes through the probe
+//! each time, since validation checks the variables' values. Refused documents are never
+//! remembered, so every error is produced exactly as before.
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{
@@ -114,6 +124,58 @@ impl Extension for ProbeExtension {
     }
 }
 
+/// How many validated documents a [`DocumentCache`] remembers.
+pub const DOCUMENT_CACHE_SIZE: usize = 512;
+
+/// Documents that parsed and passed validation, by the hash of their text and operation
+/// name (see the module doc). Put in the probe schema's data.
+pub struct DocumentCache {
+    known: Mutex<lru::LruCache<u64, Arc<Known>>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Default for DocumentCache {
+    fn default() -> Self {
+        DocumentCache {
+            known: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(DOCUMENT_CACHE_SIZE).expect("non-zero"),
+            )),
+            hasher: Default::default(),
+        }
+    }
+}
+
+/// One remembered document.
+struct Known {
+    query: String,
+    operation_name: Option<String>,
+    document: ExecutableDocument,
+    /// The selection depth validation measured.
+    depth: usize,
+    /// Whether the text may use variables (then each request's values are validated).
+    variables: bool,
+}
+
+impl DocumentCache {
+    fn key(&self, query: &str, operation_name: Option<&str>) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        query.hash(&mut h);
+        operation_name.hash(&mut h);
+        h.finish()
+    }
+
+    fn get(&self, key: u64, query: &str, operation_name: Option<&str>) -> Option<Arc<Known>> {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = known.get(&key)?;
+        (hit.query == query && hit.operation_name.as_deref() == operation_name).then(|| hit.clone())
+    }
+
+    fn put(&self, key: u64, known: Known) {
+        let mut map = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        map.put(key, Arc::new(known));
+    }
+}
+
 /// What [`prepare`] found: the request's price and the budget it was checked against,
 /// and the depth validation measured.
 #[derive(Debug, Clone, Copy)]
@@ -148,11 +210,41 @@ where
         maximum: budget.unwrap_or(config.graphql.max_complexity as u64),
         depth: 0,
     };
+    let cache = probe.data::<DocumentCache>();
+    let key = cache.map(|c| c.key(&request.query, request.operation_name.as_deref()));
+    let known = cache
+        .zip(key)
+        .and_then(|(c, key)| c.get(key, &request.query, request.operation_name.as_deref()));
+    if let Some(known) = &known
+        && !known.variables
+    {
+        // Validated before with this very text and no variables: only the price (the
+        // budget may differ) and the checks of our own run again.
+        cost.requested = price(
+            shape::parley(|| probe.sdl()),
+            &known.document,
+            request.operation_name.as_deref(),
+            &request.variables,
+            &config.settings.limits,
+        );
+        if cost.requested > cost.maximum {
+            return Err(over_budget(cost));
+        }
+        cost.depth = known.depth;
+        if let Err(err) = check(&known.document, &request) {
+            return Err(Response::from_errors(vec![err]));
+        }
+        request.set_parsed_query(known.document.clone());
+        return Ok((request, cost));
+    }
     // Priced right after parsing, before validation: async-graphql's validation visits
     // every fragment spread as if inlined, so a document of fragments spreading each other
     // twice would cost 2^n there; the price (linear in the document) refuses it first.
     // A document that does not parse is left to the probe, which reports why.
-    let parsed = async_graphql::parser::parse_query(&request.query).ok();
+    let parsed = match &known {
+        Some(known) => Some(known.document.clone()),
+        None => async_graphql::parser::parse_query(&request.query).ok(),
+    };
     if let Some(document) = &parsed {
         cost.requested = price(
             shape::parley(|| probe.sdl()),
@@ -185,6 +277,20 @@ where
         return Err(Response::from_errors(vec![err]));
     }
     if let Some(document) = prepared.document {
+        if known.is_none()
+            && let (Some(cache), Some(key)) = (cache, key)
+        {
+            cache.put(
+                key,
+                Known {
+                    query: request.query.clone(),
+                    operation_name: request.operation_name.clone(),
+                    document: document.clone(),
+                    depth: cost.depth,
+                    variables: request.query.contains('$'),
+                },
+            );
+        }
         request.set_parsed_query(document);
     }
     Ok((request, cost))

@@ -6,7 +6,7 @@ use async_graphql::extensions::Analyzer;
 use async_graphql::{Schema, SchemaBuilder};
 use service::{DatabaseConnection, Principal, Viewer};
 
-use super::cost::Probe;
+use super::cost::{DocumentCache, Probe};
 use super::loaders::{ConversationLoader, MessageLoader, ThreadCountLoader, ThreadPageLoader};
 use super::mutation::MutationRoot;
 use super::query::QueryRoot;
@@ -28,10 +28,25 @@ pub fn build_schema(db: DatabaseConnection, config: AppConfig) -> AppSchema {
     builder(db, config).finish()
 }
 
+/// The schema the HTTP layer executes operations on, once the probe has validated them:
+/// [`build_schema`] with async-graphql's `Fast` validation (only what execution needs:
+/// fragment cycles, depth), since the full rules have run on the probe (or on the same
+/// text before, see [`super::cost::DocumentCache`]). Not for operations that did not pass
+/// the probe.
+pub fn build_execution_schema(db: DatabaseConnection, config: AppConfig) -> AppSchema {
+    builder(db, config)
+        .validation_mode(async_graphql::ValidationMode::Fast)
+        .finish()
+}
+
 /// The probe: the same schema and limits, with the [`Probe`] extension that validates an
-/// operation, keeps its document and cost, and stops before executing it.
+/// operation, keeps its document and cost, and stops before executing it; it remembers the
+/// documents that passed ([`DocumentCache`]).
 pub fn build_probe_schema(db: DatabaseConnection, config: AppConfig) -> AppSchema {
-    builder(db, config).extension(Probe).finish()
+    builder(db, config)
+        .extension(Probe)
+        .data(DocumentCache::default())
+        .finish()
 }
 
 fn builder(
