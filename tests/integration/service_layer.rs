@@ -749,7 +749,10 @@ async fn migrations_go_down_and_up_again(t: &TestDb) {
     assert!(status.len() >= 4);
     Migrator::up(&migrator, None).await.unwrap();
     assert_eq!(
-        Migrator::get_pending_migrations(&migrator).await.unwrap().len(),
+        Migrator::get_pending_migrations(&migrator)
+            .await
+            .unwrap()
+            .len(),
         0
     );
     migrator.close().await.unwrap();
