@@ -58,4 +58,4 @@ for scen in list state; do
   total=$(grep -m1 '^totals:' "$f" | awk '{print $2}')
   echo "$scen requests=$R instructions_total=$total per_request=$((total / R))"
 done
-rm -rf "$W"
+[ -n "${KEEP:-}" ] && echo "kept $W" || rm -rf "$W"

@@ -20,6 +20,35 @@ use crate::{conversation, db, message};
 
 pub use entity::conversation_state;
 
+thread_local! {
+    /// The last inbox normalized on this thread: a page of 50 conversations names the same
+    /// inbox 50 times, and normalizing an address (IDNA for email) is most of the cost of
+    /// `viewerState`. Normalization is a pure function of these inputs.
+    static LAST_INBOX: std::cell::RefCell<Option<(crate::types::Channel, Region, String, String)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// [`normalize::normalize_address`], remembering the last answer on this thread.
+fn normalize_inbox(
+    channel: crate::types::Channel,
+    raw: &str,
+    region: Region,
+) -> std::result::Result<String, String> {
+    let hit = LAST_INBOX.with_borrow(|last| {
+        last.as_ref()
+            .filter(|(c, r, s, _)| *c == channel && *r == region && s == raw)
+            .map(|(_, _, _, address)| address.clone())
+    });
+    if let Some(address) = hit {
+        return Ok(address);
+    }
+    let address = normalize::normalize_address(channel, raw, region).map_err(|e| e.to_string())?;
+    LAST_INBOX.with_borrow_mut(|last| {
+        *last = Some((channel, region, raw.to_owned(), address.clone()));
+    });
+    Ok(address)
+}
+
 /// The inbox whose state `principal` reads or sets in `conversation`: `inbox` normalized
 /// on the conversation's channel, which must be a participant the principal acts for
 /// (`admin`: any participant); or, when `inbox` is `None`, the one participant the
@@ -54,8 +83,8 @@ pub fn resolve_inbox(
             )),
         };
     };
-    let address = normalize::normalize_address(conversation.channel, raw, region)
-        .map_err(|e| Error::invalid(field, e.to_string()))?;
+    let address =
+        normalize_inbox(conversation.channel, raw, region).map_err(|e| Error::invalid(field, e))?;
     if !participants.contains(&address) {
         return Err(Error::invalid(
             field,
