@@ -127,19 +127,15 @@ pub async fn record_delivery_status(
          error_code, error_message, received_at) VALUES (",
     );
     insert
-        .bind(event.channel.as_str())
-        .push(", ")
-        .bind(event.provider_message_id.as_str())
-        .push(", ")
-        .bind(event.status.as_str())
-        .push(", ")
-        .bind(at)
-        .push(", ")
-        .bind(event.error_code.clone())
-        .push(", ")
-        .bind(event.error_message.clone())
-        .push(", ")
-        .bind(received)
+        .bind_all([
+            event.channel.as_str().into(),
+            event.provider_message_id.as_str().into(),
+            event.status.as_str().into(),
+            at.into(),
+            event.error_code.clone().into(),
+            event.error_message.clone().into(),
+            received.into(),
+        ])
         .push(
             ") ON CONFLICT (channel, provider_message_id, status, occurred_at) DO NOTHING \
              RETURNING id",
@@ -155,21 +151,16 @@ pub async fn record_delivery_status(
              status_at, error_code, error_message, updated_at) VALUES (",
         );
         upsert
-            .bind(event.channel.as_str())
-            .push(", ")
-            .bind(event.provider_message_id.as_str())
-            .push(", ")
-            .bind(event.status.as_str())
-            .push(", ")
-            .bind(event.status.rank())
-            .push(", ")
-            .bind(at)
-            .push(", ")
-            .bind(event.error_code.clone())
-            .push(", ")
-            .bind(event.error_message.clone())
-            .push(", ")
-            .bind(received)
+            .bind_all([
+                event.channel.as_str().into(),
+                event.provider_message_id.as_str().into(),
+                event.status.as_str().into(),
+                event.status.rank().into(),
+                at.into(),
+                event.error_code.clone().into(),
+                event.error_message.clone().into(),
+                received.into(),
+            ])
             .push(") ON CONFLICT (channel, provider_message_id) DO UPDATE SET ");
         let wins = "excluded.rank > delivery_statuses.rank";
         for column in ["status", "status_at", "error_code", "error_message", "rank"] {

@@ -148,7 +148,10 @@ pub async fn record_message_with(
             let txn = db::begin_write(db).await?;
             match statements::insert_message(&*txn, row.active_model(None)).await? {
                 Some(message) => Stored::New(Recorded {
-                    message: row.store_headers(&txn, message, None).await?,
+                    message: {
+                        row.store_headers(&txn, &message, None).await?;
+                        message
+                    },
                     conversation: None,
                     conversation_created: false,
                     duplicate: false,
@@ -214,9 +217,9 @@ impl MessageRow<'_> {
     async fn store_headers(
         &self,
         txn: &DatabaseTransaction,
-        message: message::Model,
+        message: &message::Model,
         conversation_id: Option<i64>,
-    ) -> Result<message::Model> {
+    ) -> Result<()> {
         if !self.headers.is_empty() {
             headers::insert_headers(
                 txn,
@@ -227,7 +230,7 @@ impl MessageRow<'_> {
             )
             .await?;
         }
-        Ok(message)
+        Ok(())
     }
 
     /// The row to insert, attached to `conversation_id` (or unassigned).
@@ -329,8 +332,7 @@ async fn store_assigned(
     let Some((message, conversation)) = stored else {
         return Ok(Stored::Duplicate);
     };
-    let message = row
-        .store_headers(txn, message, Some(conversation_id))
+    row.store_headers(txn, &message, Some(conversation_id))
         .await?;
     state::fold_message(txn, conversation_id, &message).await?;
     live::announce(txn, &message).await?;

@@ -41,6 +41,18 @@ impl Sql {
         self
     }
 
+    /// Appends `$i, $j, ..`: one placeholder per value, comma-separated (a `VALUES` row's
+    /// contents).
+    pub(crate) fn bind_all(&mut self, values: impl IntoIterator<Item = Value>) -> &mut Self {
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.bind(value);
+        }
+        self
+    }
+
     /// Appends `(..), (..), ..`: one parenthesized row per item, its values written by `row`.
     pub(crate) fn push_rows<T>(
         &mut self,

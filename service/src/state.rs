@@ -225,15 +225,14 @@ pub(crate) async fn fold_message(
         "INSERT INTO conversation_states (conversation_id, inbox, read_up_to, sent_after, \
          archived, updated_at) VALUES (",
     )
-    .bind(conversation_id)
-    .push(", ")
-    .bind(from.as_str())
-    .push(", ")
-    .bind(sequence)
-    .push(", 0, ")
-    .bind(false)
-    .push(", ")
-    .bind(message.recorded_at)
+    .bind_all([
+        conversation_id.into(),
+        from.as_str().into(),
+        sequence.into(),
+        0i64.into(),
+        false.into(),
+        message.recorded_at.into(),
+    ])
     .push(
         ") ON CONFLICT (conversation_id, inbox) DO UPDATE SET read_up_to = excluded.read_up_to, \
          sent_after = 0, updated_at = excluded.updated_at",

@@ -14,6 +14,7 @@ use crate::access::Viewer;
 use crate::error::{Error, Result};
 use crate::normalize::{self, Region};
 use crate::search::{AddressPrefix, address_prefixes};
+use crate::sql::Sql;
 use crate::types::Channel;
 use crate::{conversation, conversation_participant};
 
@@ -324,22 +325,17 @@ pub fn counted_scope(
 
 /// The sum of `scope`'s slots in `conversation_counts` (0 when it has none).
 async fn counted(db: &impl ConnectionTrait, scope: String) -> Result<u64> {
-    use sea_orm::{FromQueryResult, Statement};
-    #[derive(FromQueryResult)]
-    struct Sum {
-        n: Option<i64>,
-    }
-    let backend = db.get_database_backend();
     // CAST: PostgreSQL's sum of bigint is numeric.
-    let sql = match backend {
-        sea_orm::DbBackend::Postgres => {
-            "SELECT CAST(sum(n) AS bigint) AS n FROM conversation_counts WHERE scope = $1"
-        }
-        _ => "SELECT sum(n) AS n FROM conversation_counts WHERE scope = ?",
-    };
-    let sum = Sum::find_by_statement(Statement::from_sql_and_values(backend, sql, [scope.into()]))
-        .one(db)
+    let mut sql =
+        Sql::new("SELECT CAST(sum(n) AS bigint) AS n FROM conversation_counts WHERE scope = ");
+    sql.bind(scope);
+    let row = db
+        .query_one_raw(sql.build(db.get_database_backend()))
         .await?;
-    let n = sum.and_then(|s| s.n).unwrap_or(0);
+    let n: Option<i64> = match row {
+        Some(row) => row.try_get("", "n")?,
+        None => None,
+    };
+    let n = n.unwrap_or(0);
     u64::try_from(n).map_err(|_| Error::Internal(format!("conversation count {n} is negative")))
 }
