@@ -13,7 +13,9 @@ Seed a database first (e.g. `parley-bench ... --keep-db` prints its URL), then:
         --shape list --requests 300
 
 Shapes: list (conversations(first: 50) nodes), edges (the same with edges/cursor/pageInfo),
-thread (conversation(id) messages(last: 50)). Needs valgrind (callgrind_control) and Python 3.
+thread (conversation(id) messages(last: 50)), record (recordMessage into a random seeded
+conversation, half inbound and half outbound, as `parley-bench --scenario record` sends them,
+each with a fresh provider id: a database seeded by `parley-bench --keep-db`). Needs valgrind (callgrind_control) and Python 3.
 """
 
 import argparse
@@ -39,6 +41,13 @@ THREAD = (
     "query T($id: ID!) { conversation(id: $id) { messages(last: 50) "
     "{ nodes { id body sentAt direction } } } }"
 )
+RECORD = (
+    "mutation R($i: RecordMessageInput!) { recordMessage(input: $i) { conversationCreated "
+    "duplicate message { id } conversation { messageCount } } }"
+)
+AGENT = "agent@parley.example"
+RUN = f"cg{os.getpid()}-{int(time.time())}"
+SEQ = [0]
 
 
 def free_port():
@@ -53,6 +62,15 @@ def body_for(shape, rng, conversations):
     if shape == "edges":
         return json.dumps({"query": EDGES})
     cid = 1 + rng.randrange(conversations)
+    if shape == "record":
+        SEQ[0] += 1
+        user = f"u{cid}@bench.example"
+        inbound = rng.randrange(2) == 0
+        return json.dumps({"query": RECORD, "variables": {"i": {
+            "channel": "EMAIL", "direction": "INBOUND" if inbound else "OUTBOUND",
+            "from": user if inbound else AGENT, "to": [AGENT if inbound else user],
+            "body": f"Callgrind message {SEQ[0]} of run {RUN}",
+            "providerMessageId": f"{RUN}-{SEQ[0]}"}}})
     gid = base64.urlsafe_b64encode(f"Conversation:{cid}".encode()).decode().rstrip("=")
     return json.dumps({"query": THREAD, "variables": {"id": gid}})
 
@@ -73,10 +91,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parley-bin", required=True)
     ap.add_argument("--database-url", required=True)
-    ap.add_argument("--shape", choices=["list", "edges", "thread"], default="list")
+    ap.add_argument("--shape", choices=["list", "edges", "thread", "record"], default="list")
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=100)
-    ap.add_argument("--conversations", type=int, default=10_000, help="ids 1..N for thread")
+    ap.add_argument("--conversations", type=int, default=10_000, help="ids 1..N for thread and record")
     ap.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     for tool in ("valgrind", "callgrind_control"):

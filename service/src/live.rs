@@ -30,13 +30,14 @@ use std::time::Duration;
 
 use futures::Stream;
 use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{DatabaseConnection, DbBackend};
 use tokio::sync::{Notify, broadcast, watch};
 
 use crate::access::Viewer;
 use crate::error::{Error, Result};
 use crate::normalize::{self, Region};
 use crate::query::{self, ConversationFilter};
+use crate::sql::Sql;
 use crate::types::Channel;
 use crate::{conversation, message};
 
@@ -278,29 +279,20 @@ impl Hub {
     }
 }
 
-/// Announces `message` (just stored in `txn`) to every process: on PostgreSQL a NOTIFY
-/// that is delivered when, and only if, `txn` commits. SQLite publishes after the commit
-/// instead ([`publish_committed`]), so this does nothing there.
-pub(crate) async fn announce(txn: &impl ConnectionTrait, message: &message::Model) -> Result<()> {
-    if txn.get_database_backend() != DbBackend::Postgres {
-        return Ok(());
-    }
-    let (Some(conversation_id), Some(sequence)) = (message.conversation_id, message.sequence)
-    else {
-        return Ok(());
-    };
-    let payload = format!("{conversation_id}:{}:{sequence}", message.id);
-    txn.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT pg_notify($1, $2)",
-        [CHANNEL.into(), payload.into()],
-    ))
-    .await?;
-    Ok(())
+/// PostgreSQL: announces the message the record statement inserts to every process: a
+/// `WITH` item named `n` of that statement ([`crate::statements::insert_and_fold`]),
+/// reading the message from `m`, whose NOTIFY is delivered when, and only if, the
+/// transaction commits. The payload carries ids only (`conversation:message:sequence`).
+/// The statement must read `n` (a `SELECT` in `WITH` runs only when read); it yields one
+/// row when `m` has one. SQLite publishes after the commit instead ([`publish_committed`]).
+pub(crate) fn push_announce_cte(sql: &mut Sql) {
+    sql.push(", n AS (SELECT pg_notify(")
+        .bind(CHANNEL)
+        .push(", format('%s:%s:%s', m.conversation_id, m.id, m.sequence)) AS notified FROM m)");
 }
 
 /// SQLite: hands a committed message to this process's subscribers, if there are any.
-/// PostgreSQL announces inside the transaction instead ([`announce`]).
+/// PostgreSQL announces inside the transaction instead ([`push_announce_cte`]).
 pub(crate) fn publish_committed(
     db: &DatabaseConnection,
     message: &message::Model,

@@ -317,7 +317,10 @@ async fn store_assigned(
     // so no other writer can take it, and numbers follow the order writers got the lock.
     let mut model = row.active_model(Some(conversation_id));
     model.sequence = Set(Some(upserted.last_sequence + 1));
-    let stored = if db::backend(txn) == DbBackend::Postgres {
+    // PostgreSQL: one statement also writes the search text and the state and sends the
+    // NOTIFY. SQLite runs them one by one, in process, where a statement costs no round trip.
+    let postgres = db::backend(txn) == DbBackend::Postgres;
+    let stored = if postgres {
         statements::insert_and_fold(txn, model, conversation_id, snippet).await?
     } else {
         match statements::insert_message(txn, model).await? {
@@ -334,8 +337,9 @@ async fn store_assigned(
     };
     row.store_headers(txn, &message, Some(conversation_id))
         .await?;
-    state::fold_message(txn, conversation_id, &message).await?;
-    live::announce(txn, &message).await?;
+    if !postgres {
+        state::fold_message(txn, conversation_id, &message).await?;
+    }
     Ok(Stored::New(Recorded {
         message,
         conversation: Some(conversation),

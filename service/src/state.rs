@@ -241,6 +241,28 @@ pub(crate) async fn fold_message(
     Ok(())
 }
 
+/// PostgreSQL: [`fold_message`] as data-modifying `WITH` items of the record statement
+/// ([`crate::statements::insert_and_fold`]), reading the message from `m`, the row that
+/// statement inserts, so the state costs no round trip of its own. Nothing is written when
+/// `m` is empty (a replayed provider id). `inbound`: the message's direction.
+pub(crate) fn push_fold_ctes(sql: &mut Sql, inbound: bool) {
+    sql.push(
+        ", s AS (INSERT INTO conversation_states (conversation_id, inbox, read_up_to, \
+         sent_after, archived, updated_at) SELECT m.conversation_id, m.from_address, \
+         m.sequence, 0, false, m.recorded_at FROM m WHERE m.from_address IS NOT NULL \
+         AND m.sequence IS NOT NULL ON CONFLICT (conversation_id, inbox) DO UPDATE SET \
+         read_up_to = excluded.read_up_to, sent_after = 0, updated_at = excluded.updated_at)",
+    );
+    if inbound {
+        sql.push(
+            ", u AS (UPDATE conversation_states SET archived = false, updated_at = \
+             m.recorded_at FROM m WHERE conversation_states.conversation_id = \
+             m.conversation_id AND conversation_states.archived AND \
+             conversation_states.inbox IS DISTINCT FROM m.from_address)",
+        );
+    }
+}
+
 /// How the horizon moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {

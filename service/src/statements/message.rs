@@ -11,8 +11,8 @@ use sea_orm::{
 use super::{LATEST, insert_rows, update_from_values};
 use crate::error::{Error, Result};
 use crate::sql::Sql;
-use crate::types::Channel;
-use crate::{conversation, db, message, message_text, search};
+use crate::types::{Channel, Direction};
+use crate::{conversation, db, live, message, message_text, search, state};
 
 /// `INSERT INTO messages .. ON CONFLICT (channel, provider_message_id) DO NOTHING`, split
 /// under the parameter limit: a replayed provider id inserts nothing.
@@ -144,8 +144,9 @@ pub(crate) async fn fold_message(
         .ok_or_else(|| Error::Internal("conversation vanished during update".into()))
 }
 
-/// PostgreSQL: [`insert_message`] and [`fold_message`] in one statement (a data-modifying
-/// `WITH`), so one round trip fewer per recorded message. The `UPDATE .. FROM m` matches no
+/// PostgreSQL: [`insert_message`], its search text, [`fold_message`], the state of
+/// [`state::fold_message`] and the NOTIFY of [`live::push_announce_cte`] in one statement (a
+/// data-modifying `WITH`), so four round trips fewer per recorded message. The `UPDATE .. FROM m` matches no
 /// row when the insert stored nothing (a replayed provider id): `None`, as from
 /// [`insert_message`]. SQLite has no data-modifying `WITH`; it runs the two statements, in
 /// process, where a statement costs no round trip.
@@ -155,6 +156,7 @@ pub(crate) async fn insert_and_fold(
     conversation_id: i64,
     snippet: &str,
 ) -> Result<Option<(message::Model, conversation::Model)>> {
+    let inbound = model.direction == ActiveValue::Set(Direction::Inbound);
     let text = match (&model.channel, &model.body) {
         (ActiveValue::Set(channel), ActiveValue::Set(body)) => search::search_text(*channel, body),
         _ => {
@@ -173,9 +175,14 @@ pub(crate) async fn insert_and_fold(
     // The searchable text rides in the same statement (no extra round trip).
     sql.push("), t AS (INSERT INTO message_texts (message_id, text) SELECT m.id, ")
         .bind(text)
-        .push(" FROM m) ");
+        .push(" FROM m)");
+    // So do the sender's read horizon, the recipients' unarchiving and the NOTIFY to the
+    // other processes' subscribers (sent at commit, and only if it commits).
+    state::push_fold_ctes(&mut sql, inbound);
+    live::push_announce_cte(&mut sql);
+    sql.push(" ");
     push_fold(&mut sql, Folded::Inserted, snippet);
-    sql.push(" FROM m WHERE conversations.id = ")
+    sql.push(" FROM m, n WHERE conversations.id = ")
         .bind(conversation_id)
         .push(" RETURNING conversations.*");
     for column in message::Column::iter() {
