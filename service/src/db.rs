@@ -4,11 +4,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{Mutex, OwnedMutexGuard};
-
-use crate::error::Error;
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
@@ -169,97 +167,16 @@ pub fn pool_saturated(db: &DatabaseConnection) -> bool {
     }
 }
 
-/// This process's writers to one conversation, queued in arrival order: each waits here,
-/// holding no pooled connection, until the writer before it has committed. Without it
-/// every writer to a busy conversation takes a connection and then waits on the
-/// conversation's row lock with it, and a few hundred writers to one conversation drain
-/// the pool for everyone (issue 11: 26-39% of 1,000 such writers failed waiting for a
-/// connection). The database's row lock still orders writers of different processes.
-///
-/// When the database cannot be reached, the writer holding the turn fails after the
-/// acquire timeout, and the writers that queued behind it before it failed fail at once
-/// with the same error ([`ConversationTurn::failed_ahead`]) instead of each waiting its
-/// own timeout in turn: in an outage every writer is answered within one acquire timeout.
-///
-/// The map holds one entry per conversation key that has a writer in flight (at most one
-/// per concurrent request), and an entry leaves with its last writer.
-pub async fn conversation_turn(key: &str) -> ConversationTurn {
-    let mutex = {
-        let mut turns = conversation_turns();
-        turns.entry(key.to_owned()).or_default().clone()
-    };
-    let queued_at = Instant::now();
-    ConversationTurn {
-        key: key.to_owned(),
-        queued_at,
-        guard: Some(mutex.lock_owned().await),
-    }
-}
-
-/// What the writers of one conversation share: the last failure to reach the database.
-#[derive(Default)]
-pub struct TurnState {
-    failure: Option<(Instant, Error)>,
-}
-
-type Turns = HashMap<String, Arc<Mutex<TurnState>>>;
-
-fn conversation_turns() -> std::sync::MutexGuard<'static, Turns> {
-    static TURNS: LazyLock<std::sync::Mutex<Turns>> = LazyLock::new(Default::default);
-    // Every critical section is a map lookup or removal: a poisoned map is still sound.
-    TURNS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A writer's turn on one conversation ([`conversation_turn`]), given up on drop.
-pub struct ConversationTurn {
-    key: String,
-    queued_at: Instant,
-    guard: Option<OwnedMutexGuard<TurnState>>,
-}
-
-impl ConversationTurn {
-    /// The error of a writer ahead of this one that could not reach the database after
-    /// this one had queued: this writer fails the same way at once.
-    pub fn failed_ahead(&self) -> Option<Error> {
-        let (at, err) = self.guard.as_ref()?.failure.as_ref()?;
-        if *at < self.queued_at {
-            return None;
+/// An identity of `db`'s pool, the same for every clone of it and different from every
+/// other pool alive at the same time (the address of its options, which live as long as
+/// the pool): what keys per-database state in a process that talks to several databases
+/// (tests do).
+pub(crate) fn pool_id(db: &DatabaseConnection) -> usize {
+    match db.get_database_backend() {
+        DbBackend::Postgres => {
+            std::ptr::from_ref(db.get_postgres_connection_pool().options()) as usize
         }
-        unreachable_copy(err)
-    }
-
-    /// Records how this writer failed, when it is a failure to reach the database (an
-    /// outage or a pool timeout), for the writers queued behind it.
-    pub fn failed(&mut self, err: &Error) {
-        if let (Some(state), Some(copy)) = (self.guard.as_mut(), unreachable_copy(err)) {
-            state.failure = Some((Instant::now(), copy));
-        }
-    }
-}
-
-/// A copy of `err` when it says the database could not be reached (an outage or a pool
-/// timeout): the failures a queued writer shares with the one ahead of it.
-fn unreachable_copy(err: &Error) -> Option<Error> {
-    match err {
-        Error::PoolTimeout(d) => Some(Error::PoolTimeout(d.clone())),
-        Error::Unavailable(d) => Some(Error::Unavailable(d.clone())),
-        _ => None,
-    }
-}
-
-impl Drop for ConversationTurn {
-    fn drop(&mut self) {
-        let mut turns = conversation_turns();
-        // Release first: then the map's clone is the only one left unless someone waits.
-        drop(self.guard.take());
-        if turns
-            .get(&self.key)
-            .is_some_and(|m| Arc::strong_count(m) == 1)
-        {
-            turns.remove(&self.key);
-        }
+        _ => std::ptr::from_ref(db.get_sqlite_connection_pool().options()) as usize,
     }
 }
 
@@ -271,73 +188,4 @@ pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
 /// Which engine a connection talks to.
 pub fn backend(db: &impl ConnectionTrait) -> DbBackend {
     db.get_database_backend()
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::{conversation_turn, conversation_turns};
-
-    #[tokio::test]
-    async fn writers_to_one_conversation_take_turns_and_the_entry_leaves_with_the_last() {
-        let key = "test:writers-take-turns";
-        let first = conversation_turn(key).await;
-        let second = tokio::spawn(conversation_turn(key));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            !second.is_finished(),
-            "the second writer waits for the first"
-        );
-        // Another conversation does not wait.
-        let other = conversation_turn("test:another-conversation").await;
-        drop(first);
-        let second = tokio::time::timeout(Duration::from_secs(5), second)
-            .await
-            .expect("the second writer's turn came")
-            .unwrap();
-        assert!(conversation_turns().contains_key(key));
-        drop(second);
-        drop(other);
-        assert!(!conversation_turns().contains_key(key));
-    }
-
-    #[tokio::test]
-    async fn writers_queued_behind_a_failed_one_fail_at_once_and_later_ones_try_again() {
-        use crate::error::Error;
-        let key = "test:failed-ahead";
-        let mut first = conversation_turn(key).await;
-        assert!(first.failed_ahead().is_none());
-        let queued = tokio::spawn(conversation_turn(key));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        first.failed(&Error::PoolTimeout("pool timed out".into()));
-        drop(first);
-        let queued = queued.await.unwrap();
-        assert!(matches!(queued.failed_ahead(), Some(Error::PoolTimeout(_))));
-        // A writer that queues after the failure tries the database itself; a failure
-        // that is not about reaching the database is not passed on.
-        let later = tokio::spawn(conversation_turn(key));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        drop(queued);
-        let mut later = later.await.unwrap();
-        assert!(later.failed_ahead().is_none());
-        let behind = tokio::spawn(conversation_turn(key));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        later.failed(&Error::invalid("body", "bad"));
-        drop(later);
-        assert!(behind.await.unwrap().failed_ahead().is_none());
-        assert!(!conversation_turns().contains_key("test:another-conversation"));
-    }
-
-    #[tokio::test]
-    async fn a_writer_cancelled_while_queued_leaves_no_entry() {
-        let key = "test:cancelled-while-queued";
-        let first = conversation_turn(key).await;
-        let queued = tokio::spawn(conversation_turn(key));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        queued.abort();
-        let _ = queued.await;
-        drop(first);
-        assert!(!conversation_turns().contains_key(key));
-    }
 }

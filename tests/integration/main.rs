@@ -7,6 +7,7 @@ mod contract;
 mod correctness;
 mod counts;
 mod graphql;
+mod group;
 mod harness;
 mod hostile;
 mod http_limits;

@@ -13,7 +13,11 @@ use crate::settings::{Limits, Settings};
 use crate::snippet::message_snippet;
 use crate::statements::{self, json_strings};
 use crate::types::{Channel, Direction, Kind};
-use crate::{conversation, db, live, message, query, state};
+use crate::{conversation, db, message, query, state};
+
+mod group;
+
+pub use group::MAX_GROUP;
 
 /// A message to record, as the caller gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,55 +100,37 @@ pub async fn record_message_with(
     // message) costs no extra round trip and replays stay exact under concurrency.
     let now = now();
     let sent_at = input.sent_at.map(to_micros).unwrap_or(now);
-    let row = MessageRow {
-        input: &input,
-        kind,
-        sent_at,
-        recorded_at: now,
-        assignment: assignment.as_ref(),
-        headers: &email,
-    };
+    // What answering a replay needs once `input` has moved to the commit group.
+    let (channel, provider_message_id) = (input.channel, input.provider_message_id.clone());
 
-    let stored = match &assignment {
+    let stored = match assignment {
         Ok(participants) => {
             let snippet = message_snippet(input.channel, &input.body, settings.snippet_length);
-            // Queue behind this process's other writers to the conversation before taking
-            // a connection (see `db::conversation_turn`); held until the commit.
             let key = normalize::participants_key(&participants.sorted);
-            let mut turn = db::conversation_turn(&format!("{}:{key}", input.channel)).await;
-            if let Some(err) = turn.failed_ahead() {
-                return Err(err);
-            }
-            let stored = async {
-                let txn = db::begin_write(db).await?;
-                match store_assigned(&txn, &row, participants, &key, &snippet).await {
-                    Ok(stored) => stored,
-                    Err(e) => {
-                        metrics::counter!("parley_record_failures_total").increment(1);
-                        return Err(e);
-                    }
-                }
-                .finish(txn)
-                .await
-            }
-            .await;
-            if let Err(e) = &stored {
-                turn.failed(e);
-            }
-            let stored = stored?;
-            // Still holding the turn, so this process publishes one conversation's
-            // messages in commit order (SQLite; PostgreSQL announced inside the commit).
-            if let Stored::New(Recorded {
-                message,
-                conversation: Some(conversation),
-                ..
-            }) = &stored
-            {
-                live::publish_committed(db, message, conversation);
-            }
-            stored
+            let conversation = format!("{}:{key}", input.channel);
+            // The drain of the conversation's writers stores it, alone or with the others
+            // queued meanwhile, and publishes it (see `group`).
+            let pending = group::Pending {
+                input,
+                kind,
+                sent_at,
+                recorded_at: now,
+                participants,
+                key,
+                snippet,
+                headers: email,
+            };
+            group::submit(db, conversation, pending).await?
         }
-        Err(_) => {
+        Err(reason) => {
+            let row = MessageRow {
+                input: &input,
+                kind,
+                sent_at,
+                recorded_at: now,
+                assignment: Err(&reason),
+                headers: &email,
+            };
             let txn = db::begin_write(db).await?;
             match statements::insert_message(&*txn, row.active_model(None)).await? {
                 Some(message) => Stored::New(Recorded {
@@ -167,8 +153,8 @@ pub async fn record_message_with(
         Stored::New(recorded) => recorded,
         // The provider id was stored before (or by a concurrent call): answer with the original.
         Stored::Duplicate => {
-            let pid = input.provider_message_id.as_deref().unwrap_or_default();
-            let original = find_by_provider_id(db, input.channel, pid)
+            let pid = provider_message_id.as_deref().unwrap_or_default();
+            let original = find_by_provider_id(db, channel, pid)
                 .await?
                 .ok_or_else(|| Error::Internal("duplicate vanished".into()))?;
             return duplicate(db, original).await;
