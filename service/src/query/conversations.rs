@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Query, SelectStatement};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Select,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, QueryTrait,
+    Select,
 };
 
 use super::{ListOrder, MAX_IDS_PER_STATEMENT, Page, Window, keyset_page};
@@ -248,6 +249,94 @@ pub async fn list_conversations(
         .all(db)
         .await?;
     Ok(Page::from_probe(rows, window))
+}
+
+/// A page of conversations as [`list_conversations`] reads it, with each conversation's
+/// state row for `inbox` (normalized) read in the same statement: a `LEFT JOIN` on the
+/// state's primary key, so a page with its states is one statement and one index probe
+/// per row. `None` where the inbox has no state row (nothing read, nothing archived).
+pub async fn list_conversations_with_state(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    region: Region,
+    filter: &ConversationFilter,
+    window: &Window,
+    inbox: &str,
+) -> Result<Page<(conversation::Model, Option<InboxState>)>> {
+    let rows = conversation_page_with_state(viewer, region, filter, window, inbox)?
+        .into_model::<WithState>()
+        .all(db)
+        .await?;
+    Ok(Page::from_probe(
+        rows.into_iter().map(|r| (r.0, r.1)).collect(),
+        window,
+    ))
+}
+
+/// The statement [`list_conversations_with_state`] runs: [`conversation_page`] with the
+/// state row of `inbox` joined (`LEFT JOIN conversation_states AS viewer_state ON
+/// (conversation_id, inbox)`), its columns as `state_read_up_to`, `state_sent_after`,
+/// `state_archived`.
+pub fn conversation_page_with_state(
+    viewer: &Viewer,
+    region: Region,
+    filter: &ConversationFilter,
+    window: &Window,
+    inbox: &str,
+) -> Result<Select<conversation::Entity>> {
+    use crate::state::conversation_state::{Column as S, Entity as States};
+    use sea_orm::JoinType;
+    use sea_orm::sea_query::Alias;
+    let s = Alias::new("viewer_state");
+    let mut select = conversation_page(viewer, region, filter, window)?;
+    QueryTrait::query(&mut select).join_as(
+        JoinType::LeftJoin,
+        States,
+        s.clone(),
+        Condition::all()
+            .add(
+                Expr::col((s.clone(), S::ConversationId))
+                    .equals((conversation::Entity, Column::Id)),
+            )
+            .add(Expr::col((s.clone(), S::Inbox)).eq(inbox)),
+    );
+    Ok(select
+        .expr_as(Expr::col((s.clone(), S::ReadUpTo)), "state_read_up_to")
+        .expr_as(Expr::col((s.clone(), S::SentAfter)), "state_sent_after")
+        .expr_as(Expr::col((s, S::Archived)), "state_archived"))
+}
+
+/// One inbox's state row, as a conversation page reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InboxState {
+    /// The read horizon.
+    pub read_up_to: i64,
+    /// The inbox's own messages after the horizon.
+    pub sent_after: i64,
+    /// Archived for the inbox.
+    pub archived: bool,
+}
+
+/// A row of [`conversation_page_with_state`].
+struct WithState(conversation::Model, Option<InboxState>);
+
+impl sea_orm::FromQueryResult for WithState {
+    fn from_query_result(
+        res: &sea_orm::QueryResult,
+        pre: &str,
+    ) -> std::result::Result<Self, sea_orm::DbErr> {
+        let model = <conversation::Model as sea_orm::FromQueryResult>::from_query_result(res, pre)?;
+        let read_up_to: Option<i64> = res.try_get(pre, "state_read_up_to")?;
+        let state = match read_up_to {
+            None => None,
+            Some(read_up_to) => Some(InboxState {
+                read_up_to,
+                sent_after: res.try_get(pre, "state_sent_after")?,
+                archived: res.try_get(pre, "state_archived")?,
+            }),
+        };
+        Ok(WithState(model, state))
+    }
 }
 
 /// How many of the conversations `viewer` sees match `filter`: from the counters the
