@@ -327,6 +327,7 @@ async fn conversation_pages_walk_the_activity_index(t: &TestDb) {
                 // The same page with one inbox's state joined (a `viewerState` selection):
                 // still the activity index, plus one primary-key probe of the state per row.
                 let statement = query::conversation_page_with_state(
+                    backend,
                     &service::Viewer::Everyone,
                     region,
                     filter,
@@ -337,9 +338,16 @@ async fn conversation_pages_walk_the_activity_index(t: &TestDb) {
                 .build(backend);
                 let joined = self::plan(t, statement).await;
                 assert_walks(t, &joined, ACTIVITY_INDEX);
+                // A probe by the whole key for each row of the page, never a scan of the
+                // inbox's rows joined by a filter.
                 let probe = match t.engine {
-                    Engine::Postgres => "conversation_states_pkey",
-                    Engine::Sqlite => "sqlite_autoindex_conversation_states_1",
+                    Engine::Postgres => {
+                        "Index Cond: ((conversation_id = conversations.id) AND (inbox = "
+                    }
+                    Engine::Sqlite => {
+                        "SEARCH viewer_state USING INDEX sqlite_autoindex_conversation_states_1 \
+                         (conversation_id=? AND inbox=?)"
+                    }
                 };
                 assert!(
                     joined.contains(probe),
