@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Server instructions per request (valgrind's callgrind) of the conversations list without
 # and with the messaging state in the selection, in one run of one server: the same binary
-# and the same SQLite database (N email conversations of agent@parley.example, two messages
-# each, loaded with `parley import`; half of them marked read). Development mode (admin).
+# and the same database, SQLite unless a URL is given (N email conversations of
+# agent@parley.example, two messages each, loaded with `parley import`; half of the first
+# page marked read). Development mode (admin).
 # Instrumentation is on only while the measured requests run.
 #   list:  conversations(first: 50) { nodes { participants messageCount snippet lastMessageAt } }
 #   state: the same + viewerState(inbox: "agent@parley.example") { readUpTo unreadCount archived }
