@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Server instructions per request (valgrind's callgrind) of the conversations list without
 # and with the messaging state in the selection, in one run of one server: the same binary
-# and the same SQLite database (N email conversations of agent@parley.example, two messages
-# each, loaded with `parley import`; half of them marked read). Development mode (admin).
+# and the same database, SQLite unless a URL is given (N email conversations of
+# agent@parley.example, two messages each, loaded with `parley import`; half of the first
+# page marked read). Development mode (admin).
 # Instrumentation is on only while the measured requests run.
 #   list:  conversations(first: 50) { nodes { participants messageCount snippet lastMessageAt } }
 #   state: the same + viewerState(inbox: "agent@parley.example") { readUpTo unreadCount archived }
-# Usage: bench/state-callgrind.sh target/release/parley [N_CONVERSATIONS] [N_REQUESTS]
+# Usage: bench/state-callgrind.sh target/release/parley [N_CONVERSATIONS] [N_REQUESTS] [DATABASE_URL]
+# DATABASE_URL (optional): an empty PostgreSQL database to seed and serve from instead of a
+# SQLite file (PostgreSQL runs in its own processes: the counts are the server's alone).
 set -euo pipefail
 BIN=$(realpath "$1"); N=${2:-2000}; R=${3:-20}
 W=$(mktemp -d)
-DB="sqlite://$W/parley.sqlite?mode=rwc"
+DB=${4:-"sqlite://$W/parley.sqlite?mode=rwc"}
 python3 - "$N" > "$W/seed.jsonl" <<'PY'
 import json, sys
 n = int(sys.argv[1])

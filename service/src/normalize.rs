@@ -339,6 +339,12 @@ pub fn split_participants_key(key: &str) -> Vec<String> {
     key.split(KEY_SEPARATOR).map(str::to_owned).collect()
 }
 
+/// Whether `address` (normalized) is one of the participants of `key` (a participants
+/// key): [`split_participants_key`] without allocating.
+pub fn participants_key_contains(key: &str, address: &str) -> bool {
+    !key.is_empty() && key.split(KEY_SEPARATOR).any(|p| p == address)
+}
+
 /// A stable, log-safe hash of a conversation's channel and participants key: the lower-case hex
 /// of SHA-256 over `CHANNEL + U+001F + participants_key` (e.g. `"EMAIL\u{1f}a@x.com\u{1f}b@y.com"`),
 /// truncated to its first 32 hex digits (128 bits).

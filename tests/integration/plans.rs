@@ -323,6 +323,37 @@ async fn conversation_pages_walk_the_activity_index(t: &TestDb) {
                     assert_range(t, &plan, "last_message_at, id");
                 }
             }
+            if *filter == ConversationFilter::default() {
+                // The same page with one inbox's state joined (a `viewerState` selection):
+                // still the activity index, plus one primary-key probe of the state per row.
+                let statement = query::conversation_page_with_state(
+                    backend,
+                    &service::Viewer::Everyone,
+                    region,
+                    filter,
+                    w,
+                    LINE,
+                )
+                .unwrap()
+                .build(backend);
+                let joined = self::plan(t, statement).await;
+                assert_walks(t, &joined, ACTIVITY_INDEX);
+                // A probe by the whole key for each row of the page, never a scan of the
+                // inbox's rows joined by a filter.
+                let probe = match t.engine {
+                    Engine::Postgres => {
+                        "Index Cond: ((conversation_id = conversations.id) AND (inbox = "
+                    }
+                    Engine::Sqlite => {
+                        "SEARCH viewer_state USING INDEX sqlite_autoindex_conversation_states_1 \
+                         (conversation_id=? AND inbox=?)"
+                    }
+                };
+                assert!(
+                    joined.contains(probe),
+                    "the state is not a key lookup:\n{joined}"
+                );
+            }
             if filter.participant.is_some() {
                 let lookup = match t.engine {
                     Engine::Postgres => "conversation_participants_pkey",

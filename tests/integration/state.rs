@@ -910,6 +910,135 @@ async fn verify_reports_and_repairs_the_state_invariants(t: &TestDb) {
     );
 }
 
+/// A page's state per conversation id: `nodes` (or `edges { node }`) of `data`.
+fn states_by_id(data: &Value, key: &str) -> std::collections::BTreeMap<String, Value> {
+    let conversations = &data["conversations"];
+    let nodes: Vec<&Value> = match conversations["nodes"].as_array() {
+        Some(nodes) => nodes.iter().collect(),
+        None => conversations["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["node"])
+            .collect(),
+    };
+    nodes
+        .into_iter()
+        .map(|n| (n["id"].as_str().unwrap().to_owned(), n[key].clone()))
+        .collect()
+}
+
+async fn a_page_reads_state_alike_on_every_path(t: &TestDb) {
+    let app = dev(t);
+    // c1: two messages from Carol, Alice read the first; c2: Bob, Alice (her horizon moves
+    // to her own message), Bob again, then Alice archives it; c3: no state row for Alice.
+    let (_, c1) = record(&app, sms("INBOUND", CAROL, ALICE, None, 1)).await;
+    record(&app, sms("INBOUND", CAROL, ALICE, None, 2)).await;
+    app.data(READ, json!({"c": c1, "inbox": ALICE, "upTo": 1}))
+        .await;
+    let (_, c2) = record(&app, sms("INBOUND", BOB, ALICE, None, 3)).await;
+    record(&app, sms("OUTBOUND", ALICE, BOB, None, 4)).await;
+    record(&app, sms("INBOUND", BOB, ALICE, None, 5)).await;
+    app.data(ARCHIVE, json!({"c": c2, "inbox": ALICE})).await;
+    let (_, c3) = record(&app, sms("INBOUND", "+12025550113", ALICE, None, 6)).await;
+    let state = |read: i64, unread: i64, archived: bool| {
+        json!({"__typename": "ViewerState", "inbox": ALICE, "readUpTo": read,
+            "unreadCount": unread, "archived": archived})
+    };
+    let alice: std::collections::BTreeMap<String, Value> = [
+        (c1.clone(), state(1, 1, false)),
+        (c2.clone(), state(2, 1, true)),
+        (c3.clone(), state(0, 1, false)),
+    ]
+    .into();
+    let unread: std::collections::BTreeMap<String, Value> =
+        alice.keys().map(|k| (k.clone(), json!(1))).collect();
+
+    // One inbox, plain fields: read by the page's own statement, resolved directly.
+    let data = app
+        .data(
+            r#"{ conversations(first: 10) { nodes { id
+                viewerState(inbox: "(202) 555-0101") { __typename inbox readUpTo unreadCount archived }
+                unreadCount(inbox: "(202) 555-0101") } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(states_by_id(&data, "viewerState"), alice);
+    assert_eq!(states_by_id(&data, "unreadCount"), unread);
+
+    // Fragments, an alias and a directive (the derived object resolves them), two
+    // spellings of one inbox, through edges.
+    let data = app
+        .data(
+            r#"{ conversations(first: 10) { edges { node { id
+                viewerState(inbox: "(202) 555-0101") { ... on ViewerState { __typename inbox }
+                    ...Rest horizon: readUpTo @include(if: true) }
+                unreadCount(inbox: "+1 202 555 0101") } } } }
+            fragment Rest on ViewerState { unreadCount archived readUpTo }"#,
+            json!({}),
+        )
+        .await;
+    let with_alias: std::collections::BTreeMap<String, Value> = alice
+        .iter()
+        .map(|(k, v)| {
+            let mut v = v.clone();
+            v["horizon"] = v["readUpTo"].clone();
+            (k.clone(), v)
+        })
+        .collect();
+    assert_eq!(states_by_id(&data, "viewerState"), with_alias);
+    assert_eq!(states_by_id(&data, "unreadCount"), unread);
+
+    // Two inboxes in one page (a second statement), and one conversation by id.
+    let data = app
+        .data(
+            r#"query($p: String!) { conversations(filter: {participant: $p}) { nodes { id
+                a: viewerState(inbox: "(202) 555-0101") { __typename inbox readUpTo unreadCount archived }
+                b: viewerState(inbox: $p) { inbox readUpTo unreadCount archived } } } }"#,
+            json!({"p": BOB}),
+        )
+        .await;
+    assert_eq!(
+        states_by_id(&data, "a"),
+        [(c2.clone(), alice[&c2].clone())].into()
+    );
+    assert_eq!(
+        states_by_id(&data, "b"),
+        [(
+            c2.clone(),
+            json!({"inbox": BOB, "readUpTo": 3, "unreadCount": 0, "archived": false})
+        )]
+        .into()
+    );
+    for (c, expected) in &alice {
+        let data = app
+            .data(
+                r#"query($c: ID!) { conversation(id: $c) {
+                    viewerState(inbox: "(202) 555-0101") { __typename inbox readUpTo unreadCount archived } } }"#,
+                json!({"c": c}),
+            )
+            .await;
+        assert_eq!(&data["conversation"]["viewerState"], expected);
+    }
+
+    // An inbox that is not a participant of every conversation of the page: each of those
+    // answers the field's error (`viewerState` is non-null, so `data` is null).
+    let body = app
+        .graphql(
+            r#"{ conversations(first: 10) { nodes { id
+                viewerState(inbox: "+1 (202) 555-0102") { inbox readUpTo unreadCount archived } } } }"#,
+            json!({}),
+        )
+        .await;
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{body:#}");
+    for e in errors {
+        assert_eq!(e["extensions"]["code"], "BAD_USER_INPUT", "{body:#}");
+        assert_eq!(e["extensions"]["field"], "inbox", "{body:#}");
+    }
+    assert_eq!(body["data"], Value::Null);
+}
+
 async fn a_page_of_50_with_state_costs_a_constant_number_of_statements(t: &TestDb) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -986,5 +1115,6 @@ on_both_engines!(
     concurrent_marks_keep_the_horizon_monotonic,
     the_unread_filter_pages_with_cursors,
     verify_reports_and_repairs_the_state_invariants,
+    a_page_reads_state_alike_on_every_path,
     a_page_of_50_with_state_costs_a_constant_number_of_statements,
 );

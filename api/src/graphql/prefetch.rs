@@ -1,17 +1,22 @@
 //! Look-ahead prefetching for a page of conversations. When the query asks each
 //! conversation of a page for its `lastMessage` or for one page of its `messages`, they
-//! are loaded for the whole page in one statement each, right after the page itself. The
+//! are loaded for the whole page in one statement each, right after the page itself; one
+//! inbox's messaging state is read by the page's own statement (more inboxes: one more
+//! statement). The
 //! dataloaders would batch them too, but they batch by a time window: under CPU pressure a
 //! window can close early and split a batch. Prefetching makes the statement count of a
 //! page a fixed number, and saves the window's wait.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::{Context, InputType, Lookahead, Result, Value};
 use service::cursor::CursorKind;
-use service::query::{self, MessageFilter, Page, PageRequest, Window};
-use service::{DatabaseConnection, conversation, message};
+use service::normalize::Region;
+use service::query::{
+    self, ConversationFilter, InboxState, MessageFilter, Page, PageRequest, Window,
+};
+use service::{Channel, DatabaseConnection, Viewer, conversation, message};
 
 use super::error::ServiceResultExt;
 use super::loaders::ThreadPageKey;
@@ -25,13 +30,9 @@ pub struct Prefetched {
     pub last_messages: HashMap<i64, message::Model>,
     /// One page of each conversation's thread, for one filter and window.
     pub threads: Option<(MessageFilter, Window, HashMap<i64, Page<message::Model>>)>,
-    /// The messaging state of the page's conversations for these inboxes (normalized):
-    /// the inboxes, and the rows found (a missing row means no state yet).
-    pub states: Option<(HashSet<String>, StateRows)>,
+    /// The messaging state of the page's conversations, when the selection reads it.
+    pub states: Option<PageStates>,
 }
-
-/// State rows by (conversation id, inbox).
-pub type StateRows = HashMap<(i64, String), service::state::conversation_state::Model>;
 
 impl Prefetched {
     /// The prefetched thread page for `key`, if that is the one that was prefetched.
@@ -44,20 +45,84 @@ impl Prefetched {
     }
 }
 
-/// Loads ahead what the selection of a conversation page asks of every conversation.
-pub async fn prefetch(
+/// The messaging state of a page's conversations for the inboxes its `viewerState` and
+/// `unreadCount` selections name.
+#[derive(Debug, Default)]
+pub struct PageStates {
+    /// Each `inbox` argument as written, with the channel it was normalized for (email
+    /// when it has `@`, else SMS) and its normalized address: the page normalizes an
+    /// argument once, not once per conversation.
+    arguments: Vec<(String, Channel, String)>,
+    /// The inboxes whose rows were loaded (normalized).
+    inboxes: Vec<String>,
+    /// The rows found, by conversation id and the inbox's position in `inboxes` (a missing
+    /// row: no state yet, nothing read, nothing archived).
+    rows: HashMap<(i64, usize), InboxState>,
+}
+
+impl PageStates {
+    /// The normalized address of the `inbox` argument `raw` for a conversation on
+    /// `channel`, when the page normalized it for that channel.
+    pub fn argument(&self, raw: &str, channel: Channel) -> Option<&str> {
+        self.arguments
+            .iter()
+            .find(|(r, c, _)| *c == channel && r == raw)
+            .map(|(_, _, address)| address.as_str())
+    }
+
+    /// The state of `inbox` (normalized) in conversation `id`, when the page loaded that
+    /// inbox (the default state when it has no row).
+    pub fn get(&self, id: i64, inbox: &str) -> Option<InboxState> {
+        let i = self.inboxes.iter().position(|x| x == inbox)?;
+        Some(self.rows.get(&(id, i)).copied().unwrap_or_default())
+    }
+}
+
+/// A page of conversations and what its selection asks of each of them, loaded ahead.
+/// When the selection reads the state of one inbox (the usual case: one `viewerState` or
+/// `unreadCount` argument), the page's own statement reads it (a join on the state's
+/// primary key), so state costs no statement of its own.
+pub async fn conversation_page(
     ctx: &Context<'_>,
     db: &DatabaseConnection,
-    page: &[conversation::Model],
-) -> Result<Option<Arc<Prefetched>>> {
+    viewer: &Viewer,
+    region: Region,
+    filter: &ConversationFilter,
+    window: &Window,
+) -> Result<(Page<conversation::Model>, Option<Arc<Prefetched>>)> {
     let look = ctx.look_ahead();
-    prefetch_for(
-        ctx,
-        db,
-        page,
-        &[look.field("nodes"), look.field("edges").field("node")],
-    )
-    .await
+    let nodes = [look.field("nodes"), look.field("edges").field("node")];
+    let selection = state_selection(ctx, &nodes)?;
+    let (page, joined) = match selection.inboxes.as_slice() {
+        [inbox] => {
+            let page =
+                query::list_conversations_with_state(db, viewer, region, filter, window, inbox)
+                    .await
+                    .gql(ctx)?;
+            let mut rows = HashMap::new();
+            let mut items = Vec::with_capacity(page.items.len());
+            for (c, state) in page.items {
+                if let Some(state) = state {
+                    rows.insert((c.id, 0), state);
+                }
+                items.push(c);
+            }
+            let page = Page {
+                items,
+                has_next_page: page.has_next_page,
+                has_previous_page: page.has_previous_page,
+            };
+            (page, Some(rows))
+        }
+        _ => {
+            let page = query::list_conversations(db, viewer, region, filter, window)
+                .await
+                .gql(ctx)?;
+            (page, None)
+        }
+    };
+    let prefetched = prefetch_for(ctx, db, &page.items, &nodes, selection, joined).await?;
+    Ok((page, prefetched))
 }
 
 /// Loads ahead what the selection of one conversation field (`conversation(id:)`) asks for.
@@ -66,21 +131,28 @@ pub async fn prefetch_one(
     db: &DatabaseConnection,
     conversation: &conversation::Model,
 ) -> Result<Option<Arc<Prefetched>>> {
+    let nodes = [ctx.look_ahead()];
+    let selection = state_selection(ctx, &nodes)?;
     prefetch_for(
         ctx,
         db,
         std::slice::from_ref(conversation),
-        &[ctx.look_ahead()],
+        &nodes,
+        selection,
+        None,
     )
     .await
 }
 
-/// Loads ahead for `page` what the `nodes` selections ask of each conversation.
+/// Loads ahead for `page` what the `nodes` selections ask of each conversation; the state
+/// rows of `states` come from `joined` when the page's statement read them.
 async fn prefetch_for(
     ctx: &Context<'_>,
     db: &DatabaseConnection,
     page: &[conversation::Model],
     nodes: &[Lookahead<'_>],
+    states: StateSelection,
+    joined: Option<HashMap<(i64, usize), InboxState>>,
 ) -> Result<Option<Arc<Prefetched>>> {
     if page.is_empty() {
         return Ok(None);
@@ -93,14 +165,34 @@ async fn prefetch_for(
         out.last_messages = query::messages_by_ids(db, viewer, &ids).await.gql(ctx)?;
     }
 
-    let inboxes = state_inboxes(ctx, nodes)?;
-    if !inboxes.is_empty() {
-        let keys: Vec<(i64, String)> = page
-            .iter()
-            .flat_map(|c| inboxes.iter().map(|i| (c.id, i.clone())))
-            .collect();
-        let rows = service::state::states(db, &keys).await.gql(ctx)?;
-        out.states = Some((inboxes, rows));
+    if !states.inboxes.is_empty() {
+        let rows = match joined {
+            Some(rows) => rows,
+            None => {
+                let keys: Vec<(i64, String)> = page
+                    .iter()
+                    .flat_map(|c| states.inboxes.iter().map(|i| (c.id, i.clone())))
+                    .collect();
+                let found = service::state::states(db, &keys).await.gql(ctx)?;
+                found
+                    .into_values()
+                    .filter_map(|r| {
+                        let i = states.inboxes.iter().position(|x| *x == r.inbox)?;
+                        let state = InboxState {
+                            read_up_to: r.read_up_to,
+                            sent_after: r.sent_after,
+                            archived: r.archived,
+                        };
+                        Some(((r.conversation_id, i), state))
+                    })
+                    .collect()
+            }
+        };
+        out.states = Some(PageStates {
+            arguments: states.arguments,
+            inboxes: states.inboxes,
+            rows,
+        });
     }
 
     let threads: Vec<_> = nodes
@@ -158,12 +250,22 @@ fn thread_args(
     Some((filter, window))
 }
 
+/// What the `viewerState` / `unreadCount` selections of a page read.
+#[derive(Debug, Default)]
+struct StateSelection {
+    /// Each `inbox` argument as written, with the channel it was normalized for and its
+    /// address (see [`PageStates::arguments`]).
+    arguments: Vec<(String, Channel, String)>,
+    /// The inboxes they may ask for (normalized, sorted, without duplicates).
+    inboxes: Vec<String>,
+}
+
 /// The inboxes the `viewerState` / `unreadCount` selections of a page may ask for: each
 /// `inbox` argument normalized (as an email when it has `@`, else as a phone number), and
 /// the principal's own inboxes for a `viewerState` without one. An argument that does not
 /// normalize is left out (the resolver reports it).
-fn state_inboxes(ctx: &Context<'_>, nodes: &[Lookahead<'_>]) -> Result<HashSet<String>> {
-    let mut inboxes = HashSet::new();
+fn state_selection(ctx: &Context<'_>, nodes: &[Lookahead<'_>]) -> Result<StateSelection> {
+    let mut out = StateSelection::default();
     let fields: Vec<_> = nodes
         .iter()
         .flat_map(|n| {
@@ -173,7 +275,7 @@ fn state_inboxes(ctx: &Context<'_>, nodes: &[Lookahead<'_>]) -> Result<HashSet<S
         })
         .collect();
     if fields.is_empty() {
-        return Ok(inboxes);
+        return Ok(out);
     }
     let region = ctx.data::<AppConfig>()?.settings.default_region;
     for field in fields {
@@ -184,23 +286,29 @@ fn state_inboxes(ctx: &Context<'_>, nodes: &[Lookahead<'_>]) -> Result<HashSet<S
             .and_then(|(_, v)| <Option<String>>::parse(Some(v)).ok().flatten());
         match inbox {
             Some(raw) => {
+                if out.arguments.iter().any(|(r, _, _)| *r == raw) {
+                    continue;
+                }
                 let channel = if raw.contains('@') {
-                    service::Channel::Email
+                    Channel::Email
                 } else {
-                    service::Channel::Sms
+                    Channel::Sms
                 };
                 if let Ok(a) = service::normalize::normalize_address(channel, &raw, region) {
-                    inboxes.insert(a);
+                    out.inboxes.push(a.clone());
+                    out.arguments.push((raw, channel, a));
                 }
             }
             None => {
                 if let service::access::Inboxes::Only(list) =
                     &ctx.data::<service::Principal>()?.inboxes
                 {
-                    inboxes.extend(list.iter().cloned());
+                    out.inboxes.extend(list.iter().cloned());
                 }
             }
         }
     }
-    Ok(inboxes)
+    out.inboxes.sort_unstable();
+    out.inboxes.dedup();
+    Ok(out)
 }

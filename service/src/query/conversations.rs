@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Query, SelectStatement};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Select,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, QueryTrait,
+    Select,
 };
 
 use super::{ListOrder, MAX_IDS_PER_STATEMENT, Page, Window, keyset_page};
@@ -16,7 +17,7 @@ use crate::normalize::{self, Region};
 use crate::search::{AddressPrefix, address_prefixes};
 use crate::sql::Sql;
 use crate::types::Channel;
-use crate::{conversation, conversation_participant};
+use crate::{conversation, conversation_participant, db};
 
 use conversation::Column;
 
@@ -248,6 +249,121 @@ pub async fn list_conversations(
         .all(db)
         .await?;
     Ok(Page::from_probe(rows, window))
+}
+
+/// A page of conversations as [`list_conversations`] reads it, with each conversation's
+/// state row for `inbox` (normalized) read in the same statement: a `LEFT JOIN` on the
+/// state's primary key, so a page with its states is one statement and one index probe
+/// per row. `None` where the inbox has no state row (nothing read, nothing archived).
+pub async fn list_conversations_with_state(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    region: Region,
+    filter: &ConversationFilter,
+    window: &Window,
+    inbox: &str,
+) -> Result<Page<(conversation::Model, Option<InboxState>)>> {
+    let rows =
+        conversation_page_with_state(db::backend(db), viewer, region, filter, window, inbox)?
+            .into_model::<WithState>()
+            .all(db)
+            .await?;
+    Ok(Page::from_probe(
+        rows.into_iter().map(|r| (r.0, r.1)).collect(),
+        window,
+    ))
+}
+
+/// The statement [`list_conversations_with_state`] runs on `backend`:
+/// [`conversation_page`] with the state row of `inbox` joined, its columns as
+/// `state_read_up_to`, `state_sent_after`, `state_archived` after the conversation's. SQLite:
+/// `LEFT JOIN conversation_states AS viewer_state ON (conversation_id, inbox)`, one
+/// primary-key probe per row. PostgreSQL: `LEFT JOIN LATERAL (SELECT .. LIMIT 1) ON TRUE`,
+/// which its planner does not flatten into a join, so it probes the primary key once per
+/// row of the page too; a plain join was measured to be planned, without statistics, as a
+/// scan of all the inbox's state rows for every row of the page.
+pub fn conversation_page_with_state(
+    backend: sea_orm::DbBackend,
+    viewer: &Viewer,
+    region: Region,
+    filter: &ConversationFilter,
+    window: &Window,
+    inbox: &str,
+) -> Result<Select<conversation::Entity>> {
+    use crate::state::conversation_state::{Column as S, Entity as States};
+    use sea_orm::JoinType;
+    use sea_orm::sea_query::Alias;
+    let s = Alias::new("viewer_state");
+    let mut select = conversation_page(viewer, region, filter, window)?;
+    if backend == sea_orm::DbBackend::Postgres {
+        let row = Query::select()
+            .columns([S::ReadUpTo, S::SentAfter, S::Archived])
+            .from(States)
+            .and_where(
+                Expr::col((States, S::ConversationId)).equals((conversation::Entity, Column::Id)),
+            )
+            .and_where(Expr::col((States, S::Inbox)).eq(inbox))
+            .limit(1)
+            .to_owned();
+        QueryTrait::query(&mut select).join_lateral(
+            JoinType::LeftJoin,
+            row,
+            s.clone(),
+            Expr::cust("TRUE"),
+        );
+    } else {
+        QueryTrait::query(&mut select).join_as(
+            JoinType::LeftJoin,
+            States,
+            s.clone(),
+            Condition::all()
+                .add(
+                    Expr::col((s.clone(), S::ConversationId))
+                        .equals((conversation::Entity, Column::Id)),
+                )
+                .add(Expr::col((s.clone(), S::Inbox)).eq(inbox)),
+        );
+    }
+    Ok(select
+        .expr_as(Expr::col((s.clone(), S::ReadUpTo)), "state_read_up_to")
+        .expr_as(Expr::col((s.clone(), S::SentAfter)), "state_sent_after")
+        .expr_as(Expr::col((s, S::Archived)), "state_archived"))
+}
+
+/// One inbox's state row, as a conversation page reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InboxState {
+    /// The read horizon.
+    pub read_up_to: i64,
+    /// The inbox's own messages after the horizon.
+    pub sent_after: i64,
+    /// Archived for the inbox.
+    pub archived: bool,
+}
+
+/// A row of [`conversation_page_with_state`].
+struct WithState(conversation::Model, Option<InboxState>);
+
+impl sea_orm::FromQueryResult for WithState {
+    fn from_query_result(
+        res: &sea_orm::QueryResult,
+        pre: &str,
+    ) -> std::result::Result<Self, sea_orm::DbErr> {
+        let model = <conversation::Model as sea_orm::FromQueryResult>::from_query_result(res, pre)?;
+        // The state's columns follow the conversation's, in this order (see
+        // `conversation_page_with_state`): read by position, not by name.
+        let at = <conversation::Column as sea_orm::Iterable>::iter().count();
+        let read_up_to: Option<i64> = res.try_get_by_index(at)?;
+        let state = match read_up_to {
+            None => None,
+            Some(read_up_to) => Some(InboxState {
+                read_up_to,
+                sent_after: res.try_get_by_index(at + 1)?,
+                archived: res.try_get_by_index(at + 2)?,
+            }),
+        };
+        Ok(WithState(model, state))
+    }
 }
 
 /// How many of the conversations `viewer` sees match `filter`: from the counters the

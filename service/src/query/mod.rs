@@ -13,8 +13,9 @@ mod search;
 
 pub(crate) use conversations::filter_address;
 pub use conversations::{
-    ConversationFilter, conversation_page, conversations_by_ids, count_conversations,
-    counted_scope, find_conversation, find_conversation_by_participants, list_conversations,
+    ConversationFilter, InboxState, conversation_page, conversation_page_with_state,
+    conversations_by_ids, count_conversations, counted_scope, find_conversation,
+    find_conversation_by_participants, list_conversations, list_conversations_with_state,
 };
 pub use messages::{
     MessageFilter, MessageScope, count_messages_batch, count_unassigned, find_message,

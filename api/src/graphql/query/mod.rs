@@ -10,7 +10,7 @@ use super::error::{ServiceResultExt, gql_err};
 use super::ids::{NodeType, decode_any, decode_id};
 use super::loaders::{ConversationLoader, MessageLoader};
 use super::paging::page_window;
-use super::prefetch::{prefetch, prefetch_one};
+use super::prefetch::{conversation_page, prefetch_one};
 use super::types::conversation::ConversationConnection;
 use super::types::enums::Channel;
 use super::types::filter::ConversationFilter;
@@ -93,11 +93,15 @@ impl QueryRoot {
         )
         .gql(ctx)?;
         let viewer = ctx.data::<Viewer>()?;
-        let page =
-            query::list_conversations(db, viewer, config.settings.default_region, &filter, &window)
-                .await
-                .gql(ctx)?;
-        let prefetched = prefetch(ctx, db, &page.items).await?;
+        let (page, prefetched) = conversation_page(
+            ctx,
+            db,
+            viewer,
+            config.settings.default_region,
+            &filter,
+            &window,
+        )
+        .await?;
         Ok(ConversationConnection {
             page,
             filter,

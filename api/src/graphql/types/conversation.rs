@@ -15,7 +15,7 @@ use super::message::{MessageConnection, MessageTotal};
 use super::node::{Conversation, Message};
 use super::page_info::{PageInfo, page_info};
 use super::snippet::snippet_length;
-use super::state::{self, ViewerState};
+use super::state::{self, ViewerStateOutput};
 use crate::config::AppConfig;
 use crate::graphql::error::{ServiceResultExt, gql_err};
 use crate::graphql::ids::{NodeType, encode_id};
@@ -181,8 +181,10 @@ impl Conversation {
         ctx: &Context<'_>,
         #[graphql(desc = "A participant address you act for, in any accepted spelling.")]
         inbox: Option<String>,
-    ) -> Result<ViewerState> {
-        state::viewer_state(ctx, &self.0, self.1.as_deref(), inbox.as_deref()).await
+    ) -> Result<ViewerStateOutput> {
+        state::viewer_state(ctx, &self.0, self.1.as_deref(), inbox.as_deref())
+            .await
+            .map(ViewerStateOutput)
     }
 
     /// How many messages after the inbox's read horizon it did not send itself: exact,

@@ -2,11 +2,20 @@
 //! input that reports one; an inbox's view of a conversation; and the resolvers' shared
 //! lookups for `Message` and `Conversation`.
 
+use std::borrow::Cow;
+
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, Enum, InputObject, Result, SimpleObject};
+use async_graphql::indexmap::IndexMap;
+use async_graphql::parser::types::{Field, Selection};
+use async_graphql::registry::Registry;
+use async_graphql::{
+    Context, ContextSelectionSet, Enum, InputObject, OutputType, Positioned, Result, ServerResult,
+    SimpleObject, Value,
+};
 use chrono::{DateTime, Utc};
 use service::delivery::{self, StatusEvent, delivery_event, delivery_status};
 use service::headers::message_header;
+use service::query::InboxState;
 use service::{Direction, Principal, conversation, message};
 
 use super::enums::Channel;
@@ -211,6 +220,81 @@ pub struct ViewerState {
     pub archived: bool,
 }
 
+impl ViewerState {
+    fn new(conversation: &conversation::Model, inbox: String, state: InboxState) -> Self {
+        ViewerState {
+            unread_count: service::state::unread_count(
+                conversation,
+                state.read_up_to,
+                state.sent_after,
+            ),
+            inbox,
+            read_up_to: state.read_up_to,
+            archived: state.archived,
+        }
+    }
+}
+
+/// `Conversation.viewerState`'s value: the GraphQL type `ViewerState`, resolved without a
+/// future per field when the selection is plain fields (no fragment, no directive), as a
+/// page of 50 asks it 50 times; any other selection resolves through the derived object.
+/// Its scalar fields cannot fail, so both give the same answer.
+pub struct ViewerStateOutput(pub ViewerState);
+
+impl ViewerStateOutput {
+    /// The object for a selection of plain fields; `None` for any other selection.
+    fn plain(&self, ctx: &ContextSelectionSet<'_>) -> Option<Value> {
+        let items = &ctx.item.node.items;
+        let mut map = IndexMap::with_capacity(items.len());
+        for item in items {
+            let Selection::Field(field) = &item.node else {
+                return None;
+            };
+            if !field.node.directives.is_empty() {
+                return None;
+            }
+            let value = match field.node.name.node.as_str() {
+                "inbox" => Value::String(self.0.inbox.clone()),
+                "readUpTo" => Value::from(self.0.read_up_to),
+                "unreadCount" => Value::from(self.0.unread_count),
+                "archived" => Value::Boolean(self.0.archived),
+                "__typename" => Value::String(Self::type_name().into_owned()),
+                _ => return None,
+            };
+            // A response key selected twice names the same field (validation): the first
+            // value stands, as in async-graphql's own merge.
+            map.entry(field.node.response_key().node.clone())
+                .or_insert(value);
+        }
+        Some(if map.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(map)
+        })
+    }
+}
+
+impl OutputType for ViewerStateOutput {
+    fn type_name() -> Cow<'static, str> {
+        <ViewerState as OutputType>::type_name()
+    }
+
+    fn create_type_info(registry: &mut Registry) -> String {
+        <ViewerState as OutputType>::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ContextSelectionSet<'_>,
+        field: &Positioned<Field>,
+    ) -> ServerResult<Value> {
+        match self.plain(ctx) {
+            Some(value) => Ok(value),
+            None => OutputType::resolve(&self.0, ctx, field).await,
+        }
+    }
+}
+
 /// The state of `conversation` for `inbox` (as the caller gave it, or `None` for "my one
 /// inbox"), checked against the principal (see `service::state::resolve_inbox`).
 pub(crate) async fn viewer_state(
@@ -220,6 +304,17 @@ pub(crate) async fn viewer_state(
     inbox: Option<&str>,
 ) -> Result<ViewerState> {
     let principal = ctx.data::<Principal>()?;
+    let states = prefetched.and_then(|p| p.states.as_ref());
+    // The page normalized this argument once for all its conversations: check it against
+    // this one and read the row the page loaded.
+    if let (Some(states), Some(raw)) = (states, inbox)
+        && let Some(address) = states.argument(raw, conversation.channel)
+        && let Some(state) = states.get(conversation.id, address)
+    {
+        service::state::check_inbox(principal, conversation, address, "inbox")
+            .map_err(|e| gql_err(ctx, &e))?;
+        return Ok(ViewerState::new(conversation, address.to_owned(), state));
+    }
     let config = ctx.data::<AppConfig>()?;
     let inbox = service::state::resolve_inbox(
         principal,
@@ -229,22 +324,19 @@ pub(crate) async fn viewer_state(
         "inbox",
     )
     .map_err(|e| gql_err(ctx, &e))?;
-    let key = (conversation.id, inbox.clone());
-    let row = match prefetched.and_then(|p| p.states.as_ref()) {
-        Some((inboxes, rows)) if inboxes.contains(&inbox) => rows.get(&key).cloned(),
-        _ => ctx
+    let state = match states.and_then(|s| s.get(conversation.id, &inbox)) {
+        Some(state) => state,
+        None => ctx
             .data::<DataLoader<StateLoader>>()?
-            .load_one(key)
+            .load_one((conversation.id, inbox.clone()))
             .await
-            .map_err(|e| gql_err(ctx, &e))?,
+            .map_err(|e| gql_err(ctx, &e))?
+            .map(|r| InboxState {
+                read_up_to: r.read_up_to,
+                sent_after: r.sent_after,
+                archived: r.archived,
+            })
+            .unwrap_or_default(),
     };
-    let (read_up_to, sent_after, archived) = row
-        .map(|r| (r.read_up_to, r.sent_after, r.archived))
-        .unwrap_or((0, 0, false));
-    Ok(ViewerState {
-        unread_count: service::state::unread_count(conversation, read_up_to, sent_after),
-        inbox,
-        read_up_to,
-        archived,
-    })
+    Ok(ViewerState::new(conversation, inbox, state))
 }
