@@ -32,8 +32,8 @@
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
 };
 use unicode_normalization::char::{decompose_compatible, is_combining_mark};
 
@@ -505,12 +505,6 @@ fn escape_into(out: &mut String, text: &str) {
 /// many were indexed. The server runs it right after migrating; a second run finds
 /// nothing, and runs racing each other (two processes starting) skip what the other wrote.
 pub async fn index_missing_texts(db: &DatabaseConnection, batch: u64) -> Result<u64> {
-    #[derive(FromQueryResult)]
-    struct Row {
-        id: i64,
-        channel: Channel,
-        body: String,
-    }
     let mut after = 0i64;
     let mut indexed = 0;
     loop {
@@ -523,17 +517,10 @@ pub async fn index_missing_texts(db: &DatabaseConnection, batch: u64) -> Result<
             )
             .to_owned();
         let rows = message::Entity::find()
-            .select_only()
-            .columns([
-                message::Column::Id,
-                message::Column::Channel,
-                message::Column::Body,
-            ])
             .filter(message::Column::Id.gt(after))
             .filter(Expr::exists(missing).not())
             .order_by_asc(message::Column::Id)
             .limit(Ord::max(batch, 1))
-            .into_model::<Row>()
             .all(db)
             .await?;
         let Some(last) = rows.last() else {
@@ -541,8 +528,7 @@ pub async fn index_missing_texts(db: &DatabaseConnection, batch: u64) -> Result<
         };
         after = last.id;
         let txn = db.begin().await?;
-        let texts = rows.iter().map(|r| (r.id, r.channel, r.body.as_str()));
-        indexed += crate::statements::insert_missing_texts(&txn, texts).await?;
+        indexed += crate::statements::insert_missing_texts(&txn, &rows).await?;
         txn.commit().await?;
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Alias, Expr, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, Order,
-    QueryFilter, QuerySelect, QueryTrait, RuntimeErr, Select, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QuerySelect, RuntimeErr, Select, TransactionTrait,
 };
 
 use super::{ListOrder, Page, Window, keyset_page};
@@ -38,12 +38,13 @@ pub struct SearchFilter {
     pub sent_before: Option<DateTime<Utc>>,
 }
 
-/// The statement of a page of search results: messages of conversations `viewer` sees
-/// (unassigned messages are never results) whose indexed text matches `query` (PostgreSQL:
-/// the `tsv` GIN index of `message_texts`; SQLite: the `messages_fts` FTS5 table), under
-/// `filter`, newest first by `(sent_at, id)` with the window's cursor bounds, one row past
-/// the page. [`search_messages`] runs exactly this (on PostgreSQL, for a word matching
-/// fewer than [`FEW_MATCHES`] messages, with their ids in place of the index subquery).
+/// The statement of a page of search results that walks `messages` newest first: messages
+/// of conversations `viewer` sees (unassigned messages are never results) whose indexed
+/// text matches `query` (PostgreSQL: the `tsv` GIN index of `message_texts`; SQLite: the
+/// `messages_fts` FTS5 table), under `filter`, by `(sent_at, id)` with the window's cursor
+/// bounds, one row past the page. [`search_messages`] runs it for a query that matches many
+/// messages (a page's matches are found within a few hundred of the newest messages);
+/// see [`search_page_keys`] for the others.
 pub fn search_page(
     backend: DbBackend,
     viewer: &Viewer,
@@ -52,31 +53,80 @@ pub fn search_page(
     filter: &SearchFilter,
     window: &Window,
 ) -> Result<Select<message::Entity>> {
-    search_page_among(backend, viewer, region, query, filter, window, None)
+    let select = message::Entity::find().filter(Column::Id.in_subquery(matching(backend, query)));
+    let keys = Keys {
+        conversation_id: Column::ConversationId,
+        channel: Column::Channel,
+        direction: Column::Direction,
+        sent_at: Column::SentAt,
+    };
+    let select = narrow(select, keys, viewer, region, filter)?;
+    Ok(keyset_page(
+        select,
+        (Column::SentAt, Column::Id),
+        ListOrder::Descending,
+        window,
+    ))
 }
 
-/// On PostgreSQL, a query matching at most this many messages is answered from their ids
-/// (see [`search_messages`]).
-pub const FEW_MATCHES: u64 = 2_000;
-
-/// [`search_page`], or with `ids` the page among those messages (all that match).
-fn search_page_among(
+/// The statement of the same page as [`search_page`], answered from `message_texts` alone:
+/// the ids of the page's messages (one row past the page), in the page's order. The text
+/// rows keep their message's conversation, channel, direction and `sent_at`, so the rows
+/// the full-text index finds are checked and sorted where they are (a top-N sort), and no
+/// message is read but the page's own. [`search_messages`] runs it for a query that
+/// matches fewer than [`FEW_MATCHES`] messages: reading all of them costs less than
+/// walking the newest messages until a page of them turns up.
+pub fn search_page_keys(
     backend: DbBackend,
     viewer: &Viewer,
     region: Region,
     query: &SearchQuery,
     filter: &SearchFilter,
     window: &Window,
-    ids: Option<&[i64]>,
-) -> Result<Select<message::Entity>> {
-    let matching = match backend {
+) -> Result<Select<message_text::Entity>> {
+    use message_text::Column as T;
+    let select = message_text::Entity::find()
+        .select_only()
+        .column(T::MessageId);
+    let select = match backend {
+        DbBackend::Postgres => select.filter(tsv_matches(query)),
+        _ => select.filter(T::MessageId.in_subquery(matching(backend, query))),
+    };
+    let keys = Keys {
+        conversation_id: T::ConversationId,
+        channel: T::Channel,
+        direction: T::Direction,
+        sent_at: T::SentAt,
+    };
+    let select = narrow(select, keys, viewer, region, filter)?;
+    Ok(keyset_page(
+        select,
+        (T::SentAt, T::MessageId),
+        ListOrder::Descending,
+        window,
+    ))
+}
+
+/// On PostgreSQL, a query matching fewer than this many messages is answered by
+/// [`search_page_keys`], one matching more by [`search_page`]. Reading every match costs
+/// about one page read each; walking the newest messages costs about three reads per
+/// message walked, and a page of 20 is found within `20 x total / matches` of them: the two
+/// meet near 8,000 matches in 1,000,000 messages. Counting the matches, up to this many,
+/// is itself a read per match, which is why the count stops here.
+pub const FEW_MATCHES: u64 = 2_000;
+
+/// `tsv @@ to_tsquery('simple', ..)` on `message_texts` (PostgreSQL).
+fn tsv_matches(query: &SearchQuery) -> Expr {
+    Expr::cust_with_values("tsv @@ to_tsquery('simple', $1)", [query.tsquery()])
+}
+
+/// The ids of the messages whose indexed text matches `query`.
+fn matching(backend: DbBackend, query: &SearchQuery) -> sea_orm::sea_query::SelectStatement {
+    match backend {
         DbBackend::Postgres => Query::select()
             .column(message_text::Column::MessageId)
             .from(message_text::Entity)
-            .and_where(Expr::cust_with_values(
-                "tsv @@ to_tsquery('simple', $1)",
-                [query.tsquery()],
-            ))
+            .and_where(tsv_matches(query))
             .to_owned(),
         _ => Query::select()
             .expr(Expr::cust("rowid"))
@@ -86,20 +136,34 @@ fn search_page_among(
                 [query.fts5()],
             ))
             .to_owned(),
-    };
-    let select = message::Entity::find().filter(Column::ConversationId.is_not_null());
-    let mut select = match ids {
-        Some(ids) => select.filter(Column::Id.is_in(ids.iter().copied())),
-        None => select.filter(Column::Id.in_subquery(matching)),
-    };
-    if let Some(rule) = viewer.visible(Column::ConversationId) {
+    }
+}
+
+/// The columns a search filters on, in `messages` or in `message_texts` (the same names).
+struct Keys<C> {
+    conversation_id: C,
+    channel: C,
+    direction: C,
+    sent_at: C,
+}
+
+/// `select` restricted to assigned messages of conversations `viewer` sees, under `filter`.
+fn narrow<E: EntityTrait>(
+    select: Select<E>,
+    keys: Keys<E::Column>,
+    viewer: &Viewer,
+    region: Region,
+    filter: &SearchFilter,
+) -> Result<Select<E>> {
+    let mut select = select.filter(keys.conversation_id.is_not_null());
+    if let Some(rule) = viewer.visible(keys.conversation_id) {
         select = select.filter(rule);
     }
     if let Some(channel) = filter.channel {
-        select = select.filter(Column::Channel.eq(channel));
+        select = select.filter(keys.channel.eq(channel));
     }
     if let Some(id) = filter.conversation_id {
-        select = select.filter(Column::ConversationId.eq(id));
+        select = select.filter(keys.conversation_id.eq(id));
     }
     if let Some(raw) = &filter.participant {
         let channel = filter.channel.unwrap_or(if raw.contains('@') {
@@ -114,27 +178,22 @@ fn search_page_among(
             .from(conversation_participant::Entity)
             .and_where(conversation_participant::Column::Address.eq(address))
             .to_owned();
-        select = select.filter(Column::ConversationId.in_subquery(with_participant));
+        select = select.filter(keys.conversation_id.in_subquery(with_participant));
     }
     if let Some(direction) = filter.direction {
-        select = select.filter(Column::Direction.eq(direction));
+        select = select.filter(keys.direction.eq(direction));
     }
     if let Some(after) = filter.sent_after {
-        select = select.filter(Column::SentAt.gte(after));
+        select = select.filter(keys.sent_at.gte(after));
     }
     if let Some(before) = filter.sent_before {
-        select = select.filter(Column::SentAt.lt(before));
+        select = select.filter(keys.sent_at.lt(before));
     }
-    Ok(keyset_page(
-        select,
-        (Column::SentAt, Column::Id),
-        ListOrder::Descending,
-        window,
-    ))
+    Ok(select)
 }
 
 /// A page of the messages `viewer` sees that match `query` under `filter`, newest first
-/// (ties: higher id first). On PostgreSQL the statement runs with `timeout` as its
+/// (ties: higher id first). On PostgreSQL the statements run with `timeout` as their
 /// `statement_timeout`; a search it cuts off is [`Error::TooComplex`] naming `query`.
 pub async fn search_messages(
     db: &DatabaseConnection,
@@ -152,26 +211,29 @@ pub async fn search_messages(
         let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
         txn.execute_unprepared(&format!("SET LOCAL statement_timeout = {ms}"))
             .await?;
-        // PostgreSQL's planner prices the newest-first walk of `messages_sent_at_id`
-        // (checking each message's words) too cheaply for a rare word: at 1,000 matches in
-        // 1,000,000 messages it walked 40,000 rows (180 ms) instead of reading the GIN
-        // index. So the index is asked first for up to FEW_MATCHES ids: when that is all of
-        // them, the page is read from those ids (primary-key lookups); otherwise the word
-        // is common, and the walk finds a page of matches within a few hundred rows.
-        let few: Vec<i64> = message_text::Entity::find()
-            .select_only()
-            .column(message_text::Column::MessageId)
-            .filter(Expr::cust_with_values(
-                "tsv @@ to_tsquery('simple', $1)",
-                [query.tsquery()],
-            ))
-            .limit(FEW_MATCHES)
-            .into_tuple()
-            .all(&txn)
+        // How many messages match, counted up to FEW_MATCHES: the planner cannot tell
+        // (it priced the walk of `messages_sent_at_id` too cheaply for a rare word: 40,000
+        // rows, 180 ms, at 1,000 matches in 1,000,000 messages).
+        let mut probe = Query::select();
+        probe
+            .expr(Expr::val(1))
+            .from(message_text::Entity)
+            .and_where(tsv_matches(query))
+            .limit(FEW_MATCHES);
+        let count = Query::select()
+            .expr(Expr::cust("count(*)"))
+            .from_subquery(probe, Alias::new("matches"))
+            .to_owned();
+        let matches: i64 = txn
+            .query_one_raw(backend.build(&count))
             .await
-            .map_err(too_complex)?;
-        let rows = if few.len() < FEW_MATCHES as usize {
-            page_among(&txn, viewer, region, query, filter, window, &few).await?
+            .map_err(too_complex)?
+            .map(|row| row.try_get_by_index(0))
+            .transpose()?
+            .unwrap_or(0);
+        let rows = if (matches as u64) < FEW_MATCHES {
+            let keys = search_page_keys(backend, viewer, region, query, filter, window)?;
+            page_by_keys(&txn, keys).await?
         } else {
             search_page(backend, viewer, region, query, filter, window)?
                 .all(&txn)
@@ -188,54 +250,24 @@ pub async fn search_messages(
     Ok(Page::from_probe(rows, window))
 }
 
-/// The page among the messages `ids` (every match of a rare word), in the page statement's
-/// order, one row past the page. The positions of those that pass the filter, visibility
-/// and cursor bounds are read without ORDER BY/LIMIT (primary-key lookups: with them, the
-/// planner again walked `messages_sent_at_id`, testing each row against the id list) and
-/// ordered here; then only the page's rows are read whole.
-async fn page_among(
-    txn: &impl ConnectionTrait,
-    viewer: &Viewer,
-    region: Region,
-    query: &SearchQuery,
-    filter: &SearchFilter,
-    window: &Window,
-    ids: &[i64],
+/// Runs `keys` ([`search_page_keys`]) and reads the messages it names, in its order.
+async fn page_by_keys(
+    conn: &impl ConnectionTrait,
+    keys: Select<message_text::Entity>,
 ) -> Result<Vec<message::Model>> {
-    let mut positions = search_page_among(
-        DbBackend::Postgres,
-        viewer,
-        region,
-        query,
-        filter,
-        window,
-        Some(ids),
-    )?;
-    QueryTrait::query(&mut positions)
-        .clear_order_by()
-        .reset_limit();
-    let mut positions: Vec<(DateTime<Utc>, i64)> = positions
-        .select_only()
-        .columns([Column::SentAt, Column::Id])
-        .into_tuple()
-        .all(txn)
-        .await
-        .map_err(too_complex)?;
-    positions.sort_unstable();
-    if ListOrder::Descending.sql_order(window) == Order::Desc {
-        positions.reverse();
+    let ids: Vec<i64> = keys.into_tuple().all(conn).await.map_err(too_complex)?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
-    positions.truncate(window.size as usize + 1);
-    let chosen: Vec<i64> = positions.iter().map(|(_, id)| *id).collect();
     let mut rows: HashMap<i64, message::Model> = message::Entity::find()
-        .filter(Column::Id.is_in(chosen.iter().copied()))
-        .all(txn)
+        .filter(Column::Id.is_in(ids.iter().copied()))
+        .all(conn)
         .await
         .map_err(too_complex)?
         .into_iter()
         .map(|m| (m.id, m))
         .collect();
-    Ok(chosen.iter().filter_map(|id| rows.remove(id)).collect())
+    Ok(ids.iter().filter_map(|id| rows.remove(id)).collect())
 }
 
 /// A statement cut off by `statement_timeout` (SQLSTATE 57014) as [`Error::TooComplex`];

@@ -2,7 +2,7 @@
 //! its conversation, PostgreSQL's insert-and-fold in one `WITH`, and the backfill's
 //! set-based attach.
 
-use sea_orm::sea_query::{InsertStatement, OnConflict, Query};
+use sea_orm::sea_query::{InsertStatement, OnConflict};
 use sea_orm::{
     ActiveValue, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, IdenStatic, Iterable,
     JsonValue, ModelTrait, Set,
@@ -11,7 +11,6 @@ use sea_orm::{
 use super::{LATEST, insert_rows, update_from_values};
 use crate::error::{Error, Result};
 use crate::sql::Sql;
-use crate::types::Channel;
 use crate::{conversation, db, message, message_text, search};
 
 /// `INSERT INTO messages .. ON CONFLICT (channel, provider_message_id) DO NOTHING`, split
@@ -43,16 +42,17 @@ pub(crate) async fn insert_message(
             .await?;
     }
     if let Some(m) = &found {
-        insert_texts(conn, [(m.id, m.channel, m.body.as_str())]).await?;
+        insert_texts(conn, [m]).await?;
     }
     Ok(found)
 }
 
-/// Inserts the searchable text ([`search::search_text`]) of each `(message id, channel,
-/// body)`, in the transaction that inserts the messages.
+/// Inserts the searchable text ([`search::search_text`]) of each message, with the keys a
+/// search page reads beside it (conversation, channel, direction, `sent_at`), in the
+/// transaction that inserts the messages.
 pub(crate) async fn insert_texts<'a>(
     conn: &impl ConnectionTrait,
-    messages: impl IntoIterator<Item = (i64, Channel, &'a str)>,
+    messages: impl IntoIterator<Item = &'a message::Model>,
 ) -> Result<()> {
     let backend = db::backend(conn);
     for insert in text_inserts(messages)? {
@@ -66,7 +66,7 @@ pub(crate) async fn insert_texts<'a>(
 /// inserted.
 pub(crate) async fn insert_missing_texts<'a>(
     conn: &impl ConnectionTrait,
-    messages: impl IntoIterator<Item = (i64, Channel, &'a str)>,
+    messages: impl IntoIterator<Item = &'a message::Model>,
 ) -> Result<u64> {
     let backend = db::backend(conn);
     let mut inserted = 0;
@@ -85,13 +85,17 @@ pub(crate) async fn insert_missing_texts<'a>(
 }
 
 fn text_inserts<'a>(
-    messages: impl IntoIterator<Item = (i64, Channel, &'a str)>,
+    messages: impl IntoIterator<Item = &'a message::Model>,
 ) -> Result<Vec<InsertStatement>> {
     let rows: Vec<message_text::ActiveModel> = messages
         .into_iter()
-        .map(|(id, channel, body)| message_text::ActiveModel {
-            message_id: Set(id),
-            text: Set(search::search_text(channel, body)),
+        .map(|m| message_text::ActiveModel {
+            message_id: Set(m.id),
+            text: Set(search::search_text(m.channel, &m.body)),
+            conversation_id: Set(m.conversation_id),
+            channel: Set(m.channel),
+            direction: Set(m.direction),
+            sent_at: Set(m.sent_at),
         })
         .collect();
     insert_rows(&rows)
@@ -106,20 +110,12 @@ pub(crate) async fn insert_messages(
     let backend = db::backend(conn);
     let mut inserted = 0;
     for mut insert in message_inserts(models)? {
-        insert.returning(Query::returning().columns([
-            message::Column::Id,
-            message::Column::Channel,
-            message::Column::Body,
-        ]));
-        let rows = conn.query_all_raw(backend.build(&insert)).await?;
-        let mut texts = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: i64 = row.try_get("", message::Column::Id.as_str())?;
-            let channel: Channel = row.try_get("", message::Column::Channel.as_str())?;
-            let body: String = row.try_get("", message::Column::Body.as_str())?;
-            texts.push((id, channel, body));
-        }
-        insert_texts(conn, texts.iter().map(|(i, c, b)| (*i, *c, b.as_str()))).await?;
+        insert.returning_all();
+        let rows = message::Entity::find()
+            .from_raw_sql(backend.build(&insert))
+            .all(conn)
+            .await?;
+        insert_texts(conn, &rows).await?;
         inserted += rows.len() as u64;
     }
     Ok(inserted)
@@ -170,10 +166,14 @@ pub(crate) async fn insert_and_fold(
     insert.returning_all();
     let built = DbBackend::Postgres.build(&*insert);
     let mut sql = Sql::wrapping("WITH m AS (", built);
-    // The searchable text rides in the same statement (no extra round trip).
-    sql.push("), t AS (INSERT INTO message_texts (message_id, text) SELECT m.id, ")
-        .bind(text)
-        .push(" FROM m) ");
+    // The searchable text rides in the same statement (no extra round trip), with the
+    // message's keys that a search page reads beside it.
+    sql.push(
+        "), t AS (INSERT INTO message_texts \
+         (message_id, text, conversation_id, channel, direction, sent_at) SELECT m.id, ",
+    )
+    .bind(text)
+    .push(", m.conversation_id, m.channel, m.direction, m.sent_at FROM m) ");
     push_fold(&mut sql, Folded::Inserted, snippet);
     sql.push(" FROM m WHERE conversations.id = ")
         .bind(conversation_id)
@@ -277,7 +277,19 @@ pub(crate) async fn attach_messages(
             .push(", ")
             .bind(to.clone());
     })
-    .await
+    .await?;
+    // The search text's copy of the conversation follows the message (whichever writer
+    // attached it).
+    let ids: Vec<i64> = rows.iter().map(|(mid, ..)| *mid).collect();
+    for chunk in ids.chunks(super::rows_per_statement(1)) {
+        let mut sql = Sql::new(
+            "UPDATE message_texts SET conversation_id = (SELECT m.conversation_id \
+             FROM messages m WHERE m.id = message_texts.message_id) WHERE ",
+        );
+        push_in_conversations(&mut sql, "message_id", chunk);
+        conn.execute_raw(sql.build(db::backend(conn))).await?;
+    }
+    Ok(())
 }
 
 /// Records why each unassigned message stays so (only where the reason changed, so a
@@ -302,7 +314,7 @@ pub(crate) async fn record_assignment_errors(
     .await
 }
 
-/// `WHERE conversation_id IN ($..)` over `ids`.
+/// `<column> IN ($..)` over `ids`.
 fn push_in_conversations(sql: &mut Sql, column: &str, ids: &[i64]) {
     sql.push(&format!("{column} IN ("));
     for (i, id) in ids.iter().enumerate() {
