@@ -146,7 +146,8 @@ pub async fn record_message_with(
         }
         Err(_) => {
             let txn = db::begin_write(db).await?;
-            match statements::insert_message(&*txn, row.active_model(None)).await? {
+            let subject = row.headers.subject.as_deref();
+            match statements::insert_message(&*txn, row.active_model(None), subject).await? {
                 Some(message) => Stored::New(Recorded {
                     message: {
                         row.store_headers(&txn, &message, None).await?;
@@ -317,10 +318,11 @@ async fn store_assigned(
     // so no other writer can take it, and numbers follow the order writers got the lock.
     let mut model = row.active_model(Some(conversation_id));
     model.sequence = Set(Some(upserted.last_sequence + 1));
+    let subject = row.headers.subject.as_deref();
     let stored = if db::backend(txn) == DbBackend::Postgres {
-        statements::insert_and_fold(txn, model, conversation_id, snippet).await?
+        statements::insert_and_fold(txn, model, subject, conversation_id, snippet).await?
     } else {
-        match statements::insert_message(txn, model).await? {
+        match statements::insert_message(txn, model, subject).await? {
             Some(message) => {
                 let conversation =
                     statements::fold_message(txn, conversation_id, &message, snippet).await?;

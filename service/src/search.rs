@@ -161,9 +161,21 @@ fn folded_words(text: &str) -> Vec<String> {
 /// The text a message is indexed by: the words of its visible text (HTML email reduced to
 /// text), folded, joined by single spaces, within [`MAX_WORDS`] and [`MAX_TEXT_BYTES`].
 pub fn search_text(channel: Channel, body: &str) -> String {
+    indexed_text(channel, None, body)
+}
+
+/// [`search_text`] of an email with its subject: the subject's words first, then the
+/// body's, within the same limits. (A phrase can span the last word of the subject and the
+/// first of the body.)
+pub fn indexed_text(channel: Channel, subject: Option<&str>, body: &str) -> String {
     let visible = snippet::message_text(channel, body, MAX_VISIBLE_BYTES);
+    let subject = subject.map(|s| words(s, MAX_WORDS)).unwrap_or_default();
     let mut out = String::new();
-    for w in words(&visible, MAX_WORDS) {
+    for w in subject
+        .iter()
+        .chain(&words(&visible, MAX_WORDS))
+        .take(MAX_WORDS)
+    {
         if out.len() + 1 + w.folded.len() > MAX_TEXT_BYTES {
             break;
         }
@@ -501,7 +513,7 @@ fn escape_into(out: &mut String, text: &str) {
 }
 
 /// Indexes the messages that have no searchable text yet (those stored before search
-/// existed), `batch` at a time in id order, each batch in one transaction; returns how
+/// existed), with their email subjects, `batch` at a time in id order, each batch in one transaction; returns how
 /// many were indexed. The server runs it right after migrating; a second run finds
 /// nothing, and runs racing each other (two processes starting) skip what the other wrote.
 pub async fn index_missing_texts(db: &DatabaseConnection, batch: u64) -> Result<u64> {
@@ -528,7 +540,13 @@ pub async fn index_missing_texts(db: &DatabaseConnection, batch: u64) -> Result<
         };
         after = last.id;
         let txn = db.begin().await?;
-        indexed += crate::statements::insert_missing_texts(&txn, &rows).await?;
+        let ids: Vec<i64> = rows.iter().map(|m| m.id).collect();
+        let headers = crate::headers::headers_by_message_ids(&txn, &ids).await?;
+        let texts = rows.iter().map(|m| {
+            let subject = headers.get(&m.id).and_then(|h| h.subject.as_deref());
+            (m, subject)
+        });
+        indexed += crate::statements::insert_missing_texts(&txn, texts).await?;
         txn.commit().await?;
     }
 }

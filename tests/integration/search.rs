@@ -841,6 +841,99 @@ async fn both_page_statements_find_the_same_page(t: &TestDb) {
     assert!(compared > 4 * 4 * 5 * 2, "{compared}");
 }
 
+/// An email's subject is searched with its body: recorded (assigned and unassigned) and
+/// indexed by the catch-up of messages without text.
+async fn email_subjects_are_searched(t: &TestDb) {
+    use service::headers::EmailHeaders;
+    let record = |label: &'static str,
+                  from: &'static str,
+                  subject: &'static str,
+                  body: &'static str,
+                  i: i64| {
+        let db = t.db.clone();
+        async move {
+            service::record::record_message_with(
+                &db,
+                &Default::default(),
+                NewMessage {
+                    channel: Channel::Email,
+                    kind: None,
+                    direction: Direction::Inbound,
+                    from: from.into(),
+                    to: vec!["support@shop.example".into()],
+                    body: body.into(),
+                    attachments: vec![],
+                    provider_message_id: Some(label.into()),
+                    sent_at: Some(t0() + Duration::minutes(i)),
+                },
+                EmailHeaders {
+                    subject: Some(subject.into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e}"))
+        }
+    };
+    record(
+        "quarterly",
+        "jane@example.org",
+        "Quarterly Zébra report",
+        "<p>see <b>attached</b></p>",
+        0,
+    )
+    .await;
+    record(
+        "plain",
+        "jane@example.org",
+        "Hello",
+        "the quarterly numbers",
+        1,
+    )
+    .await;
+    // Unassigned (the sender does not normalize): stored with its subject, never a result.
+    let unassigned = record("lost", "not an address", "Quarterly lost", "nothing", 2).await;
+    assert!(unassigned.message.conversation_id.is_none());
+    let app = t.app(AppConfig::default());
+    let check = || async {
+        assert_eq!(labels(&app, "quarterly").await, ["plain", "quarterly"]);
+        assert_eq!(labels(&app, "\"zebra report\"").await, ["quarterly"]);
+        assert_eq!(labels(&app, "zebra attached").await, ["quarterly"]);
+        assert_eq!(labels(&app, "hello -zebra").await, ["plain"]);
+    };
+    check().await;
+    {
+        use sea_orm::ConnectionTrait;
+        t.db.execute_unprepared("DELETE FROM message_texts")
+            .await
+            .unwrap();
+    }
+    assert_eq!(labels(&app, "quarterly").await, Vec::<String>::new());
+    assert_eq!(
+        service::search::index_missing_texts(&t.db, 2)
+            .await
+            .unwrap(),
+        3
+    );
+    check().await;
+    let lost: String = {
+        use sea_orm::ConnectionTrait;
+        t.db.query_one_raw(sea_orm::Statement::from_string(
+            t.db.get_database_backend(),
+            format!(
+                "SELECT text FROM message_texts WHERE message_id = {}",
+                unassigned.message.id
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "text")
+        .unwrap()
+    };
+    assert_eq!(lost, "quarterly lost nothing");
+}
+
 const PREFIX: &str = "query($p: String!, $channel: Channel) {
   conversations(first: 50, filter: { participantPrefix: $p, channel: $channel }) {
     totalCount
@@ -1078,6 +1171,7 @@ on_both_engines!(
     searches_are_priced_by_their_page,
     search_keys_follow_their_messages,
     both_page_statements_find_the_same_page,
+    email_subjects_are_searched,
 );
 
 /// A random query of the grammar: words from the corpus's vocabulary (and some that match

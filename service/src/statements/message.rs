@@ -28,9 +28,11 @@ fn message_inserts(models: &[message::ActiveModel]) -> Result<Vec<InsertStatemen
 }
 
 /// Inserts one message; `None` when its (channel, provider id) is already stored.
+/// `subject` (an email's, when it has one) is indexed for search with the body.
 pub(crate) async fn insert_message(
     conn: &impl ConnectionTrait,
     model: message::ActiveModel,
+    subject: Option<&str>,
 ) -> Result<Option<message::Model>> {
     let backend = db::backend(conn);
     let mut found = None;
@@ -42,17 +44,18 @@ pub(crate) async fn insert_message(
             .await?;
     }
     if let Some(m) = &found {
-        insert_texts(conn, [m]).await?;
+        insert_texts(conn, [(m, subject)]).await?;
     }
     Ok(found)
 }
 
-/// Inserts the searchable text ([`search::search_text`]) of each message, with the keys a
+/// Inserts the searchable text ([`search::indexed_text`]) of each message (with its email
+/// subject, when it has one), with the keys a
 /// search page reads beside it (conversation, channel, direction, `sent_at`), in the
 /// transaction that inserts the messages.
 pub(crate) async fn insert_texts<'a>(
     conn: &impl ConnectionTrait,
-    messages: impl IntoIterator<Item = &'a message::Model>,
+    messages: impl IntoIterator<Item = (&'a message::Model, Option<&'a str>)>,
 ) -> Result<()> {
     let backend = db::backend(conn);
     for insert in text_inserts(messages)? {
@@ -66,7 +69,7 @@ pub(crate) async fn insert_texts<'a>(
 /// inserted.
 pub(crate) async fn insert_missing_texts<'a>(
     conn: &impl ConnectionTrait,
-    messages: impl IntoIterator<Item = &'a message::Model>,
+    messages: impl IntoIterator<Item = (&'a message::Model, Option<&'a str>)>,
 ) -> Result<u64> {
     let backend = db::backend(conn);
     let mut inserted = 0;
@@ -85,13 +88,13 @@ pub(crate) async fn insert_missing_texts<'a>(
 }
 
 fn text_inserts<'a>(
-    messages: impl IntoIterator<Item = &'a message::Model>,
+    messages: impl IntoIterator<Item = (&'a message::Model, Option<&'a str>)>,
 ) -> Result<Vec<InsertStatement>> {
     let rows: Vec<message_text::ActiveModel> = messages
         .into_iter()
-        .map(|m| message_text::ActiveModel {
+        .map(|(m, subject)| message_text::ActiveModel {
             message_id: Set(m.id),
-            text: Set(search::search_text(m.channel, &m.body)),
+            text: Set(search::indexed_text(m.channel, subject, &m.body)),
             conversation_id: Set(m.conversation_id),
             channel: Set(m.channel),
             direction: Set(m.direction),
@@ -115,7 +118,7 @@ pub(crate) async fn insert_messages(
             .from_raw_sql(backend.build(&insert))
             .all(conn)
             .await?;
-        insert_texts(conn, &rows).await?;
+        insert_texts(conn, rows.iter().map(|m| (m, None))).await?;
         inserted += rows.len() as u64;
     }
     Ok(inserted)
@@ -148,11 +151,14 @@ pub(crate) async fn fold_message(
 pub(crate) async fn insert_and_fold(
     conn: &impl ConnectionTrait,
     model: message::ActiveModel,
+    subject: Option<&str>,
     conversation_id: i64,
     snippet: &str,
 ) -> Result<Option<(message::Model, conversation::Model)>> {
     let text = match (&model.channel, &model.body) {
-        (ActiveValue::Set(channel), ActiveValue::Set(body)) => search::search_text(*channel, body),
+        (ActiveValue::Set(channel), ActiveValue::Set(body)) => {
+            search::indexed_text(*channel, subject, body)
+        }
         _ => {
             return Err(Error::Internal(
                 "message row without channel or body".into(),
