@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Alias, Expr, Query, SelectStatement};
+use sea_orm::sea_query::{Alias, Expr, Query, SelectStatement, Values};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QuerySelect, RuntimeErr, Select, TransactionTrait,
+    QuerySelect, QueryTrait, RuntimeErr, Select, TransactionTrait,
 };
 
 use super::{ListOrder, Page, Window, keyset_page};
@@ -100,13 +100,27 @@ pub fn search_page_keys(
     filter: &SearchFilter,
     window: &Window,
 ) -> Result<Select<message_text::Entity>> {
+    keys_page(backend, viewer, region, Some(query), filter, window)
+}
+
+/// [`search_page_keys`]; without `query`, over every row of `message_texts` (the few
+/// matches, when a `WITH` of that name holds them: [`few_matches_page`]).
+fn keys_page(
+    backend: DbBackend,
+    viewer: &Viewer,
+    region: Region,
+    query: Option<&SearchQuery>,
+    filter: &SearchFilter,
+    window: &Window,
+) -> Result<Select<message_text::Entity>> {
     use message_text::Column as T;
     let select = message_text::Entity::find()
         .select_only()
         .column(T::MessageId);
-    let select = match backend {
-        DbBackend::Postgres => select.filter(tsv_matches(query)),
-        _ => select.filter(T::MessageId.in_subquery(matching(backend, query))),
+    let select = match (backend, query) {
+        (_, None) => select,
+        (DbBackend::Postgres, Some(query)) => select.filter(tsv_matches(query)),
+        (_, Some(query)) => select.filter(T::MessageId.in_subquery(matching(backend, query))),
     };
     let keys = Keys {
         conversation_id: T::ConversationId,
@@ -121,6 +135,52 @@ pub fn search_page_keys(
         ListOrder::Descending,
         window,
     ))
+}
+
+/// PostgreSQL: [`search_page_keys`] and the count of matches in one statement, so that
+/// the matching rows are read once. A `WITH` named `message_texts` holds up to
+/// [`FEW_MATCHES`] of the matching rows (their keys; inside it the name is still the
+/// table), and the page statement without the text predicate runs over it, each row with
+/// the number of rows the `WITH` holds. Returns the page's ids and that number, unless the
+/// page is empty (then the caller counts: it cannot tell a rare word found nowhere the
+/// viewer looks from a common word whose first matches were all filtered out).
+async fn few_matches_page(
+    conn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    region: Region,
+    query: &SearchQuery,
+    filter: &SearchFilter,
+    window: &Window,
+) -> Result<Option<(Vec<i64>, u64)>> {
+    let page = keys_page(DbBackend::Postgres, viewer, region, None, filter, window)?.expr_as(
+        Expr::cust("(SELECT count(*) FROM \"message_texts\")"),
+        "matches",
+    );
+    let mut statement = QueryTrait::build(&page, DbBackend::Postgres);
+    let mut values = statement.values.take().unwrap_or(Values(Vec::new()));
+    values.0.push(query.tsquery().into());
+    statement.sql = format!(
+        "WITH \"message_texts\" AS MATERIALIZED (SELECT message_id, conversation_id, channel, \
+         direction, sent_at FROM message_texts WHERE tsv @@ to_tsquery('simple', ${}) \
+         LIMIT {FEW_MATCHES}) {}",
+        values.0.len(),
+        statement.sql
+    );
+    statement.values = Some(values);
+    let rows: Vec<(i64, i64)> = conn
+        .query_all_raw(statement)
+        .await
+        .map_err(too_complex)?
+        .iter()
+        .map(|row| Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?)))
+        .collect::<std::result::Result<_, DbErr>>()?;
+    let Some(&(_, matches)) = rows.first() else {
+        return Ok(None);
+    };
+    Ok(Some((
+        rows.into_iter().map(|(id, _)| id).collect(),
+        matches as u64,
+    )))
 }
 
 /// A query matching fewer than this many messages is answered by
@@ -271,7 +331,8 @@ pub async fn search_messages(
 
 /// The page's rows (one past the page), by [`search_page_keys`] when the query matches
 /// fewer than [`FEW_MATCHES`] messages, else by [`search_page`]. The matches are counted
-/// first because the planners cannot tell: PostgreSQL's priced the walk of
+/// first (on PostgreSQL in the same statement as the few matches' page,
+/// [`few_matches_page`]) because the planners cannot tell: PostgreSQL's priced the walk of
 /// `messages_sent_at_id` too cheaply for a rare word (40,000 rows, 180 ms, at 1,000
 /// matches in 1,000,000 messages).
 async fn page_rows(
@@ -283,7 +344,17 @@ async fn page_rows(
     filter: &SearchFilter,
     window: &Window,
 ) -> Result<Vec<message::Model>> {
-    if count_matches(conn, backend, query).await? < FEW_MATCHES {
+    let matches = match backend {
+        DbBackend::Postgres => {
+            match few_matches_page(conn, viewer, region, query, filter, window).await? {
+                Some((ids, matches)) if matches < FEW_MATCHES => return by_ids(conn, ids).await,
+                Some((_, matches)) => matches,
+                None => count_matches(conn, backend, query).await?,
+            }
+        }
+        _ => count_matches(conn, backend, query).await?,
+    };
+    if matches < FEW_MATCHES {
         let keys = search_page_keys(backend, viewer, region, query, filter, window)?;
         page_by_keys(conn, keys).await
     } else {
@@ -300,6 +371,11 @@ async fn page_by_keys(
     keys: Select<message_text::Entity>,
 ) -> Result<Vec<message::Model>> {
     let ids: Vec<i64> = keys.into_tuple().all(conn).await.map_err(too_complex)?;
+    by_ids(conn, ids).await
+}
+
+/// The messages `ids`, in that order.
+async fn by_ids(conn: &impl ConnectionTrait, ids: Vec<i64>) -> Result<Vec<message::Model>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
