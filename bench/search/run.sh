@@ -54,27 +54,25 @@ run() { # name script vars...
 # ONLY=search skips the record runs.
 cols='"messages"."id", "messages"."conversation_id", "messages"."channel", "messages"."kind", "messages"."direction", "messages"."from_raw", "messages"."to_raw", "messages"."from_address", "messages"."to_addresses", "messages"."body", "messages"."attachments", "messages"."provider_message_id", "messages"."sent_at", "messages"."recorded_at", "messages"."assignment_error", "messages"."sequence"'
 script() { # name term viewer
-  local matches visible="" page
+  local matches visible="" textvisible="" page
   matches=$(psql "$url" -Atc "SELECT count(*) FROM (SELECT 1 FROM message_texts WHERE tsv @@ to_tsquery('simple', '( ''$2'' )') LIMIT 2000) s")
+  if [ "$3" = inbox ]; then
+    visible="AND EXISTS (SELECT 1 FROM \"conversation_participants\" AS \"visible_participant\" WHERE \"visible_participant\".\"conversation_id\" = \"messages\".\"conversation_id\" AND \"visible_participant\".\"address\" IN ('u' || :uid || '@bench.example'))"
+    textvisible=${visible//\"messages\"/\"message_texts\"}
+  fi
   if [ "$matches" -ge 2000 ]; then
-    if [ "$3" = inbox ]; then
-      visible="AND EXISTS (SELECT 1 FROM \"conversation_participants\" AS \"visible_participant\" WHERE \"visible_participant\".\"conversation_id\" = \"messages\".\"conversation_id\" AND \"visible_participant\".\"address\" IN ('u' || :uid || '@bench.example'))"
-    fi
     page="SELECT $cols FROM \"messages\" WHERE \"messages\".\"id\" IN (SELECT \"message_id\" FROM \"message_texts\" WHERE tsv @@ to_tsquery('simple', '( ''$2'' )')) AND \"messages\".\"conversation_id\" IS NOT NULL $visible ORDER BY \"messages\".\"sent_at\" DESC, \"messages\".\"id\" DESC LIMIT 21;"
   else
-    if [ "$3" = inbox ]; then
-      visible="AND EXISTS (SELECT 1 FROM \"conversation_participants\" AS \"visible_participant\" WHERE \"visible_participant\".\"conversation_id\" = \"message_texts\".\"conversation_id\" AND \"visible_participant\".\"address\" IN ('u' || :uid || '@bench.example'))"
-    fi
     # The admin's newest 21 stand for the page's rows (a one-inbox page has fewer).
     local newest
     newest=$(psql "$url" -Atc "SELECT string_agg(message_id::text, ',') FROM (SELECT message_id FROM message_texts WHERE tsv @@ to_tsquery('simple', '( ''$2'' )') AND conversation_id IS NOT NULL ORDER BY sent_at DESC, message_id DESC LIMIT 21) s")
-    page="SELECT \"message_texts\".\"message_id\" FROM \"message_texts\" WHERE tsv @@ to_tsquery('simple', '( ''$2'' )') AND \"message_texts\".\"conversation_id\" IS NOT NULL $visible ORDER BY \"message_texts\".\"sent_at\" DESC, \"message_texts\".\"message_id\" DESC LIMIT 21;
-SELECT $cols FROM \"messages\" WHERE \"messages\".\"id\" IN ($newest);"
+    page="SELECT $cols FROM \"messages\" WHERE \"messages\".\"id\" IN ($newest);"
   fi
-  python3 - "$here/search.sql.in" "$logs/$1.sql" "$2" "$page" <<'PY'
+  python3 - "$here/search.sql.in" "$logs/$1.sql" "$2" "$page" "$textvisible" <<'PY'
 import sys
-src, dst, term, page = sys.argv[1:]
-open(dst, 'w').write(open(src).read().replace('@TERM@', term).replace('@PAGE@', page))
+src, dst, term, page, visible = sys.argv[1:]
+text = open(src).read().replace('@TERM@', term).replace('@PAGE@', page)
+open(dst, 'w').write(text.replace('@VISIBLE@', visible))
 PY
 }
 
