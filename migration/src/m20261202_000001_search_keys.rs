@@ -91,6 +91,14 @@ async fn run(manager: &SchemaManager<'_>, postgres: &[&str], sqlite: &[&str]) ->
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
+    /// In one transaction on SQLite too (sea-orm runs SQLite migrations statement by
+    /// statement on any of the pool's connections otherwise): the update trigger is dropped
+    /// and created again under the same name, which a connection with the schema of before
+    /// the drop refused ("trigger message_texts_au already exists").
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run(manager, POSTGRES_UP, SQLITE_UP).await
     }

@@ -32,8 +32,8 @@
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use unicode_normalization::char::{decompose_compatible, is_combining_mark};
 
@@ -549,6 +549,54 @@ pub async fn index_missing_texts(db: &DatabaseConnection, batch: u64) -> Result<
         indexed += crate::statements::insert_missing_texts(&txn, texts).await?;
         txn.commit().await?;
     }
+}
+
+/// The condition "this text row's keys differ from its message's" (`t` the text row, `m`
+/// the message), in `backend`'s spelling of a null-safe comparison.
+fn keys_differ(backend: DbBackend) -> String {
+    let differs = match backend {
+        DbBackend::Postgres => "IS DISTINCT FROM",
+        _ => "IS NOT",
+    };
+    ["conversation_id", "channel", "direction", "sent_at"]
+        .iter()
+        .map(|c| format!("message_texts.{c} {differs} m.{c}"))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// How many search text rows carry keys (conversation, channel, direction, `sent_at`) that
+/// differ from their message's: `verify` reports them.
+pub async fn search_key_drifts(db: &impl ConnectionTrait) -> Result<u64> {
+    let backend = db.get_database_backend();
+    let sql = format!(
+        "SELECT count(*) AS n FROM message_texts JOIN messages m ON m.id = message_texts.message_id \
+         WHERE {}",
+        keys_differ(backend)
+    );
+    let n: i64 = db
+        .query_one_raw(Statement::from_string(backend, sql))
+        .await?
+        .map(|row| row.try_get("", "n"))
+        .transpose()?
+        .unwrap_or(0);
+    Ok(n as u64)
+}
+
+/// Copies each drifted search text row's keys from its message (`verify --repair`);
+/// returns how many rows changed.
+pub async fn repair_search_keys(db: &impl ConnectionTrait) -> Result<u64> {
+    let backend = db.get_database_backend();
+    let sql = format!(
+        "UPDATE message_texts SET conversation_id = m.conversation_id, channel = m.channel, \
+         direction = m.direction, sent_at = m.sent_at FROM messages m \
+         WHERE m.id = message_texts.message_id AND ({})",
+        keys_differ(backend)
+    );
+    Ok(db
+        .execute_raw(Statement::from_string(backend, sql))
+        .await?
+        .rows_affected())
 }
 
 /// Where a participant prefix is looked for in `conversation_participants`.

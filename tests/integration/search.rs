@@ -731,6 +731,25 @@ async fn search_keys_follow_their_messages(t: &TestDb) {
         .await
         .unwrap();
     assert_keys_match(t, "catch-up").await;
+    // verify reports keys that drifted from their messages, and --repair copies them again.
+    let verify = |repair| service::verify::verify_conversations(&t.db, &s, repair, 1000, |_| {});
+    assert_eq!(verify(false).await.unwrap().search_key_drifts, 0);
+    {
+        use sea_orm::ConnectionTrait;
+        t.db.execute_unprepared(
+            "UPDATE message_texts SET conversation_id = NULL WHERE message_id IN \
+             (SELECT message_id FROM message_texts WHERE text LIKE 'zebra mail%' ORDER BY message_id LIMIT 3)",
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(labels(&app, "zebra mail").await.len(), 9);
+    let found = verify(false).await.unwrap();
+    assert_eq!(found.search_key_drifts, 3);
+    assert_eq!(verify(true).await.unwrap().search_key_drifts, 3);
+    assert_eq!(verify(false).await.unwrap().search_key_drifts, 0);
+    assert_keys_match(t, "verify --repair").await;
+    assert_eq!(labels(&app, "zebra").await.len(), 12);
 }
 
 /// The two statements of a search page, `search_page` (walking `messages`) and
