@@ -188,7 +188,14 @@ pub async fn verify(db: &DatabaseConnection, args: &VerifyArgs) -> anyhow::Resul
             }
         );
     }
-    if report.drifts.is_empty() && report.count_drifts.is_empty() {
+    if report.search_key_drifts > 0 {
+        println!(
+            "verify: {} search text rows with keys that differ from their message's{}",
+            report.search_key_drifts,
+            if args.repair { ", copied again" } else { "" }
+        );
+    }
+    if report.drifts.is_empty() && report.count_drifts.is_empty() && report.search_key_drifts == 0 {
         Ok(VerifyOutcome::Consistent)
     } else if args.repair {
         Ok(VerifyOutcome::Repaired)

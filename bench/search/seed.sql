@@ -33,8 +33,9 @@ SELECT setval(pg_get_serial_sequence('conversations', 'id'), :nconv);
 SELECT setval(pg_get_serial_sequence('messages', 'id'), :nconv * :per);
 -- The search index: texts without the GIN index, then the index built once (its build time).
 DROP INDEX message_texts_tsv;
-\echo message_texts (text and generated tsvector):
-INSERT INTO message_texts (message_id, text) SELECT id, body FROM messages;
+\echo message_texts (text, generated tsvector, page keys):
+INSERT INTO message_texts (message_id, text, conversation_id, channel, direction, sent_at)
+    SELECT id, body, conversation_id, channel, direction, sent_at FROM messages;
 \echo GIN build:
 CREATE INDEX message_texts_tsv ON message_texts USING GIN (tsv);
 \timing off

@@ -3,6 +3,8 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::types::{Channel, Direction};
+
 /// A row of `message_texts` (PostgreSQL also has a generated `tsv` column, not mapped:
 /// it is only read by the search predicate).
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -13,6 +15,16 @@ pub struct Model {
     pub message_id: i64,
     /// Its words, folded, separated by single spaces.
     pub text: String,
+    /// The message's conversation (a copy of `messages.conversation_id`, following it when
+    /// backfill attaches the message): search pages filter and check visibility here.
+    pub conversation_id: Option<i64>,
+    /// The message's channel (a copy; never changes).
+    pub channel: Channel,
+    /// The message's direction (a copy; never changes).
+    pub direction: Direction,
+    /// The message's `sent_at` (a copy; never changes): search pages are ordered by
+    /// `(sent_at, message_id)`.
+    pub sent_at: DateTimeUtc,
 }
 
 /// Relations of a message text.

@@ -32,8 +32,8 @@
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use unicode_normalization::char::{decompose_compatible, is_combining_mark};
 
@@ -161,9 +161,21 @@ fn folded_words(text: &str) -> Vec<String> {
 /// The text a message is indexed by: the words of its visible text (HTML email reduced to
 /// text), folded, joined by single spaces, within [`MAX_WORDS`] and [`MAX_TEXT_BYTES`].
 pub fn search_text(channel: Channel, body: &str) -> String {
+    indexed_text(channel, None, body)
+}
+
+/// [`search_text`] of an email with its subject: the subject's words first, then the
+/// body's, within the same limits. (A phrase can span the last word of the subject and the
+/// first of the body.)
+pub fn indexed_text(channel: Channel, subject: Option<&str>, body: &str) -> String {
     let visible = snippet::message_text(channel, body, MAX_VISIBLE_BYTES);
+    let subject = subject.map(|s| words(s, MAX_WORDS)).unwrap_or_default();
     let mut out = String::new();
-    for w in words(&visible, MAX_WORDS) {
+    for w in subject
+        .iter()
+        .chain(&words(&visible, MAX_WORDS))
+        .take(MAX_WORDS)
+    {
         if out.len() + 1 + w.folded.len() > MAX_TEXT_BYTES {
             break;
         }
@@ -501,16 +513,10 @@ fn escape_into(out: &mut String, text: &str) {
 }
 
 /// Indexes the messages that have no searchable text yet (those stored before search
-/// existed), `batch` at a time in id order, each batch in one transaction; returns how
+/// existed), with their email subjects, `batch` at a time in id order, each batch in one transaction; returns how
 /// many were indexed. The server runs it right after migrating; a second run finds
 /// nothing, and runs racing each other (two processes starting) skip what the other wrote.
 pub async fn index_missing_texts(db: &DatabaseConnection, batch: u64) -> Result<u64> {
-    #[derive(FromQueryResult)]
-    struct Row {
-        id: i64,
-        channel: Channel,
-        body: String,
-    }
     let mut after = 0i64;
     let mut indexed = 0;
     loop {
@@ -523,17 +529,10 @@ pub async fn index_missing_texts(db: &DatabaseConnection, batch: u64) -> Result<
             )
             .to_owned();
         let rows = message::Entity::find()
-            .select_only()
-            .columns([
-                message::Column::Id,
-                message::Column::Channel,
-                message::Column::Body,
-            ])
             .filter(message::Column::Id.gt(after))
             .filter(Expr::exists(missing).not())
             .order_by_asc(message::Column::Id)
             .limit(Ord::max(batch, 1))
-            .into_model::<Row>()
             .all(db)
             .await?;
         let Some(last) = rows.last() else {
@@ -541,10 +540,63 @@ pub async fn index_missing_texts(db: &DatabaseConnection, batch: u64) -> Result<
         };
         after = last.id;
         let txn = db.begin().await?;
-        let texts = rows.iter().map(|r| (r.id, r.channel, r.body.as_str()));
+        let ids: Vec<i64> = rows.iter().map(|m| m.id).collect();
+        let headers = crate::headers::headers_by_message_ids(&txn, &ids).await?;
+        let texts = rows.iter().map(|m| {
+            let subject = headers.get(&m.id).and_then(|h| h.subject.as_deref());
+            (m, subject)
+        });
         indexed += crate::statements::insert_missing_texts(&txn, texts).await?;
         txn.commit().await?;
     }
+}
+
+/// The condition "this text row's keys differ from its message's" (`t` the text row, `m`
+/// the message), in `backend`'s spelling of a null-safe comparison.
+fn keys_differ(backend: DbBackend) -> String {
+    let differs = match backend {
+        DbBackend::Postgres => "IS DISTINCT FROM",
+        _ => "IS NOT",
+    };
+    ["conversation_id", "channel", "direction", "sent_at"]
+        .iter()
+        .map(|c| format!("message_texts.{c} {differs} m.{c}"))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// How many search text rows carry keys (conversation, channel, direction, `sent_at`) that
+/// differ from their message's: `verify` reports them.
+pub async fn search_key_drifts(db: &impl ConnectionTrait) -> Result<u64> {
+    let backend = db.get_database_backend();
+    let sql = format!(
+        "SELECT count(*) AS n FROM message_texts JOIN messages m ON m.id = message_texts.message_id \
+         WHERE {}",
+        keys_differ(backend)
+    );
+    let n: i64 = db
+        .query_one_raw(Statement::from_string(backend, sql))
+        .await?
+        .map(|row| row.try_get("", "n"))
+        .transpose()?
+        .unwrap_or(0);
+    Ok(n as u64)
+}
+
+/// Copies each drifted search text row's keys from its message (`verify --repair`);
+/// returns how many rows changed.
+pub async fn repair_search_keys(db: &impl ConnectionTrait) -> Result<u64> {
+    let backend = db.get_database_backend();
+    let sql = format!(
+        "UPDATE message_texts SET conversation_id = m.conversation_id, channel = m.channel, \
+         direction = m.direction, sent_at = m.sent_at FROM messages m \
+         WHERE m.id = message_texts.message_id AND ({})",
+        keys_differ(backend)
+    );
+    Ok(db
+        .execute_raw(Statement::from_string(backend, sql))
+        .await?
+        .rows_affected())
 }
 
 /// Where a participant prefix is looked for in `conversation_participants`.

@@ -50,6 +50,9 @@ pub struct VerifyReport {
     pub count_drifts: Vec<CountDrift>,
     /// The counters were rebuilt (only when repairing and they drifted).
     pub counts_rebuilt: bool,
+    /// Search text rows whose copies of their message's keys (conversation, channel,
+    /// direction, `sent_at`) differ from it; repaired (copied again) when repairing.
+    pub search_key_drifts: u64,
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -216,6 +219,12 @@ pub async fn verify_conversations(
         counts::rebuild_counts(&*txn).await?;
         txn.commit().await?;
         report.counts_rebuilt = true;
+    }
+    report.search_key_drifts = crate::search::search_key_drifts(db).await?;
+    if repair && report.search_key_drifts > 0 {
+        let txn = db::begin_write(db).await?;
+        crate::search::repair_search_keys(&*txn).await?;
+        txn.commit().await?;
     }
     Ok(report)
 }

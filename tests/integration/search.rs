@@ -638,6 +638,321 @@ async fn existing_messages_are_indexed_after_migrating(t: &TestDb) {
     assert_eq!(labels(&app, "refund").await, ["order", "spam", "refund"]);
 }
 
+/// Every message's search text carries its message's keys: conversation (following
+/// backfill), channel, direction and `sent_at`; and every message has its text.
+async fn assert_keys_match(t: &TestDb, when: &str) {
+    use sea_orm::ConnectionTrait;
+    let differs = match t.engine {
+        parley_tests::Engine::Postgres => "IS DISTINCT FROM",
+        parley_tests::Engine::Sqlite => "IS NOT",
+    };
+    let sql = format!(
+        "SELECT (SELECT count(*) FROM messages) AS messages, \
+         (SELECT count(*) FROM message_texts) AS texts, \
+         (SELECT count(*) FROM message_texts t JOIN messages m ON m.id = t.message_id \
+          WHERE t.conversation_id {differs} m.conversation_id OR t.channel {differs} m.channel \
+          OR t.direction {differs} m.direction OR t.sent_at {differs} m.sent_at) AS drift"
+    );
+    let row =
+        t.db.query_one_raw(sea_orm::Statement::from_string(
+            t.db.get_database_backend(),
+            sql,
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let messages: i64 = row.try_get("", "messages").unwrap();
+    let texts: i64 = row.try_get("", "texts").unwrap();
+    let drift: i64 = row.try_get("", "drift").unwrap();
+    assert_eq!((texts, drift), (messages, 0), "{when}");
+}
+
+async fn search_keys_follow_their_messages(t: &TestDb) {
+    use service::backfill::backfill_conversations;
+    use service::import::import_messages;
+    let s = service::settings::Settings::default();
+    corpus(t).await;
+    // Inbound from an address that does not normalize: stored unassigned, never a result.
+    store(
+        t,
+        "garbage",
+        Channel::Sms,
+        "not a phone",
+        "+12025550141",
+        "zebra unassigned",
+        t0(),
+    )
+    .await;
+    assert_keys_match(t, "recorded").await;
+    let app = t.app(AppConfig::default());
+    assert_eq!(labels(&app, "zebra").await, Vec::<String>::new());
+    // Legacy imports are stored unassigned; backfill attaches them, and search finds them.
+    let base = t0() + Duration::hours(1);
+    let lines = |legacy: bool| {
+        (0..6u64)
+            .map(move |i| {
+                let line = json!({
+                    "channel": "EMAIL", "direction": if i % 2 == 0 { "INBOUND" } else { "OUTBOUND" },
+                    "from": format!("customer{}@example.com", i % 3),
+                    "to": ["ops@example.com"], "body": format!("zebra mail {i}"),
+                    "providerMessageId": format!("{legacy}-{i}"),
+                    "sentAt": (base + Duration::minutes(i as i64)).to_rfc3339(),
+                });
+                (i + 1, line.to_string())
+            })
+            .collect::<Vec<_>>()
+    };
+    import_messages(&t.db, &s, lines(true), true, 4, |_| {})
+        .await
+        .unwrap();
+    assert_keys_match(t, "legacy import").await;
+    assert_eq!(labels(&app, "zebra").await, Vec::<String>::new());
+    backfill_conversations(&t.db, &s, 4, false, |_| {})
+        .await
+        .unwrap();
+    assert_keys_match(t, "backfill").await;
+    assert_eq!(
+        labels(&app, "zebra mail").await,
+        ["true-5", "true-4", "true-3", "true-2", "true-1", "true-0"]
+    );
+    import_messages(&t.db, &s, lines(false), false, 4, |_| {})
+        .await
+        .unwrap();
+    assert_keys_match(t, "import").await;
+    assert_eq!(labels(&app, "zebra").await.len(), 12);
+    // The catch-up of messages without text writes the keys too.
+    {
+        use sea_orm::ConnectionTrait;
+        t.db.execute_unprepared("DELETE FROM message_texts")
+            .await
+            .unwrap();
+    }
+    service::search::index_missing_texts(&t.db, 5)
+        .await
+        .unwrap();
+    assert_keys_match(t, "catch-up").await;
+    // verify reports keys that drifted from their messages, and --repair copies them again.
+    let verify = |repair| service::verify::verify_conversations(&t.db, &s, repair, 1000, |_| {});
+    assert_eq!(verify(false).await.unwrap().search_key_drifts, 0);
+    {
+        use sea_orm::ConnectionTrait;
+        t.db.execute_unprepared(
+            "UPDATE message_texts SET conversation_id = NULL WHERE message_id IN \
+             (SELECT message_id FROM message_texts WHERE text LIKE 'zebra mail%' ORDER BY message_id LIMIT 3)",
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(labels(&app, "zebra mail").await.len(), 9);
+    let found = verify(false).await.unwrap();
+    assert_eq!(found.search_key_drifts, 3);
+    assert_eq!(verify(true).await.unwrap().search_key_drifts, 3);
+    assert_eq!(verify(false).await.unwrap().search_key_drifts, 0);
+    assert_keys_match(t, "verify --repair").await;
+    assert_eq!(labels(&app, "zebra").await.len(), 12);
+}
+
+/// The two statements of a search page, `search_page` (walking `messages`) and
+/// `search_page_keys` (from `message_texts` alone), find the same messages in the same
+/// order for every viewer, filter and window.
+async fn both_page_statements_find_the_same_page(t: &TestDb) {
+    use service::Viewer;
+    use service::query::{PageRequest, SearchFilter, Window, search_page, search_page_keys};
+    use std::sync::Arc;
+    corpus(t).await;
+    // A second pair of numbers, so visibility and participant filters split the results;
+    // one message at the same instant as another (ties broken by id).
+    for (i, body) in ["refund now", "refund later", "order refund"]
+        .iter()
+        .enumerate()
+    {
+        let at = t0() + Duration::minutes(2 * i as i64);
+        store(
+            t,
+            &format!("other{i}"),
+            Channel::Sms,
+            "+12025550170",
+            "+12025550171",
+            body,
+            at,
+        )
+        .await;
+    }
+    let backend = t.db.get_database_backend();
+    let viewers = [
+        Viewer::Everyone,
+        Viewer::Inboxes(Arc::from(vec!["+12025550141".to_owned()])),
+        Viewer::Inboxes(Arc::from(vec!["+12025550171".to_owned()])),
+        Viewer::Inboxes(Arc::from(Vec::<String>::new())),
+    ];
+    let filters = [
+        SearchFilter::default(),
+        SearchFilter {
+            channel: Some(Channel::Sms),
+            direction: Some(Direction::Inbound),
+            ..Default::default()
+        },
+        SearchFilter {
+            direction: Some(Direction::Outbound),
+            ..Default::default()
+        },
+        SearchFilter {
+            participant: Some("(202) 555-0170".into()),
+            ..Default::default()
+        },
+        SearchFilter {
+            sent_after: Some(t0() + Duration::minutes(1)),
+            sent_before: Some(t0() + Duration::minutes(12)),
+            ..Default::default()
+        },
+    ];
+    let mut compared = 0;
+    for q in [
+        "refund",
+        "refund OR invoice",
+        "order*",
+        "nothingmatchesthis",
+    ] {
+        let query = service::search::parse_query(q).unwrap();
+        for viewer in &viewers {
+            for filter in &filters {
+                // Forward by 2, then the same backward from the end, each page both ways.
+                for forward in [true, false] {
+                    let mut cursor: Option<String> = None;
+                    loop {
+                        let req = PageRequest {
+                            first: forward.then_some(2),
+                            after: if forward { cursor.clone() } else { None },
+                            last: (!forward).then_some(2),
+                            before: if forward { None } else { cursor.clone() },
+                        };
+                        let window = Window::new(
+                            service::cursor::CursorKind::SearchResult,
+                            &req,
+                            &Default::default(),
+                        )
+                        .unwrap();
+                        let args = (backend, viewer, Default::default(), &query, filter, &window);
+                        let walked = search_page(args.0, args.1, args.2, args.3, args.4, args.5)
+                            .unwrap()
+                            .all(&t.db)
+                            .await
+                            .unwrap();
+                        let keys: Vec<i64> =
+                            search_page_keys(args.0, args.1, args.2, args.3, args.4, args.5)
+                                .unwrap()
+                                .into_tuple()
+                                .all(&t.db)
+                                .await
+                                .unwrap();
+                        let ids: Vec<i64> = walked.iter().map(|m| m.id).collect();
+                        assert_eq!(keys, ids, "{q} {viewer:?} {filter:?} {req:?}");
+                        compared += 1;
+                        if walked.len() <= 2 {
+                            break;
+                        }
+                        cursor = Some(service::query::search_cursor(&walked[1]));
+                    }
+                }
+            }
+        }
+    }
+    assert!(compared > 4 * 4 * 5 * 2, "{compared}");
+}
+
+/// An email's subject is searched with its body: recorded (assigned and unassigned) and
+/// indexed by the catch-up of messages without text.
+async fn email_subjects_are_searched(t: &TestDb) {
+    use service::headers::EmailHeaders;
+    let record = |label: &'static str,
+                  from: &'static str,
+                  subject: &'static str,
+                  body: &'static str,
+                  i: i64| {
+        let db = t.db.clone();
+        async move {
+            service::record::record_message_with(
+                &db,
+                &Default::default(),
+                NewMessage {
+                    channel: Channel::Email,
+                    kind: None,
+                    direction: Direction::Inbound,
+                    from: from.into(),
+                    to: vec!["support@shop.example".into()],
+                    body: body.into(),
+                    attachments: vec![],
+                    provider_message_id: Some(label.into()),
+                    sent_at: Some(t0() + Duration::minutes(i)),
+                },
+                EmailHeaders {
+                    subject: Some(subject.into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e}"))
+        }
+    };
+    record(
+        "quarterly",
+        "jane@example.org",
+        "Quarterly Zébra report",
+        "<p>see <b>attached</b></p>",
+        0,
+    )
+    .await;
+    record(
+        "plain",
+        "jane@example.org",
+        "Hello",
+        "the quarterly numbers",
+        1,
+    )
+    .await;
+    // Unassigned (the sender does not normalize): stored with its subject, never a result.
+    let unassigned = record("lost", "not an address", "Quarterly lost", "nothing", 2).await;
+    assert!(unassigned.message.conversation_id.is_none());
+    let app = t.app(AppConfig::default());
+    let check = || async {
+        assert_eq!(labels(&app, "quarterly").await, ["plain", "quarterly"]);
+        assert_eq!(labels(&app, "\"zebra report\"").await, ["quarterly"]);
+        assert_eq!(labels(&app, "zebra attached").await, ["quarterly"]);
+        assert_eq!(labels(&app, "hello -zebra").await, ["plain"]);
+    };
+    check().await;
+    {
+        use sea_orm::ConnectionTrait;
+        t.db.execute_unprepared("DELETE FROM message_texts")
+            .await
+            .unwrap();
+    }
+    assert_eq!(labels(&app, "quarterly").await, Vec::<String>::new());
+    assert_eq!(
+        service::search::index_missing_texts(&t.db, 2)
+            .await
+            .unwrap(),
+        3
+    );
+    check().await;
+    let lost: String = {
+        use sea_orm::ConnectionTrait;
+        t.db.query_one_raw(sea_orm::Statement::from_string(
+            t.db.get_database_backend(),
+            format!(
+                "SELECT text FROM message_texts WHERE message_id = {}",
+                unassigned.message.id
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "text")
+        .unwrap()
+    };
+    assert_eq!(lost, "quarterly lost nothing");
+}
+
 const PREFIX: &str = "query($p: String!, $channel: Channel) {
   conversations(first: 50, filter: { participantPrefix: $p, channel: $channel }) {
     totalCount
@@ -810,6 +1125,27 @@ async fn participant_prefixes_and_searches_use_the_indexes(t: &TestDb) {
             assert!(search.contains("message_texts_tsv"), "{search}")
         }
     }
+    // A rare word's page is read from the text rows alone: the full-text index, no
+    // message.
+    let keys = service::query::search_page_keys(
+        backend,
+        &service::Viewer::Everyone,
+        Default::default(),
+        &query,
+        &Default::default(),
+        &window,
+    )
+    .unwrap();
+    let keys = crate::plans::plan(t, sea_orm::QueryTrait::build(&keys, backend)).await;
+    assert!(!keys.contains("messages "), "{keys}");
+    match t.engine {
+        parley_tests::Engine::Sqlite => {
+            assert!(keys.contains("VIRTUAL TABLE INDEX"), "{keys}")
+        }
+        parley_tests::Engine::Postgres => {
+            assert!(keys.contains("message_texts_tsv"), "{keys}")
+        }
+    }
 }
 
 async fn searches_are_priced_by_their_page(t: &TestDb) {
@@ -852,6 +1188,9 @@ on_both_engines!(
     participant_prefix_finds_conversations_in_any_spelling,
     participant_prefixes_and_searches_use_the_indexes,
     searches_are_priced_by_their_page,
+    search_keys_follow_their_messages,
+    both_page_statements_find_the_same_page,
+    email_subjects_are_searched,
 );
 
 /// A random query of the grammar: words from the corpus's vocabulary (and some that match
@@ -983,7 +1322,8 @@ async fn a_search_past_its_timeout_is_too_complex_on_postgres() {
         "INSERT INTO messages (conversation_id, channel, kind, direction, from_raw, to_raw, body, attachments, sent_at, recorded_at) \
          SELECT {conversation}, 'SMS', 'SMS', 'INBOUND', 'x', '[]', 'common word', '[]', now() - i * interval '1 second', now() \
          FROM generate_series(1, 50000) i;
-         INSERT INTO message_texts (message_id, text) SELECT id, 'common word' FROM messages WHERE id <> {id}"
+         INSERT INTO message_texts (message_id, text, conversation_id, channel, direction, sent_at) \
+         SELECT id, 'common word', conversation_id, channel, direction, sent_at FROM messages WHERE id <> {id}"
     ))
     .await
     .unwrap();

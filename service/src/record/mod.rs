@@ -132,7 +132,8 @@ pub async fn record_message_with(
                 headers: &email,
             };
             let txn = db::begin_write(db).await?;
-            match statements::insert_message(&*txn, row.active_model(None)).await? {
+            let subject = row.headers.subject.as_deref();
+            match statements::insert_message(&*txn, row.active_model(None), subject).await? {
                 Some(message) => Stored::New(Recorded {
                     message: {
                         row.store_headers(&txn, &message, None).await?;
@@ -306,10 +307,11 @@ async fn store_assigned(
     // PostgreSQL: one statement also writes the search text and the state and sends the
     // NOTIFY. SQLite runs them one by one, in process, where a statement costs no round trip.
     let postgres = db::backend(txn) == DbBackend::Postgres;
+    let subject = row.headers.subject.as_deref();
     let stored = if postgres {
-        statements::insert_and_fold(txn, model, conversation_id, snippet).await?
+        statements::insert_and_fold(txn, model, subject, conversation_id, snippet).await?
     } else {
-        match statements::insert_message(txn, model).await? {
+        match statements::insert_message(txn, model, subject).await? {
             Some(message) => {
                 let conversation =
                     statements::fold_message(txn, conversation_id, &message, snippet).await?;

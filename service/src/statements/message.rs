@@ -2,7 +2,7 @@
 //! its conversation, PostgreSQL's insert-and-fold in one `WITH`, and the backfill's
 //! set-based attach.
 
-use sea_orm::sea_query::{InsertStatement, OnConflict, Query};
+use sea_orm::sea_query::{InsertStatement, OnConflict};
 use sea_orm::{
     ActiveValue, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, IdenStatic, Iterable,
     JsonValue, ModelTrait, Set,
@@ -11,7 +11,7 @@ use sea_orm::{
 use super::{LATEST, insert_rows, update_from_values};
 use crate::error::{Error, Result};
 use crate::sql::Sql;
-use crate::types::{Channel, Direction};
+use crate::types::Direction;
 use crate::{conversation, db, live, message, message_text, search, state};
 
 /// `INSERT INTO messages .. ON CONFLICT (channel, provider_message_id) DO NOTHING`, split
@@ -29,9 +29,11 @@ fn message_inserts(models: &[message::ActiveModel]) -> Result<Vec<InsertStatemen
 }
 
 /// Inserts one message; `None` when its (channel, provider id) is already stored.
+/// `subject` (an email's, when it has one) is indexed for search with the body.
 pub(crate) async fn insert_message(
     conn: &impl ConnectionTrait,
     model: message::ActiveModel,
+    subject: Option<&str>,
 ) -> Result<Option<message::Model>> {
     let backend = db::backend(conn);
     let mut found = None;
@@ -43,16 +45,18 @@ pub(crate) async fn insert_message(
             .await?;
     }
     if let Some(m) = &found {
-        insert_texts(conn, [(m.id, m.channel, m.body.as_str())]).await?;
+        insert_texts(conn, [(m, subject)]).await?;
     }
     Ok(found)
 }
 
-/// Inserts the searchable text ([`search::search_text`]) of each `(message id, channel,
-/// body)`, in the transaction that inserts the messages.
+/// Inserts the searchable text ([`search::indexed_text`]) of each message (with its email
+/// subject, when it has one), with the keys a
+/// search page reads beside it (conversation, channel, direction, `sent_at`), in the
+/// transaction that inserts the messages.
 pub(crate) async fn insert_texts<'a>(
     conn: &impl ConnectionTrait,
-    messages: impl IntoIterator<Item = (i64, Channel, &'a str)>,
+    messages: impl IntoIterator<Item = (&'a message::Model, Option<&'a str>)>,
 ) -> Result<()> {
     let backend = db::backend(conn);
     for insert in text_inserts(messages)? {
@@ -66,7 +70,7 @@ pub(crate) async fn insert_texts<'a>(
 /// inserted.
 pub(crate) async fn insert_missing_texts<'a>(
     conn: &impl ConnectionTrait,
-    messages: impl IntoIterator<Item = (i64, Channel, &'a str)>,
+    messages: impl IntoIterator<Item = (&'a message::Model, Option<&'a str>)>,
 ) -> Result<u64> {
     let backend = db::backend(conn);
     let mut inserted = 0;
@@ -85,13 +89,17 @@ pub(crate) async fn insert_missing_texts<'a>(
 }
 
 fn text_inserts<'a>(
-    messages: impl IntoIterator<Item = (i64, Channel, &'a str)>,
+    messages: impl IntoIterator<Item = (&'a message::Model, Option<&'a str>)>,
 ) -> Result<Vec<InsertStatement>> {
     let rows: Vec<message_text::ActiveModel> = messages
         .into_iter()
-        .map(|(id, channel, body)| message_text::ActiveModel {
-            message_id: Set(id),
-            text: Set(search::search_text(channel, body)),
+        .map(|(m, subject)| message_text::ActiveModel {
+            message_id: Set(m.id),
+            text: Set(search::indexed_text(m.channel, subject, &m.body)),
+            conversation_id: Set(m.conversation_id),
+            channel: Set(m.channel),
+            direction: Set(m.direction),
+            sent_at: Set(m.sent_at),
         })
         .collect();
     insert_rows(&rows)
@@ -106,20 +114,12 @@ pub(crate) async fn insert_messages(
     let backend = db::backend(conn);
     let mut inserted = 0;
     for mut insert in message_inserts(models)? {
-        insert.returning(Query::returning().columns([
-            message::Column::Id,
-            message::Column::Channel,
-            message::Column::Body,
-        ]));
-        let rows = conn.query_all_raw(backend.build(&insert)).await?;
-        let mut texts = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: i64 = row.try_get("", message::Column::Id.as_str())?;
-            let channel: Channel = row.try_get("", message::Column::Channel.as_str())?;
-            let body: String = row.try_get("", message::Column::Body.as_str())?;
-            texts.push((id, channel, body));
-        }
-        insert_texts(conn, texts.iter().map(|(i, c, b)| (*i, *c, b.as_str()))).await?;
+        insert.returning_all();
+        let rows = message::Entity::find()
+            .from_raw_sql(backend.build(&insert))
+            .all(conn)
+            .await?;
+        insert_texts(conn, rows.iter().map(|m| (m, None))).await?;
         inserted += rows.len() as u64;
     }
     Ok(inserted)
@@ -153,12 +153,15 @@ pub(crate) async fn fold_message(
 pub(crate) async fn insert_and_fold(
     conn: &impl ConnectionTrait,
     model: message::ActiveModel,
+    subject: Option<&str>,
     conversation_id: i64,
     snippet: &str,
 ) -> Result<Option<(message::Model, conversation::Model)>> {
     let inbound = model.direction == ActiveValue::Set(Direction::Inbound);
     let text = match (&model.channel, &model.body) {
-        (ActiveValue::Set(channel), ActiveValue::Set(body)) => search::search_text(*channel, body),
+        (ActiveValue::Set(channel), ActiveValue::Set(body)) => {
+            search::indexed_text(*channel, subject, body)
+        }
         _ => {
             return Err(Error::Internal(
                 "message row without channel or body".into(),
@@ -172,10 +175,14 @@ pub(crate) async fn insert_and_fold(
     insert.returning_all();
     let built = DbBackend::Postgres.build(&*insert);
     let mut sql = Sql::wrapping("WITH m AS (", built);
-    // The searchable text rides in the same statement (no extra round trip).
-    sql.push("), t AS (INSERT INTO message_texts (message_id, text) SELECT m.id, ")
-        .bind(text)
-        .push(" FROM m)");
+    // The searchable text rides in the same statement (no extra round trip), with the
+    // message's keys that a search page reads beside it.
+    sql.push(
+        "), t AS (INSERT INTO message_texts \
+         (message_id, text, conversation_id, channel, direction, sent_at) SELECT m.id, ",
+    )
+    .bind(text)
+    .push(", m.conversation_id, m.channel, m.direction, m.sent_at FROM m)");
     // So do the sender's read horizon, the recipients' unarchiving and the NOTIFY to the
     // other processes' subscribers (sent at commit, and only if it commits).
     state::push_fold_ctes(&mut sql, inbound);
@@ -284,7 +291,19 @@ pub(crate) async fn attach_messages(
             .push(", ")
             .bind(to.clone());
     })
-    .await
+    .await?;
+    // The search text's copy of the conversation follows the message (whichever writer
+    // attached it).
+    let ids: Vec<i64> = rows.iter().map(|(mid, ..)| *mid).collect();
+    for chunk in ids.chunks(super::rows_per_statement(1)) {
+        let mut sql = Sql::new(
+            "UPDATE message_texts SET conversation_id = (SELECT m.conversation_id \
+             FROM messages m WHERE m.id = message_texts.message_id) WHERE ",
+        );
+        push_in_conversations(&mut sql, "message_id", chunk);
+        conn.execute_raw(sql.build(db::backend(conn))).await?;
+    }
+    Ok(())
 }
 
 /// Records why each unassigned message stays so (only where the reason changed, so a
@@ -309,7 +328,7 @@ pub(crate) async fn record_assignment_errors(
     .await
 }
 
-/// `WHERE conversation_id IN ($..)` over `ids`.
+/// `<column> IN ($..)` over `ids`.
 fn push_in_conversations(sql: &mut Sql, column: &str, ids: &[i64]) {
     sql.push(&format!("{column} IN ("));
     for (i, id) in ids.iter().enumerate() {
