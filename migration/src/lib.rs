@@ -10,6 +10,7 @@ mod m20261201_000001_message_sequence;
 mod m20261201_000002_messaging_state;
 mod m20261201_000003_search;
 mod m20261201_000004_conversation_counts;
+mod m20261202_000003_message_txid;
 
 /// Runs parley's migrations in order.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000002_messaging_state::Migration),
             Box::new(m20261201_000003_search::Migration),
             Box::new(m20261201_000004_conversation_counts::Migration),
+            Box::new(m20261202_000003_message_txid::Migration),
         ]
     }
 }
