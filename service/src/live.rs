@@ -734,9 +734,10 @@ impl Horizon {
                 // What `older` sees is below its xmax and not in its xip; this one sees it
                 // unless it lists it as in progress.
                 xmax >= old_xmax
-                    && xip.iter().take_while(|&&x| x < *old_xmax).all(|x| {
-                        *x >= *old_xmin && old_xip.binary_search(x).is_ok()
-                    })
+                    && xip
+                        .iter()
+                        .take_while(|&&x| x < *old_xmax)
+                        .all(|x| *x >= *old_xmin && old_xip.binary_search(x).is_ok())
             }
             _ => false,
         }
@@ -1372,7 +1373,8 @@ impl MessageFeed {
         conversation_ids.dedup();
         let viewer = &self.matcher.viewer;
         let mut messages = query::messages_by_ids(&self.db, viewer, &ids).await?;
-        let conversations = query::conversations_by_ids(&self.db, viewer, &conversation_ids).await?;
+        let conversations =
+            query::conversations_by_ids(&self.db, viewer, &conversation_ids).await?;
         let Some(tracker) = self.track.as_mut() else {
             return Ok(());
         };
@@ -1680,7 +1682,13 @@ mod tests {
             Some(Announced::Horizon(snapshot(10, 10, &[])))
         );
         // As PostgreSQL validates a snapshot: in-progress ids within [xmin, xmax), ascending.
-        for bad in ["s:10:14:9", "s:10:14:14", "s:10:14:13,11", "s:14:10:", "s:10:14"] {
+        for bad in [
+            "s:10:14:9",
+            "s:10:14:14",
+            "s:10:14:13,11",
+            "s:14:10:",
+            "s:10:14",
+        ] {
             assert_eq!(parse_payload(bad), None, "{bad}");
         }
     }
