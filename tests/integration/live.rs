@@ -1368,6 +1368,17 @@ fn feed_events(payloads: &[Value]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// How many ids a feed cursor lists as delivered since its horizon.
+fn delivered_ids(cursor: &str) -> usize {
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .unwrap();
+    let text = String::from_utf8(text).unwrap();
+    let ids = text.split('/').nth(3).unwrap();
+    ids.split(',').filter(|id| !id.is_empty()).count()
+}
+
 /// Asserts that subscription `id` delivers nothing more for a moment.
 async fn assert_quiet(c: &mut Client, id: &str) {
     if let Ok(got) = tokio::time::timeout(
@@ -1445,7 +1456,7 @@ async fn a_feed_cursor_finds_a_message_that_commits_after_a_later_one(t: &TestDb
     if t.engine == Engine::Postgres {
         for sql in [
             "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN IF NEW.body = 'slow' THEN PERFORM pg_sleep(2); END IF; RETURN NEW; END $$",
+             $$ BEGIN IF NEW.body = 'slow' THEN PERFORM pg_sleep(3); END IF; RETURN NEW; END $$",
             "CREATE TRIGGER slow AFTER INSERT ON messages FOR EACH ROW EXECUTE FUNCTION slow()",
         ] {
             t.db.execute_unprepared(sql).await.unwrap();
@@ -1478,6 +1489,21 @@ async fn a_feed_cursor_finds_a_message_that_commits_after_a_later_one(t: &TestDb
         let got = feed_events(&feed.next_n("feed", 1).await);
         assert_eq!(got[0].0, "B");
         assert!(!late.is_finished(), "A is still open when B is delivered");
+        // The listener announces a snapshot in which A is in progress and B committed;
+        // the next message's cursor starts from it (B is no longer listed): A is found
+        // by its transaction, which that snapshot did not see, not by any number.
+        tokio::time::sleep(StdDuration::from_millis(700)).await;
+        record_message(
+            &t.db,
+            &s,
+            sms("+12016661234", "+18045550004", true, "B2", 3),
+        )
+        .await
+        .unwrap();
+        let got = feed_events(&feed.next_n("feed", 1).await);
+        assert_eq!(got[0].0, "B2");
+        assert!(!late.is_finished(), "A is still open when B2 is delivered");
+        assert!(delivered_ids(&got[0].1) <= 1, "the horizon moved past B");
         let cursor = got[0].1.clone();
         drop(feed);
         let late = late.await.unwrap().unwrap();
@@ -1612,6 +1638,23 @@ async fn a_feed_resumes_from_its_cursor_after_many_messages(t: &TestDb) {
         "a position stays short: {}",
         cursor.len()
     );
+    // A position lists the ids delivered since its horizon; the horizon moves on (on
+    // PostgreSQL with the snapshots the listener announces every 250 ms, on SQLite every
+    // 256 messages), so the list stays short.
+    tokio::time::sleep(StdDuration::from_millis(800)).await;
+    record_via(&http, &base, "+18045550003", "probe", None).await;
+    let probe = feed_events(&c.next_n("1", 1).await).pop().unwrap();
+    assert_eq!(probe.0, "probe");
+    let listed = delivered_ids(&probe.1);
+    if t.engine == Engine::Postgres {
+        assert!(
+            listed <= 1,
+            "the listener's snapshot moved the horizon: {listed} ids"
+        );
+    } else {
+        assert!(listed < 256, "{listed} ids");
+    }
+    let cursor = probe.1;
     drop(c);
 
     let missed = record_many(t, "missed", 600).await;
