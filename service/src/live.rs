@@ -32,7 +32,7 @@
 //!   messages the position does not cover (see [`FeedCursor`]), then follows the live
 //!   ones, dropping those the new snapshot saw. The position's id list is kept short:
 //!   each PostgreSQL listener announces a snapshot every [`MARK_EVERY`] while messages
-//!   flow (a NOTIFY sent after the snapshot is taken reaches every listener after the
+//!   flow and such feeds listen (a NOTIFY sent after the snapshot is taken reaches every listener after the
 //!   announcements of every transaction the snapshot sees), and a feed whose list still
 //!   grows past [`DELIVERED_MAX`] reads a new horizon itself.
 //! - **Bounds.** The broadcast holds the last [`LiveOptions::buffer`] changes; a
@@ -128,7 +128,7 @@ pub enum Signal {
     /// them): read what you missed from the database.
     Resync,
     /// PostgreSQL: every message of a transaction this snapshot sees was announced before
-    /// this signal (sent to the feeds over many conversations only).
+    /// this signal (sent to the feeds that keep a position only).
     Horizon(Arc<Horizon>),
 }
 
@@ -145,11 +145,13 @@ struct Inner {
     stop: Arc<Notify>,
 }
 
-/// Where changes go: one channel for the feeds over many conversations, and one per
+/// Where changes go: one channel for the feeds over many conversations, one for those of
+/// them that keep a position (they also receive the announced snapshots), and one per
 /// conversation that a feed follows, so a change wakes only the subscribers that may want
 /// it (not every subscriber of the process for every message).
 struct Topics {
     all: broadcast::Sender<Signal>,
+    tracked: broadcast::Sender<Signal>,
     conversations: Mutex<HashMap<i64, broadcast::Sender<Signal>>>,
     buffer: usize,
 }
@@ -158,6 +160,7 @@ impl Topics {
     fn new(buffer: usize) -> Topics {
         Topics {
             all: broadcast::channel(buffer).0,
+            tracked: broadcast::channel(buffer).0,
             conversations: Mutex::new(HashMap::new()),
             buffer,
         }
@@ -184,6 +187,7 @@ impl Topics {
 
     fn receivers(&self) -> usize {
         self.all.receiver_count()
+            + self.tracked.receiver_count()
             + self
                 .conversations()
                 .values()
@@ -205,15 +209,18 @@ impl Topics {
                 }
             }
         }
+        if self.tracked.receiver_count() > 0 {
+            let _ = self.tracked.send(Signal::Recorded(committed.clone()));
+        }
         if self.all.receiver_count() > 0 {
             let _ = self.all.send(Signal::Recorded(committed));
         }
     }
 
-    /// Tells the feeds over many conversations that `horizon` is complete.
+    /// Tells the feeds that keep a position that `horizon` is complete.
     fn send_horizon(&self, horizon: Horizon) {
-        if self.all.receiver_count() > 0 {
-            let _ = self.all.send(Signal::Horizon(Arc::new(horizon)));
+        if self.tracked.receiver_count() > 0 {
+            let _ = self.tracked.send(Signal::Horizon(Arc::new(horizon)));
         }
     }
 
@@ -222,6 +229,7 @@ impl Topics {
         let mut conversations = self.conversations();
         conversations.retain(|_, tx| tx.send(Signal::Resync).is_ok());
         let _ = self.all.send(Signal::Resync);
+        let _ = self.tracked.send(Signal::Resync);
     }
 }
 
@@ -304,7 +312,26 @@ impl Hub {
         conversation: Option<i64>,
         ready_timeout: Duration,
     ) -> Result<broadcast::Receiver<Signal>> {
-        let rx = self.inner.topics.subscribe(conversation);
+        self.ready(self.inner.topics.subscribe(conversation), ready_timeout)
+            .await
+    }
+
+    /// [`Hub::subscribe`] for a feed that keeps a position: all conversations, and the
+    /// snapshots the listeners announce.
+    pub async fn subscribe_tracked(
+        &self,
+        ready_timeout: Duration,
+    ) -> Result<broadcast::Receiver<Signal>> {
+        self.ready(self.inner.topics.tracked.subscribe(), ready_timeout)
+            .await
+    }
+
+    /// `rx` once the listener is listening.
+    async fn ready(
+        &self,
+        rx: broadcast::Receiver<Signal>,
+        ready_timeout: Duration,
+    ) -> Result<broadcast::Receiver<Signal>> {
         let mut ready = self.inner.ready.clone();
         match tokio::time::timeout(ready_timeout, ready.wait_for(|r| *r)).await {
             Ok(Ok(_)) => Ok(rx),
@@ -490,7 +517,7 @@ async fn listen(
                 _ = marks.tick() => {
                     // Feeds over many conversations move their horizon on these (their
                     // positions stay short); none is needed while nothing is announced.
-                    if announced && topics.all.receiver_count() > 0 {
+                    if announced && topics.tracked.receiver_count() > 0 {
                         announced = false;
                         let db = db.clone();
                         tokio::spawn(async move { mark(&db).await });
@@ -558,8 +585,8 @@ async fn deliver(db: &DatabaseConnection, topics: &Topics, payloads: &[&str]) {
     }
     conversation_ids.sort_unstable();
     conversation_ids.dedup();
-    // Only the feeds over many conversations look at transactions.
-    if topics.all.receiver_count() == 0 {
+    // Only the feeds that keep a position look at transactions.
+    if topics.tracked.receiver_count() == 0 {
         unknown_txids.clear();
     }
     let loaded = async {
@@ -1055,34 +1082,8 @@ async fn replay_rows(
     let txn = db.begin_with_options(options).await?;
     // The first statement takes the snapshot the second one reads.
     let horizon = Horizon::current(&txn).await?;
-    let mut sql = format!(
-        "SELECT m.id, m.conversation_id, m.sequence, {} AS phase FROM messages m \
-         WHERE {} AND m.conversation_id IS NOT NULL AND m.sequence IS NOT NULL",
-        match &cursor.partial {
-            Some((target, _, _)) => format!("CASE WHEN {} THEN 0 ELSE 1 END", target.sql_sees()),
-            None => "1".to_owned(),
-        },
-        cursor.base.sql_misses(),
-    );
-    if !cursor.delivered.is_empty() {
-        let ids: Vec<String> = cursor.delivered.iter().map(i64::to_string).collect();
-        sql.push_str(&format!(" AND m.id NOT IN ({})", ids.join(",")));
-    }
-    if let Some(id) = conversation {
-        sql.push_str(&format!(" AND m.conversation_id = {id}"));
-    }
-    if let Some((target, c, s)) = &cursor.partial {
-        sql.push_str(&format!(
-            " AND (NOT {} OR m.conversation_id > {c} OR (m.conversation_id = {c} AND m.sequence > {s}))",
-            target.sql_sees()
-        ));
-    }
-    sql.push_str(&format!(
-        " ORDER BY phase, m.conversation_id, m.sequence LIMIT {}",
-        REPLAY_MAX + 1
-    ));
     let found = txn
-        .query_all_raw(Statement::from_string(backend, sql))
+        .query_all_raw(replay_statement(cursor, conversation, backend))
         .await?;
     txn.commit().await?;
     if found.len() > REPLAY_MAX {
@@ -1104,6 +1105,47 @@ async fn replay_rows(
         });
     }
     Ok((horizon, rows))
+}
+
+/// The statement [`replay_rows`] reads the messages `cursor` does not cover with (up to
+/// [`REPLAY_MAX`] + 1 of them): on PostgreSQL a range of the `messages_txid` index from
+/// the horizon's `xmin`, on SQLite of the primary key from its id. The rows are found in a
+/// materialized CTE and sorted after: ordered in the query itself, the planner may walk
+/// `(conversation_id, sequence)` over every message to skip the sort. Built from the
+/// cursor's validated numbers only.
+pub fn replay_statement(
+    cursor: &FeedCursor,
+    conversation: Option<i64>,
+    backend: DbBackend,
+) -> Statement {
+    let mut sql = format!(
+        "WITH r AS MATERIALIZED (\
+         SELECT m.id, m.conversation_id, m.sequence, {} AS phase FROM messages m \
+         WHERE {} AND m.conversation_id IS NOT NULL AND m.sequence IS NOT NULL",
+        match &cursor.partial {
+            Some((target, _, _)) => format!("CASE WHEN {} THEN 0 ELSE 1 END", target.sql_sees()),
+            None => "1".to_owned(),
+        },
+        cursor.base.sql_misses(),
+    );
+    if !cursor.delivered.is_empty() {
+        let ids: Vec<String> = cursor.delivered.iter().map(i64::to_string).collect();
+        sql.push_str(&format!(" AND m.id NOT IN ({})", ids.join(",")));
+    }
+    if let Some(id) = conversation {
+        sql.push_str(&format!(" AND m.conversation_id = {id}"));
+    }
+    if let Some((target, c, s)) = &cursor.partial {
+        sql.push_str(&format!(
+            " AND (NOT {} OR m.conversation_id > {c} OR (m.conversation_id = {c} AND m.sequence > {s}))",
+            target.sql_sees()
+        ));
+    }
+    sql.push_str(&format!(
+        ") SELECT * FROM r ORDER BY phase, conversation_id, sequence LIMIT {}",
+        REPLAY_MAX + 1
+    ));
+    Statement::from_string(backend, sql)
 }
 
 /// Which messages (or conversations) a feed delivers.
@@ -1304,12 +1346,12 @@ impl MessageFeed {
         // Subscribe before reading the stored messages: whatever commits from now on is
         // delivered to `rx`, whatever committed before is found by the reads. A tracked
         // feed listens to all conversations: the announced horizons come there.
-        let topic = if tracked {
-            None
+        let rx = if tracked {
+            hub.subscribe_tracked(options.ready_timeout).await?
         } else {
-            filter.conversation_id
+            hub.subscribe(filter.conversation_id, options.ready_timeout)
+                .await?
         };
-        let rx = hub.subscribe(topic, options.ready_timeout).await?;
         Ok(MessageFeed {
             db: db.clone(),
             rx,

@@ -1471,7 +1471,7 @@ async fn a_feed_cursor_finds_a_message_that_commits_after_a_later_one(t: &TestDb
 
     let (a_id, b_id) = if t.engine == Engine::Postgres {
         let late = {
-            let (db, s) = (t.db.clone(), s.clone());
+            let (db, s) = (t.db.clone(), s);
             tokio::spawn(async move {
                 record_message(
                     &db,
@@ -1515,7 +1515,7 @@ async fn a_feed_cursor_finds_a_message_that_commits_after_a_later_one(t: &TestDb
         let txn = service::db::begin_write(&t.db).await.unwrap();
         let a = insert_unannounced_copy(&*txn, x.message.id, "slow").await;
         let writer = {
-            let (db, s) = (t.db.clone(), s.clone());
+            let (db, s) = (t.db.clone(), s);
             tokio::spawn(async move {
                 record_message(&db, &s, sms("+12016661234", "+18045550002", true, "B", 2)).await
             })
@@ -1569,7 +1569,7 @@ async fn record_many(t: &TestDb, prefix: &str, n: usize) -> Vec<String> {
     let s = Settings::default();
     let writers: Vec<_> = (0..4)
         .map(|w| {
-            let (db, s) = (t.db.clone(), s.clone());
+            let (db, s) = (t.db.clone(), s);
             let prefix = prefix.to_owned();
             tokio::spawn(async move {
                 let mut bodies = Vec::new();
@@ -1736,4 +1736,58 @@ async fn a_bad_feed_cursor_is_refused_on_after(t: &TestDb) {
         refused["message"].as_str().unwrap().contains("messageFeed"),
         "{refused}"
     );
+}
+
+on_both_engines!(a_feed_resume_reads_an_index_range_from_the_horizon);
+
+/// What a resuming feed reads (the messages its cursor's horizon did not see) is a range
+/// of the `messages_txid` index from the snapshot's xmin on PostgreSQL, of the primary key
+/// on SQLite: never a scan of every message.
+async fn a_feed_resume_reads_an_index_range_from_the_horizon(t: &TestDb) {
+    crate::plans::seed(&t.db, 2000, 10).await;
+    crate::plans::analyze(t).await;
+    let cursor = |text: &str| {
+        service::live::FeedCursor::decode(text, t.db.get_database_backend(), "after").unwrap()
+    };
+    use base64::Engine as _;
+    let encode = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let (base, partial) = if t.engine == Engine::Postgres {
+        let now: String =
+            t.db.query_one_raw(Statement::from_string(
+                t.db.get_database_backend(),
+                "SELECT pg_current_snapshot()::text AS s",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get("", "s")
+            .unwrap();
+        (
+            encode(&format!("f1/p/{now}/1,2")),
+            encode(&format!("f1/p/{now}/1,2/{now}/5/3")),
+        )
+    } else {
+        (encode("f1/s/20000/1,2"), encode("f1/s/20000/1,2/20000/5/3"))
+    };
+    for text in [base, partial] {
+        let statement =
+            service::live::replay_statement(&cursor(&text), None, t.db.get_database_backend());
+        let plan = crate::plans::plan(t, statement).await;
+        match t.engine {
+            Engine::Postgres => assert!(
+                plan.contains("using messages_txid on")
+                    || plan.contains("Bitmap Index Scan on messages_txid"),
+                "{plan}"
+            ),
+            Engine::Sqlite => assert!(
+                plan.contains("USING INTEGER PRIMARY KEY (rowid>?)"),
+                "{plan}"
+            ),
+        }
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+        assert!(
+            !plan.contains("SCAN m\n") && !plan.ends_with("SCAN m"),
+            "{plan}"
+        );
+    }
 }

@@ -104,7 +104,7 @@ fn feed_filter(
 /// A message delivered by `messageFeed`, with the cursor to resume after it.
 pub struct MessageEvent {
     message: Message,
-    position: Option<Position>,
+    position: Position,
 }
 
 /// A message delivered by `messageFeed`, with the cursor to resume after it.
@@ -118,8 +118,8 @@ impl MessageEvent {
     /// Where the feed stands once you have this message (and every one before it): pass
     /// it as `messageFeed(after:)` to resume with exactly the messages you have not
     /// received. Opaque; valid on this server's database.
-    async fn cursor(&self) -> Option<String> {
-        self.position.as_ref().map(Position::encode)
+    async fn cursor(&self) -> String {
+        self.position.encode()
     }
 }
 
@@ -260,6 +260,12 @@ impl SubscriptionRoot {
                         conversation,
                         ..
                     } = c.as_ref().clone();
+                    // A feed opened with `open_tracked` gives every message its position.
+                    let position = position.ok_or_else(|| {
+                        async_graphql::Error::new(
+                            "internal error: a feed message without its position",
+                        )
+                    })?;
                     Ok(MessageEvent {
                         message: Message(message, Some(conversation)),
                         position,
