@@ -1791,3 +1791,45 @@ async fn a_feed_resume_reads_an_index_range_from_the_horizon(t: &TestDb) {
         );
     }
 }
+
+/// A feed over all conversations whose server's listener connection is killed
+/// (`pg_terminate_backend`): what commits meanwhile, in any conversation, is read from the
+/// database once the listener is back (a conversation the feed never saw included), each
+/// message once; and the cursors given meanwhile resume exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_feed_loses_nothing_when_the_listener_is_killed() {
+    let Some(t) = TestDb::postgres().await else {
+        return;
+    };
+    let addr = serve(dev_state(&t, Default::default()), ConnLimits::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("1", FEED, json!({})).await;
+    wait_until_live(&mut c, "1", &http, &base, "+18045550099").await;
+    let killed =
+        t.db.query_all_raw(Statement::from_string(
+            t.db.get_database_backend(),
+            "SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity \
+             WHERE application_name = 'parley-live' AND datname = current_database()",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(killed.len(), 1, "exactly one listening connection");
+    let recorded = record_many(&t, "k", 40).await;
+    let got = c.next_n("1", 40).await;
+    assert_exactly(&got, &recorded);
+    assert_quiet(&mut c, "1").await;
+    // Resuming from the 20th cursor gives exactly the other 20.
+    let cursor = feed_events(&got)[19].1.clone();
+    drop(c);
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("2", FEED, json!({ "after": cursor })).await;
+    let rest = c.next_n("2", 20).await;
+    let mut both = got[..20].to_vec();
+    both.extend(rest);
+    assert_exactly(&both, &recorded);
+    assert_quiet(&mut c, "2").await;
+    drop(c);
+    t.cleanup().await;
+}
