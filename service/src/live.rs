@@ -32,9 +32,9 @@
 //!   messages the position does not cover (see [`FeedCursor`]), then follows the live
 //!   ones, dropping those the new snapshot saw. The position's id list is kept short:
 //!   each PostgreSQL listener announces a snapshot every [`MARK_EVERY`] while messages
-//!   flow and such feeds listen (a NOTIFY sent after the snapshot is taken reaches every listener after the
-//!   announcements of every transaction the snapshot sees), and a feed whose list still
-//!   grows past [`DELIVERED_MAX`] reads a new horizon itself.
+//!   flow and such feeds listen (a NOTIFY sent after the snapshot is taken reaches every
+//!   listener after the announcements of every transaction the snapshot sees), and a
+//!   feed whose list still grows past [`DELIVERED_MAX`] reads a new horizon itself.
 //! - **Bounds.** The broadcast holds the last [`LiveOptions::buffer`] changes; a
 //!   subscriber that falls further behind gets [`FeedItem::Lagged`] (with the last
 //!   sequence it was given, to resume from) and its feed ends.
