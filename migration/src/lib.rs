@@ -11,6 +11,7 @@ mod m20261201_000002_messaging_state;
 mod m20261201_000003_search;
 mod m20261201_000004_conversation_counts;
 mod m20261202_000001_search_keys;
+mod m20261202_000003_message_txid;
 
 /// Runs parley's migrations in order.
 pub struct Migrator;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000003_search::Migration),
             Box::new(m20261201_000004_conversation_counts::Migration),
             Box::new(m20261202_000001_search_keys::Migration),
+            Box::new(m20261202_000003_message_txid::Migration),
         ]
     }
 }

@@ -1334,3 +1334,502 @@ async fn catching_up_walks_the_sequence_index(t: &TestDb) {
         crate::plans::assert_walks(t, &plan, "messages_conversation_id_sequence");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Resuming a feed over many conversations (`messageFeed` and its cursors).
+
+on_both_engines!(
+    a_feed_cursor_finds_a_message_that_commits_after_a_later_one,
+    a_feed_resumes_from_its_cursor_after_many_messages,
+    a_bad_feed_cursor_is_refused_on_after,
+);
+
+const FEED: &str = "subscription($after: String, $c: ID) {
+  messageFeed(filter: {conversationId: $c}, after: $after) {
+    cursor message { id body sequence conversation { id } } } }";
+
+/// `(body, cursor)` of each `messageFeed` payload.
+fn feed_events(payloads: &[Value]) -> Vec<(String, String)> {
+    payloads
+        .iter()
+        .map(|p| {
+            let e = &p["data"]["messageFeed"];
+            (
+                e["message"]["body"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{p}"))
+                    .to_owned(),
+                e["cursor"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{p}"))
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// How many ids a feed cursor lists as delivered since its horizon.
+fn delivered_ids(cursor: &str) -> usize {
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .unwrap();
+    let text = String::from_utf8(text).unwrap();
+    let ids = text.split('/').nth(3).unwrap();
+    ids.split(',').filter(|id| !id.is_empty()).count()
+}
+
+/// Asserts that subscription `id` delivers nothing more for a moment.
+async fn assert_quiet(c: &mut Client, id: &str) {
+    if let Ok(got) = tokio::time::timeout(
+        StdDuration::from_millis(700),
+        c.recv(StdDuration::from_secs(5)),
+    )
+    .await
+    {
+        panic!("subscription {id} delivered more: {got:?}");
+    }
+}
+
+/// Opens a message in `txn` (already holding the write lock) as the record path would
+/// store it, without announcing it: copies message `from` into the same conversation
+/// with the next sequence. Returns its id.
+async fn insert_unannounced_copy(txn: &impl ConnectionTrait, from: i64, body: &str) -> i64 {
+    let backend = txn.get_database_backend();
+    let columns: Vec<String> = txn
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT name FROM pragma_table_info('messages')",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get::<String>("", "name").unwrap())
+        .filter(|n| {
+            !matches!(
+                n.as_str(),
+                "id" | "sequence" | "body" | "provider_message_id"
+            )
+        })
+        .collect();
+    let list = columns.join(", ");
+    let row = txn
+        .query_one_raw(Statement::from_string(
+            backend,
+            format!(
+                "INSERT INTO messages ({list}, body, sequence) \
+                 SELECT {list}, '{body}', (SELECT last_sequence + 1 FROM conversations c \
+                 WHERE c.id = messages.conversation_id) FROM messages WHERE id = {from} \
+                 RETURNING id"
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let id: i64 = row.try_get("", "id").unwrap();
+    txn.execute_unprepared(&format!(
+        "UPDATE conversations SET last_sequence = last_sequence + 1, \
+         message_count = message_count + 1 \
+         WHERE id = (SELECT conversation_id FROM messages WHERE id = {from})"
+    ))
+    .await
+    .unwrap();
+    id
+}
+
+/// The trap of hasura/graphql-engine#8632, over all conversations: message A takes its id
+/// first, message B after it, and B commits first. A subscriber receives B with a cursor
+/// and disconnects before A commits; resuming from that cursor delivers A, and nothing
+/// twice. On PostgreSQL A's transaction is held open (a trigger sleeps in it) while B
+/// commits. On SQLite that order cannot happen, which is what makes its cursor (the last
+/// id) exact: B's writer waits for A's transaction, shown here; A is committed without
+/// being announced, so only the resume can deliver it.
+async fn a_feed_cursor_finds_a_message_that_commits_after_a_later_one(t: &TestDb) {
+    let s = Settings::default();
+    let x = record_message(
+        &t.db,
+        &s,
+        sms("+12016661234", "+18045550001", true, "x1", 0),
+    )
+    .await
+    .unwrap();
+    if t.engine == Engine::Postgres {
+        for sql in [
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN IF NEW.body = 'slow' THEN PERFORM pg_sleep(3); END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER slow AFTER INSERT ON messages FOR EACH ROW EXECUTE FUNCTION slow()",
+        ] {
+            t.db.execute_unprepared(sql).await.unwrap();
+        }
+    }
+    let addr = serve(dev_state(t, Default::default()), ConnLimits::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let mut feed = Client::connect(&addr, json!({})).await;
+    feed.subscribe("feed", FEED, json!({})).await;
+    wait_until_live(&mut feed, "feed", &http, &base, "+18045550099").await;
+
+    let (a_id, b_id) = if t.engine == Engine::Postgres {
+        let late = {
+            let (db, s) = (t.db.clone(), s);
+            tokio::spawn(async move {
+                record_message(
+                    &db,
+                    &s,
+                    sms("+12016661234", "+18045550001", false, "slow", 1),
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(StdDuration::from_millis(400)).await;
+        let early = record_message(&t.db, &s, sms("+12016661234", "+18045550002", true, "B", 2))
+            .await
+            .unwrap();
+        // B is committed and delivered while A's transaction is still open.
+        let got = feed_events(&feed.next_n("feed", 1).await);
+        assert_eq!(got[0].0, "B");
+        assert!(!late.is_finished(), "A is still open when B is delivered");
+        // The listener announces a snapshot in which A is in progress and B committed;
+        // the next message's cursor starts from it (B is no longer listed): A is found
+        // by its transaction, which that snapshot did not see, not by any number.
+        tokio::time::sleep(StdDuration::from_millis(700)).await;
+        record_message(
+            &t.db,
+            &s,
+            sms("+12016661234", "+18045550004", true, "B2", 3),
+        )
+        .await
+        .unwrap();
+        let got = feed_events(&feed.next_n("feed", 1).await);
+        assert_eq!(got[0].0, "B2");
+        assert!(!late.is_finished(), "A is still open when B2 is delivered");
+        assert!(delivered_ids(&got[0].1) <= 1, "the horizon moved past B");
+        let cursor = got[0].1.clone();
+        drop(feed);
+        let late = late.await.unwrap().unwrap();
+        let (a, b) = (late.message.id, early.message.id);
+        assert!(a < b, "A took the lower id");
+        resume_finds_late(t, &addr, &http, &base, &cursor).await;
+        (a, b)
+    } else {
+        let txn = service::db::begin_write(&t.db).await.unwrap();
+        let a = insert_unannounced_copy(&*txn, x.message.id, "slow").await;
+        let writer = {
+            let (db, s) = (t.db.clone(), s);
+            tokio::spawn(async move {
+                record_message(&db, &s, sms("+12016661234", "+18045550002", true, "B", 2)).await
+            })
+        };
+        tokio::time::sleep(StdDuration::from_millis(500)).await;
+        assert!(
+            !writer.is_finished(),
+            "SQLite: a writer cannot commit while another write transaction is open"
+        );
+        txn.commit().await.unwrap();
+        let b = writer.await.unwrap().unwrap().message.id;
+        assert!(a < b, "ids are assigned in commit order");
+        let got = feed_events(&feed.next_n("feed", 1).await);
+        assert_eq!(got[0].0, "B");
+        let cursor = got[0].1.clone();
+        drop(feed);
+        resume_finds_late(t, &addr, &http, &base, &cursor).await;
+        (a, b)
+    };
+    // "Everything after the last id seen" would have skipped A.
+    assert!(a_id < b_id);
+    let _ = x;
+}
+
+/// Resumes a feed from `cursor` (given with B): A ("slow") comes, then only new messages.
+async fn resume_finds_late(
+    _t: &TestDb,
+    addr: &str,
+    http: &reqwest::Client,
+    base: &str,
+    cursor: &str,
+) {
+    let mut resumed = Client::connect(addr, json!({})).await;
+    resumed
+        .subscribe("r", FEED, json!({ "after": cursor }))
+        .await;
+    let got = feed_events(&resumed.next_n("r", 1).await);
+    assert_eq!(got[0].0, "slow", "the late message is replayed");
+    record_via(http, base, "+18045550003", "C", None).await;
+    let got = feed_events(&resumed.next_n("r", 1).await);
+    assert_eq!(
+        got[0].0, "C",
+        "then the live ones; B is not delivered twice"
+    );
+    assert_quiet(&mut resumed, "r").await;
+}
+
+/// Records `n` messages from 4 concurrent writers into 7 conversations; returns their
+/// bodies.
+async fn record_many(t: &TestDb, prefix: &str, n: usize) -> Vec<String> {
+    let s = Settings::default();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (db, s) = (t.db.clone(), s);
+            let prefix = prefix.to_owned();
+            tokio::spawn(async move {
+                let mut bodies = Vec::new();
+                for i in (w..n).step_by(4) {
+                    let contact = format!("+1804555{:04}", 100 + i % 7);
+                    let body = format!("{prefix}{i}");
+                    record_message(
+                        &db,
+                        &s,
+                        sms("+12016661234", &contact, true, &body, i as i64),
+                    )
+                    .await
+                    .unwrap();
+                    bodies.push(body);
+                }
+                bodies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in writers {
+        all.extend(w.await.unwrap());
+    }
+    all.sort();
+    all
+}
+
+/// Asserts that `payloads` are `expected` (as a set, each once) and in sequence order
+/// within each conversation.
+fn assert_exactly(payloads: &[Value], expected: &[String]) {
+    let mut bodies: Vec<String> = feed_events(payloads).into_iter().map(|e| e.0).collect();
+    let mut last: std::collections::HashMap<String, i64> = Default::default();
+    for p in payloads {
+        let m = &p["data"]["messageFeed"]["message"];
+        let c = m["conversation"]["id"].as_str().unwrap().to_owned();
+        let seq = m["sequence"].as_i64().unwrap();
+        if let Some(prev) = last.insert(c, seq) {
+            assert_eq!(
+                seq,
+                prev + 1,
+                "in sequence order within a conversation: {m}"
+            );
+        }
+    }
+    bodies.sort();
+    assert_eq!(bodies, expected);
+}
+
+/// A feed over all conversations: 300 live messages (more than a position lists before
+/// the feed reads a new horizon), then 600 recorded while disconnected are replayed
+/// exactly from the last cursor; a resume from a cursor in the middle of that replay gets
+/// exactly the rest; then live ones follow.
+async fn a_feed_resumes_from_its_cursor_after_many_messages(t: &TestDb) {
+    let addr = serve(dev_state(t, Default::default()), ConnLimits::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("1", FEED, json!({})).await;
+    wait_until_live(&mut c, "1", &http, &base, "+18045550099").await;
+    let live = record_many(t, "live", 300).await;
+    let got = c.next_n("1", 300).await;
+    assert_exactly(&got, &live);
+    let cursor = feed_events(&got).pop().unwrap().1;
+    assert!(
+        cursor.len() < 4000,
+        "a position stays short: {}",
+        cursor.len()
+    );
+    // A position lists the ids delivered since its horizon; the horizon moves on (on
+    // PostgreSQL with the snapshots the listener announces every 250 ms, on SQLite every
+    // 256 messages), so the list stays short.
+    tokio::time::sleep(StdDuration::from_millis(800)).await;
+    record_via(&http, &base, "+18045550003", "probe", None).await;
+    let probe = feed_events(&c.next_n("1", 1).await).pop().unwrap();
+    assert_eq!(probe.0, "probe");
+    let listed = delivered_ids(&probe.1);
+    if t.engine == Engine::Postgres {
+        assert!(
+            listed <= 1,
+            "the listener's snapshot moved the horizon: {listed} ids"
+        );
+    } else {
+        assert!(listed < 256, "{listed} ids");
+    }
+    let cursor = probe.1;
+    drop(c);
+
+    let missed = record_many(t, "missed", 600).await;
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("2", FEED, json!({ "after": cursor })).await;
+    let first = c.next_n("2", 250).await;
+    drop(c);
+    let middle = feed_events(&first).pop().unwrap().1;
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("3", FEED, json!({ "after": middle })).await;
+    let rest = c.next_n("3", 350).await;
+    let mut both = first.clone();
+    both.extend(rest.iter().cloned());
+    assert_exactly(&both, &missed);
+    record_via(&http, &base, "+18045550003", "after", None).await;
+    assert_eq!(feed_events(&c.next_n("3", 1).await)[0].0, "after");
+    assert_quiet(&mut c, "3").await;
+    drop(c);
+
+    // The whole replay again, from the first cursor: the same 600 and the live one.
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("4", FEED, json!({ "after": cursor })).await;
+    let again = c.next_n("4", 601).await;
+    let mut expected = missed.clone();
+    expected.push("after".into());
+    expected.sort();
+    assert_exactly(&again, &expected);
+    assert_quiet(&mut c, "4").await;
+
+    // With a conversation filter, only its messages.
+    let conversation = again[0]["data"]["messageFeed"]["message"]["conversation"]["id"].clone();
+    let of_it = again
+        .iter()
+        .filter(|p| p["data"]["messageFeed"]["message"]["conversation"]["id"] == conversation)
+        .count();
+    c.subscribe("5", FEED, json!({ "after": cursor, "c": conversation }))
+        .await;
+    let got = c.next_n("5", of_it).await;
+    assert!(
+        got.iter()
+            .all(|p| p["data"]["messageFeed"]["message"]["conversation"]["id"] == conversation)
+    );
+    assert_quiet(&mut c, "5").await;
+}
+
+async fn a_bad_feed_cursor_is_refused_on_after(t: &TestDb) {
+    let addr = serve(dev_state(t, Default::default()), ConnLimits::default()).await;
+    let mut c = Client::connect(&addr, json!({})).await;
+    use base64::Engine as _;
+    let encode = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let other_engine = if t.engine == Engine::Postgres {
+        encode("f1/s/10/")
+    } else {
+        encode("f1/p/10:12:11/")
+    };
+    for (i, bad) in [
+        "not a cursor".to_owned(),
+        encode("f1/p/12:10:/"),
+        encode("f1/s/x/1,2"),
+        other_engine,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("bad{i}");
+        c.subscribe(&id, FEED, json!({ "after": bad })).await;
+        let refused = refusal(&mut c, &id).await;
+        assert_eq!(
+            refused["extensions"]["code"], "BAD_USER_INPUT",
+            "{bad}: {refused}"
+        );
+        assert_eq!(refused["extensions"]["field"], "after", "{bad}: {refused}");
+    }
+    // messageRecorded still resumes one conversation only, and says where to look.
+    c.subscribe("3", MESSAGES, json!({ "after": 3 })).await;
+    let refused = refusal(&mut c, "3").await;
+    assert_eq!(refused["extensions"]["field"], "afterSequence");
+    assert!(
+        refused["message"].as_str().unwrap().contains("messageFeed"),
+        "{refused}"
+    );
+}
+
+on_both_engines!(a_feed_resume_reads_an_index_range_from_the_horizon);
+
+/// What a resuming feed reads (the messages its cursor's horizon did not see) is a range
+/// of the `messages_txid` index from the snapshot's xmin on PostgreSQL, of the primary key
+/// on SQLite: never a scan of every message.
+async fn a_feed_resume_reads_an_index_range_from_the_horizon(t: &TestDb) {
+    crate::plans::seed(&t.db, 2000, 10).await;
+    crate::plans::analyze(t).await;
+    let cursor = |text: &str| {
+        service::live::FeedCursor::decode(text, t.db.get_database_backend(), "after").unwrap()
+    };
+    use base64::Engine as _;
+    let encode = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let (base, partial) = if t.engine == Engine::Postgres {
+        let now: String =
+            t.db.query_one_raw(Statement::from_string(
+                t.db.get_database_backend(),
+                "SELECT pg_current_snapshot()::text AS s",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get("", "s")
+            .unwrap();
+        (
+            encode(&format!("f1/p/{now}/1,2")),
+            encode(&format!("f1/p/{now}/1,2/{now}/5/3")),
+        )
+    } else {
+        (encode("f1/s/20000/1,2"), encode("f1/s/20000/1,2/20000/5/3"))
+    };
+    for text in [base, partial] {
+        let statement =
+            service::live::replay_statement(&cursor(&text), None, t.db.get_database_backend());
+        let plan = crate::plans::plan(t, statement).await;
+        match t.engine {
+            Engine::Postgres => assert!(
+                plan.contains("using messages_txid on")
+                    || plan.contains("Bitmap Index Scan on messages_txid"),
+                "{plan}"
+            ),
+            Engine::Sqlite => assert!(
+                plan.contains("USING INTEGER PRIMARY KEY (rowid>?)"),
+                "{plan}"
+            ),
+        }
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+        assert!(
+            !plan.contains("SCAN m\n") && !plan.ends_with("SCAN m"),
+            "{plan}"
+        );
+    }
+}
+
+/// A feed over all conversations whose server's listener connection is killed
+/// (`pg_terminate_backend`): what commits meanwhile, in any conversation, is read from the
+/// database once the listener is back (a conversation the feed never saw included), each
+/// message once; and the cursors given meanwhile resume exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_feed_loses_nothing_when_the_listener_is_killed() {
+    let Some(t) = TestDb::postgres().await else {
+        return;
+    };
+    let addr = serve(dev_state(&t, Default::default()), ConnLimits::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("1", FEED, json!({})).await;
+    wait_until_live(&mut c, "1", &http, &base, "+18045550099").await;
+    let killed =
+        t.db.query_all_raw(Statement::from_string(
+            t.db.get_database_backend(),
+            "SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity \
+             WHERE application_name = 'parley-live' AND datname = current_database()",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(killed.len(), 1, "exactly one listening connection");
+    let recorded = record_many(&t, "k", 40).await;
+    let got = c.next_n("1", 40).await;
+    assert_exactly(&got, &recorded);
+    assert_quiet(&mut c, "1").await;
+    // Resuming from the 20th cursor gives exactly the other 20.
+    let cursor = feed_events(&got)[19].1.clone();
+    drop(c);
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("2", FEED, json!({ "after": cursor })).await;
+    let rest = c.next_n("2", 20).await;
+    let mut both = got[..20].to_vec();
+    both.extend(rest);
+    assert_exactly(&both, &recorded);
+    assert_quiet(&mut c, "2").await;
+    drop(c);
+    t.cleanup().await;
+}

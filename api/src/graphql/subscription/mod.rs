@@ -4,9 +4,11 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Context, ErrorExtensions, ID, InputObject, Result, Subscription};
+use async_graphql::{Context, ErrorExtensions, ID, InputObject, Object, Result, Subscription};
 use futures::{Stream, StreamExt};
-use service::live::{self, ConversationFeed, ConversationItem, FeedFilter, FeedItem, MessageFeed};
+use service::live::{
+    self, ConversationFeed, ConversationItem, FeedFilter, FeedItem, MessageFeed, Position,
+};
 use service::{DatabaseConnection, Viewer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -99,11 +101,43 @@ fn feed_filter(
     })
 }
 
+/// A message delivered by `messageFeed`, with the cursor to resume after it.
+pub struct MessageEvent {
+    message: Message,
+    position: Position,
+}
+
+/// A message delivered by `messageFeed`, with the cursor to resume after it.
+#[Object]
+impl MessageEvent {
+    /// The message.
+    async fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// Where the feed stands once you have this message (and every one before it): pass
+    /// it as `messageFeed(after:)` to resume with exactly the messages you have not
+    /// received. Opaque; valid on this server's database.
+    async fn cursor(&self) -> String {
+        self.position.encode()
+    }
+}
+
 /// The `SUBSCRIPTION_LAGGED` error that ends a feed whose subscriber fell behind.
 fn lagged(last_sequence: Option<i64>) -> async_graphql::Error {
-    let resume = match last_sequence {
-        Some(n) => format!("; resubscribe with afterSequence: {n} to receive the rest"),
-        None => "; resubscribe (per conversation, with afterSequence, to miss nothing)".into(),
+    lagged_with(last_sequence, None)
+}
+
+/// [`lagged`], for `messageFeed`: with the cursor to resume from.
+fn lagged_with(last_sequence: Option<i64>, cursor: Option<String>) -> async_graphql::Error {
+    let resume = match (last_sequence, &cursor) {
+        (_, Some(_)) => "; resubscribe with after: extensions.cursor to receive the rest".into(),
+        (Some(n), None) => format!("; resubscribe with afterSequence: {n} to receive the rest"),
+        (None, None) => {
+            "; resubscribe (per conversation with afterSequence, or with messageFeed and its \
+             cursors, to miss nothing)"
+                .into()
+        }
     };
     async_graphql::Error::new(format!(
         "this subscription fell too far behind the messages being recorded and was ended{resume}"
@@ -112,6 +146,9 @@ fn lagged(last_sequence: Option<i64>) -> async_graphql::Error {
         e.set("code", SUBSCRIPTION_LAGGED);
         if let Some(n) = last_sequence {
             e.set("lastSequence", n);
+        }
+        if let Some(c) = &cursor {
+            e.set("cursor", c.as_str());
         }
     })
 }
@@ -163,14 +200,80 @@ impl SubscriptionRoot {
             // The slot is given back when the subscription ends.
             let _slot = &slot;
             match item {
-                Ok(FeedItem::Message(c)) => {
+                Ok(FeedItem::Message(c, _)) => {
                     let live::Committed {
                         message,
                         conversation,
+                        ..
                     } = c.as_ref().clone();
                     Ok(Message(message, Some(conversation)))
                 }
                 Ok(FeedItem::Lagged { last_sequence, .. }) => Err(lagged(last_sequence)),
+                Err(e) => Err(ClientError::from_service(&e, None).into_graphql()),
+            }
+        }))
+    }
+
+    /// Messages as they are recorded, as `messageRecorded` delivers them, each with a
+    /// `cursor`: resubscribe with `after` set to the last cursor you received and the
+    /// messages you missed come first, then the live ones, with no gap and no duplicate,
+    /// over any number of conversations. A cursor names what was delivered, not a
+    /// number: a message whose transaction began first but commits last is never skipped.
+    /// A cursor more than 100,000 messages behind is refused (`BAD_USER_INPUT`): subscribe
+    /// without it and reload. A subscriber that falls too far behind is ended with
+    /// `SUBSCRIPTION_LAGGED` and `extensions.cursor`.
+    async fn message_feed(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Which messages.")] filter: Option<MessageRecordedFilter>,
+        #[graphql(
+            desc = "Resume after this `cursor` of a message this feed delivered (with the same filter); omitted: only new messages."
+        )]
+        after: Option<String>,
+    ) -> Result<impl Stream<Item = Result<MessageEvent>> + use<>> {
+        let slot = take_slot(ctx)?;
+        let db = ctx.data::<DatabaseConnection>()?;
+        let config = ctx.data::<AppConfig>()?;
+        let viewer = ctx.data::<Viewer>()?.clone();
+        let filter = filter.unwrap_or_default();
+        let filter = feed_filter(
+            filter.conversation_id.as_ref(),
+            filter.channel,
+            filter.participant,
+        )?;
+        let feed = MessageFeed::open_tracked(
+            db,
+            viewer,
+            config.settings.default_region,
+            &filter,
+            after.as_deref(),
+            config.live.options(),
+        )
+        .await
+        .gql(ctx)?;
+        Ok(feed.into_stream().map(move |item| {
+            let _slot = &slot;
+            match item {
+                Ok(FeedItem::Message(c, position)) => {
+                    let live::Committed {
+                        message,
+                        conversation,
+                        ..
+                    } = c.as_ref().clone();
+                    // A feed opened with `open_tracked` gives every message its position.
+                    let position = position.ok_or_else(|| {
+                        async_graphql::Error::new(
+                            "internal error: a feed message without its position",
+                        )
+                    })?;
+                    Ok(MessageEvent {
+                        message: Message(message, Some(conversation)),
+                        position,
+                    })
+                }
+                Ok(FeedItem::Lagged { cursor, .. }) => {
+                    Err(lagged_with(None, cursor.map(|c| c.encode())))
+                }
                 Err(e) => Err(ClientError::from_service(&e, None).into_graphql()),
             }
         }))
