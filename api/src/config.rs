@@ -119,6 +119,12 @@ pub struct RecordArgs {
     /// Most attachments on one message.
     #[arg(long, env = "PARLEY_MAX_ATTACHMENTS", default_value_t = 10)]
     pub max_attachments: usize,
+    /// The most messages of one conversation committed in one transaction (1..=256): the
+    /// writers to a conversation that queue while its transaction runs are stored together
+    /// in the next one (group commit); 1 gives each message a transaction of its own.
+    #[arg(long, env = "PARLEY_RECORD_GROUP_MAX", default_value_t = service::record::MAX_GROUP as u16,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub record_group_max: u16,
 }
 
 impl RecordArgs {
@@ -134,6 +140,7 @@ impl RecordArgs {
                 max_page_size,
                 ..Limits::default()
             },
+            record_group_max: usize::from(self.record_group_max),
         }
     }
 }
@@ -507,6 +514,14 @@ mod tests {
                 "for '--snippet-length <SNIPPET_LENGTH>': 0 is not in 1..=4096",
             ),
             (
+                &["serve", "--record-group-max", "0"],
+                "for '--record-group-max <RECORD_GROUP_MAX>': 0 is not in 1..=256",
+            ),
+            (
+                &["serve", "--record-group-max", "257"],
+                "for '--record-group-max <RECORD_GROUP_MAX>': 257 is not in 1..=256",
+            ),
+            (
                 &["backfill", "--batch-size", "5001"],
                 "for '--batch-size <BATCH_SIZE>': 5001 is not in 1..=5000",
             ),
@@ -545,6 +560,8 @@ mod tests {
             "20",
             "--shutdown-grace",
             "0.5",
+            "--record-group-max",
+            "1",
         ])
         .unwrap();
         let options = cli.db.db_options();
@@ -557,6 +574,7 @@ mod tests {
         let config = serve.app_config();
         assert_eq!(config.graphql.max_batch, 1);
         assert_eq!(config.settings.limits.max_page_size, 20);
+        assert_eq!(config.settings.record_group_max, 1);
         assert_eq!(serve.shutdown_grace().as_secs_f64(), 0.5);
         for (args, batch) in [
             (&["backfill", "--batch-size", "5000"][..], 5000),

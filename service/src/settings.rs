@@ -43,6 +43,9 @@ pub struct Settings {
     pub default_region: Region,
     /// Input limits.
     pub limits: Limits,
+    /// The most messages of one conversation stored in one transaction (group commit,
+    /// [`crate::record::MAX_GROUP`] by default); 1 stores each message in its own.
+    pub record_group_max: usize,
 }
 
 impl Default for Settings {
@@ -51,6 +54,7 @@ impl Default for Settings {
             snippet_length: DEFAULT_SNIPPET_LENGTH,
             default_region: Region::default(),
             limits: Limits::default(),
+            record_group_max: crate::record::MAX_GROUP,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! A process's writers to one conversation queue here, holding no pooled connection, and
 //! one task per conversation (the drain) stores them: the writers that queued while it
 //! stored the previous group are stored together, in queue order, in one transaction (at
-//! most [`MAX_GROUP`] a group). Each message still gets its own sequence, its own
+//! most [`crate::Settings::record_group_max`] a group). Each message still gets its own sequence, its own
 //! idempotency check and its own answer, exactly as if the group's messages had been
 //! recorded one after another: the group takes the conversation's row lock once and
 //! commits (and flushes the log) once, instead of once per message.
@@ -40,7 +40,8 @@ use crate::normalize::Participants;
 use crate::types::Kind;
 use crate::{db, live};
 
-/// The most messages one transaction stores. A group updates its conversation's row once
+/// The most messages one transaction stores, by default
+/// ([`crate::Settings::record_group_max`], `--record-group-max`). A group updates its conversation's row once
 /// per message, and PostgreSQL walks the row's versions of the same transaction on each
 /// update, so a group's cost grows faster than its size: 64 keeps a group's transaction
 /// short while a burst of writers still commits a few times a second per conversation.
@@ -75,9 +76,10 @@ impl Pending {
 type Waiter = (Pending, oneshot::Sender<Result<Stored>>);
 
 /// One conversation's queue.
-#[derive(Default)]
 struct Queue {
     waiting: VecDeque<Waiter>,
+    /// The most messages of a group ([`crate::Settings::record_group_max`]).
+    max: usize,
 }
 
 type Queues = HashMap<String, Queue>;
@@ -94,6 +96,7 @@ fn queues() -> MutexGuard<'static, Queues> {
 /// the channel and participants' key), and answers what storing it did.
 pub(super) async fn submit(
     db: &DatabaseConnection,
+    max: usize,
     conversation: String,
     pending: Pending,
 ) -> Result<Stored> {
@@ -109,7 +112,10 @@ pub(super) async fn submit(
                 false
             }
             None => {
-                let mut queue = Queue::default();
+                let mut queue = Queue {
+                    waiting: VecDeque::new(),
+                    max: max.max(1),
+                };
                 queue.waiting.push_back((pending, tx));
                 queues.insert(conversation.clone(), queue);
                 true
@@ -157,7 +163,7 @@ async fn drain(db: DatabaseConnection, conversation: String) {
                 guard.removed = true;
                 return;
             }
-            let n = queue.waiting.len().min(MAX_GROUP);
+            let n = queue.waiting.len().min(queue.max);
             queue.waiting.drain(..n).collect()
         };
         metrics::histogram!("parley_record_group_size").record(group.len() as f64);
@@ -241,12 +247,18 @@ async fn store_together(
     let mut stored = Vec::with_capacity(group.len());
     for (i, pending) in group.iter().enumerate() {
         let row = pending.row();
+        // After the first message the conversation's row is this transaction's.
+        let locked = match stored.last() {
+            Some(Stored::New(recorded)) => recorded.conversation.as_ref(),
+            _ => None,
+        };
         match store_assigned(
             &txn,
             &row,
             &pending.participants,
             &pending.key,
             &pending.snippet,
+            locked,
         )
         .await
         {
@@ -278,6 +290,7 @@ async fn store_one(db: &DatabaseConnection, pending: &Pending) -> Result<Stored>
         &pending.participants,
         &pending.key,
         &pending.snippet,
+        None,
     )
     .await
     {

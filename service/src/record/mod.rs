@@ -120,7 +120,7 @@ pub async fn record_message_with(
                 snippet,
                 headers: email,
             };
-            group::submit(db, conversation, pending).await?
+            group::submit(db, settings.record_group_max, conversation, pending).await?
         }
         Err(reason) => {
             let row = MessageRow {
@@ -263,34 +263,47 @@ pub(crate) fn new_message(
 }
 
 /// The conversation upsert, message insert and conversation update, in `txn`; `key` is
-/// the participants' key ([`normalize::participants_key`]).
+/// the participants' key ([`normalize::participants_key`]); `locked`: the conversation as
+/// an earlier message of the same transaction left it (its row locked).
 async fn store_assigned(
     txn: &DatabaseTransaction,
     row: &MessageRow<'_>,
     participants: &Participants,
     key: &str,
     snippet: &str,
+    locked: Option<&conversation::Model>,
 ) -> Result<Stored> {
-    let conversation = statements::new_conversation(
-        row.input.channel,
-        key,
-        &participants.sorted,
-        row.sent_at,
-        row.sent_at,
-        row.recorded_at,
-    );
-    // The upsert locks the conversation row until commit, so the count update below
-    // cannot interleave with another writer's.
-    let upserted = statements::upsert_conversations(txn, &[conversation]).await?;
-    let Some(upserted) = upserted.first() else {
-        return Err(Error::Internal(
-            "conversation upsert returned no row".into(),
-        ));
+    let (conversation_id, last_sequence, created) = match locked {
+        // The conversation as the message before in this transaction left it: its row is
+        // locked already, and the upsert would only set `updated_at`, which the update
+        // below sets too. One statement fewer per message of a commit group.
+        Some(c) => (c.id, c.last_sequence, false),
+        None => {
+            let conversation = statements::new_conversation(
+                row.input.channel,
+                key,
+                &participants.sorted,
+                row.sent_at,
+                row.sent_at,
+                row.recorded_at,
+            );
+            // The upsert locks the conversation row until commit, so the count update
+            // below cannot interleave with another writer's.
+            let upserted = statements::upsert_conversations(txn, &[conversation]).await?;
+            let Some(upserted) = upserted.first() else {
+                return Err(Error::Internal(
+                    "conversation upsert returned no row".into(),
+                ));
+            };
+            // Counts are exact and a conversation is only ever created with its first
+            // message, so a count of 0 under our row lock means this transaction created it.
+            (
+                upserted.id,
+                upserted.last_sequence,
+                upserted.message_count == 0,
+            )
+        }
     };
-    let conversation_id = upserted.id;
-    // Counts are exact and a conversation is only ever created with its first message, so
-    // a count of 0 under our row lock means this transaction created it.
-    let created = upserted.message_count == 0;
 
     if created {
         let rows = participants
@@ -303,7 +316,7 @@ async fn store_assigned(
     // The next number of the conversation's sequence: the row stays locked until commit,
     // so no other writer can take it, and numbers follow the order writers got the lock.
     let mut model = row.active_model(Some(conversation_id));
-    model.sequence = Set(Some(upserted.last_sequence + 1));
+    model.sequence = Set(Some(last_sequence + 1));
     // PostgreSQL: one statement also writes the search text and the state and sends the
     // NOTIFY. SQLite runs them one by one, in process, where a statement costs no round trip.
     let postgres = db::backend(txn) == DbBackend::Postgres;
