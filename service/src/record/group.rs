@@ -185,8 +185,7 @@ async fn drain(db: DatabaseConnection, conversation: String) {
                 .map(|q| q.waiting.drain(..).collect())
                 .unwrap_or_default();
             for (_, sender) in waiting {
-                let _ = sender.send(Err(unreachable_copy(&err)
-                    .unwrap_or(Error::Internal("database unreachable".into()))));
+                let _ = sender.send(Err(copy(&err)));
             }
         }
     }
