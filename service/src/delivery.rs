@@ -14,7 +14,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder
 
 use crate::error::{Error, Result};
 use crate::query::MAX_IDS_PER_STATEMENT;
-use crate::record::{now, to_micros};
+use crate::record::{check_text, now, to_micros};
 use crate::sql::Sql;
 use crate::types::Channel;
 use crate::{db, message};
@@ -66,34 +66,15 @@ pub fn parse_status(field: &str, text: &str) -> Result<DeliveryStatus> {
     })
 }
 
-fn check(field: &str, value: &str, max_bytes: usize) -> Result<()> {
-    if value.len() > max_bytes {
-        return Err(Error::invalid(
-            field,
-            format!(
-                "{} bytes given; at most {max_bytes} are allowed",
-                value.len()
-            ),
-        ));
-    }
-    if value.contains('\0') {
-        return Err(Error::invalid(field, "contains a NUL character (U+0000)"));
-    }
-    Ok(())
-}
-
 /// Checks an event's fields; nothing is stored when one fails. Field names are GraphQL's
 /// (`providerMessageId`, `at`, `errorCode`, `errorMessage`).
 pub fn validate(event: &StatusEvent) -> Result<()> {
-    check("providerMessageId", &event.provider_message_id, 255)?;
-    if event.provider_message_id.trim().is_empty() {
-        return Err(Error::invalid("providerMessageId", "must not be empty"));
-    }
+    check_text("providerMessageId", &event.provider_message_id, 255, false)?;
     if let Some(code) = &event.error_code {
-        check("errorCode", code, 255)?;
+        check_text("errorCode", code, 255, true)?;
     }
     if let Some(text) = &event.error_message {
-        check("errorMessage", text, 4096)?;
+        check_text("errorMessage", text, 4096, true)?;
     }
     if let Some(at) = event.at {
         let latest = Utc::now() + Duration::days(1);

@@ -197,16 +197,17 @@ pub async fn states(
 /// message moves its horizon to that message (you have read what you wrote; the message
 /// is the conversation's latest, so nothing of the sender's lies after it), and an INBOUND
 /// message unarchives the conversation for its recipients (every participant but the
-/// sender). PostgreSQL runs both in one statement (a data-modifying `WITH`).
+/// sender). SQLite, in process, two statements; PostgreSQL writes the same as part of the
+/// record statement ([`push_fold_ctes`]).
 pub(crate) async fn fold_message(
     conn: &impl ConnectionTrait,
     conversation_id: i64,
     message: &message::Model,
 ) -> Result<()> {
     let backend = db::backend(conn);
-    let unarchive = |sql: &mut Sql| {
-        sql.push("UPDATE conversation_states SET archived = ")
-            .bind(false)
+    if message.direction == Direction::Inbound {
+        let mut sql = Sql::new("UPDATE conversation_states SET archived = ");
+        sql.bind(false)
             .push(", updated_at = ")
             .bind(message.recorded_at)
             .push(" WHERE conversation_id = ")
@@ -216,31 +217,16 @@ pub(crate) async fn fold_message(
         if let Some(from) = &message.from_address {
             sql.push(" AND inbox <> ").bind(from.as_str());
         }
-    };
-    let inbound = message.direction == Direction::Inbound;
+        conn.execute_raw(sql.build(backend)).await?;
+    }
     let (Some(from), Some(sequence)) = (&message.from_address, message.sequence) else {
-        if inbound {
-            let mut sql = Sql::new("");
-            unarchive(&mut sql);
-            conn.execute_raw(sql.build(backend)).await?;
-        }
         return Ok(());
     };
-    let mut sql = Sql::new("");
-    if inbound && backend == sea_orm::DbBackend::Postgres {
-        sql.push("WITH unarchived AS (");
-        unarchive(&mut sql);
-        sql.push(" RETURNING 1) ");
-    } else if inbound {
-        let mut first = Sql::new("");
-        unarchive(&mut first);
-        conn.execute_raw(first.build(backend)).await?;
-    }
-    sql.push(
+    let mut sql = Sql::new(
         "INSERT INTO conversation_states (conversation_id, inbox, read_up_to, sent_after, \
          archived, updated_at) VALUES (",
-    )
-    .bind_all([
+    );
+    sql.bind_all([
         conversation_id.into(),
         from.as_str().into(),
         sequence.into(),

@@ -92,16 +92,21 @@ fn queues() -> MutexGuard<'static, Queues> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Stores `pending` with the other messages queued for its conversation (`conversation`:
-/// the channel and participants' key), and answers what storing it did.
+/// Stores `pending` with the other messages queued for its conversation, at most `max` a
+/// transaction, and answers what storing it did.
 pub(super) async fn submit(
     db: &DatabaseConnection,
     max: usize,
-    conversation: String,
     pending: Pending,
 ) -> Result<Stored> {
-    // Writers of one conversation are grouped only within one database.
-    let conversation = format!("{:x}/{conversation}", db::pool_id(db));
+    // The conversation's channel and participants' key, within one database: writers of
+    // different databases (tests open several) are never grouped.
+    let conversation = format!(
+        "{:x}/{}:{}",
+        db::pool_id(db),
+        pending.input.channel,
+        pending.key
+    );
     let (tx, rx) = oneshot::channel();
     let start_drain = {
         let mut queues = queues();

@@ -107,7 +107,6 @@ pub async fn record_message_with(
         Ok(participants) => {
             let snippet = message_snippet(input.channel, &input.body, settings.snippet_length);
             let key = normalize::participants_key(&participants.sorted);
-            let conversation = format!("{}:{key}", input.channel);
             // The drain of the conversation's writers stores it, alone or with the others
             // queued meanwhile, and publishes it (see `group`).
             let pending = group::Pending {
@@ -120,7 +119,7 @@ pub async fn record_message_with(
                 snippet,
                 headers: email,
             };
-            group::submit(db, settings.record_group_max, conversation, pending).await?
+            group::submit(db, settings.record_group_max, pending).await?
         }
         Err(reason) => {
             let row = MessageRow {
@@ -483,7 +482,9 @@ pub fn validate(input: &NewMessage, limits: &Limits) -> Result<Kind> {
     Ok(kind)
 }
 
-fn check_text(field: &str, value: &str, max_bytes: usize, empty_ok: bool) -> Result<()> {
+/// Checks one text field: at most `max_bytes`, no NUL (which PostgreSQL refuses and
+/// SQLite stores), and not blank unless `empty_ok`; `InvalidInput` naming `field`.
+pub(crate) fn check_text(field: &str, value: &str, max_bytes: usize, empty_ok: bool) -> Result<()> {
     if value.len() > max_bytes {
         return Err(Error::invalid(
             field,
