@@ -25,7 +25,7 @@ impl NodeType {
 
 /// The global id of a row.
 pub fn encode_id(ty: NodeType, id: i64) -> ID {
-    ID(URL_SAFE_NO_PAD.encode(format!("{}:{id}", ty.name())))
+    ID(service::cursor::encode_numbers(ty.name(), &[id], ""))
 }
 
 /// Decodes any global id; `None` when it is not one this server issued.
