@@ -15,6 +15,7 @@ mod live;
 mod ops;
 mod ops_runtime;
 mod persisted;
+mod plain;
 mod plans;
 mod rest;
 mod search;

@@ -14,6 +14,7 @@ use super::filter::MessageFilter;
 use super::message::{MessageConnection, MessageTotal};
 use super::node::{Conversation, Message};
 use super::page_info::{PageInfo, page_info};
+use super::plain::{ConversationEdges, ConversationNodes};
 use super::snippet::snippet_length;
 use super::state::{self, ViewerStateOutput};
 use crate::config::AppConfig;
@@ -223,24 +224,19 @@ pub struct ConversationConnection {
 #[Object]
 impl ConversationConnection {
     /// The conversations of this page, each with its cursor.
-    async fn edges(&self) -> Vec<ConversationEdge> {
-        self.page
-            .items
-            .iter()
-            .map(|c| ConversationEdge {
-                cursor: query::conversation_cursor(c),
-                node: Conversation(c.clone(), self.prefetched.clone()),
-            })
-            .collect()
+    async fn edges(&self) -> ConversationEdges<'_> {
+        ConversationEdges {
+            items: &self.page.items,
+            prefetched: &self.prefetched,
+        }
     }
 
     /// The conversations of this page (the edges' nodes, without cursors).
-    async fn nodes(&self) -> Vec<Conversation> {
-        self.page
-            .items
-            .iter()
-            .map(|c| Conversation(c.clone(), self.prefetched.clone()))
-            .collect()
+    async fn nodes(&self) -> ConversationNodes<'_> {
+        ConversationNodes {
+            items: &self.page.items,
+            prefetched: &self.prefetched,
+        }
     }
 
     /// Where this page stands in the list.

@@ -9,6 +9,7 @@ use service::{DatabaseConnection, Viewer, conversation, message, snippet};
 use super::enums::{Channel, Direction, MessageKind};
 use super::node::{Conversation, Message};
 use super::page_info::{PageInfo, page_info};
+use super::plain::{MessageEdges, MessageNodes};
 use super::snippet::snippet_length;
 use super::state::{self, DeliveryStatus, DeliveryStatusEvent};
 use crate::graphql::error::{ServiceResultExt, gql_err};
@@ -263,24 +264,19 @@ pub struct MessageConnection {
 #[Object]
 impl MessageConnection {
     /// The messages of this page, each with its cursor.
-    async fn edges(&self) -> Vec<MessageEdge> {
-        self.page
-            .items
-            .iter()
-            .map(|m| MessageEdge {
-                cursor: query::message_cursor(m),
-                node: Message(m.clone(), self.parent.clone()),
-            })
-            .collect()
+    async fn edges(&self) -> MessageEdges<'_> {
+        MessageEdges {
+            items: &self.page.items,
+            parent: &self.parent,
+        }
     }
 
     /// The messages of this page (the edges' nodes, without cursors).
-    async fn nodes(&self) -> Vec<Message> {
-        self.page
-            .items
-            .iter()
-            .map(|m| Message(m.clone(), self.parent.clone()))
-            .collect()
+    async fn nodes(&self) -> MessageNodes<'_> {
+        MessageNodes {
+            items: &self.page.items,
+            parent: &self.parent,
+        }
     }
 
     /// Where this page stands in the list.

@@ -8,6 +8,7 @@ pub mod message;
 pub mod node;
 pub mod normalized;
 pub mod page_info;
+pub mod plain;
 pub mod record;
 pub mod search;
 pub mod snippet;

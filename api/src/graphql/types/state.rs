@@ -221,7 +221,11 @@ pub struct ViewerState {
 }
 
 impl ViewerState {
-    fn new(conversation: &conversation::Model, inbox: String, state: InboxState) -> Self {
+    pub(crate) fn new(
+        conversation: &conversation::Model,
+        inbox: String,
+        state: InboxState,
+    ) -> Self {
         ViewerState {
             unread_count: service::state::unread_count(
                 conversation,
