@@ -26,6 +26,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_graphql::indexmap::IndexMap;
+use async_graphql::indexmap::map::Entry;
 use async_graphql::parser::types::{Field, Selection, SelectionSet};
 use async_graphql::registry::Registry;
 use async_graphql::resolver_utils::enum_value;
@@ -109,32 +110,34 @@ fn collect<'a>(
 }
 
 /// Adds `value` under `name` as the executor does: a key selected again merges into the
-/// objects (and lists of objects) already there; a scalar already there stands.
+/// objects (and lists of objects) already there; a scalar already there stands. One hash
+/// per key (the entry), where the executor's own version looks a key up, then inserts it.
 fn insert_value(target: &mut IndexMap<Name, Value>, name: Name, value: Value) {
-    match target.get_mut(&name) {
-        None => {
-            target.insert(name, value);
+    match target.entry(name) {
+        Entry::Vacant(slot) => {
+            slot.insert(value);
         }
-        Some(Value::Object(into)) => {
-            if let Value::Object(from) = value {
-                for (k, v) in from {
-                    insert_value(into, k, v);
-                }
+        Entry::Occupied(mut slot) => merge(slot.get_mut(), value),
+    }
+}
+
+fn merge(into: &mut Value, value: Value) {
+    match (into, value) {
+        (Value::Object(into), Value::Object(from)) => {
+            for (k, v) in from {
+                insert_value(into, k, v);
             }
         }
-        Some(Value::List(into)) => {
-            if let Value::List(from) = value {
-                for (idx, v) in from.into_iter().enumerate() {
-                    if let (Some(Value::Object(into)), Value::Object(from)) = (into.get_mut(idx), v)
-                    {
-                        for (k, v) in from {
-                            insert_value(into, k, v);
-                        }
+        (Value::List(into), Value::List(from)) => {
+            for (idx, v) in from.into_iter().enumerate() {
+                if let (Some(Value::Object(into)), Value::Object(from)) = (into.get_mut(idx), v) {
+                    for (k, v) in from {
+                        insert_value(into, k, v);
                     }
                 }
             }
         }
-        Some(_) => {}
+        _ => {}
     }
 }
 
