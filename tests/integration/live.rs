@@ -2279,3 +2279,43 @@ async fn backfilled_messages_reach_live_feeds_and_resumes() {
     drop(c);
     t.cleanup().await;
 }
+
+/// A conversation feed whose server's listener connection is killed
+/// (`pg_terminate_backend`): the changes committed meanwhile are read from the database
+/// once the listener is back (each conversation's last state reached, none shown twice
+/// unchanged), and a cursor given before the kill resumes with every changed conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_conversation_feed_loses_nothing_when_the_listener_is_killed() {
+    let Some(t) = TestDb::postgres().await else {
+        return;
+    };
+    let addr = serve(dev_state(&t, Default::default()), ConnLimits::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("1", CONVERSATIONS, json!({})).await;
+    wait_until_live(&mut c, "1", &http, &base, "+18045550099").await;
+    record_via(&http, &base, "+18045550098", "probe", None).await;
+    let cursor = changed(&c.next_n("1", 1).await).pop().unwrap().cursor;
+    let killed =
+        t.db.query_all_raw(Statement::from_string(
+            t.db.get_database_backend(),
+            "SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity \
+             WHERE application_name = 'parley-live' AND datname = current_database()",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(killed.len(), 1, "exactly one listening connection");
+    let last = record_spread(&t, "k", 40).await;
+    read_until(&mut c, "1", &last).await;
+    drop(c);
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("2", CONVERSATIONS, json!({ "after": cursor }))
+        .await;
+    let mut got = states(&changed(&c.next_n("2", 7).await));
+    got.sort();
+    assert_eq!(got, last.into_iter().collect::<Vec<_>>());
+    assert_quiet(&mut c, "2").await;
+    drop(c);
+    t.cleanup().await;
+}
