@@ -35,6 +35,14 @@
 //!   flow and such feeds listen (a NOTIFY sent after the snapshot is taken reaches every
 //!   listener after the announcements of every transaction the snapshot sees), and a
 //!   feed whose list still grows past [`DELIVERED_MAX`] reads a new horizon itself.
+//! - **Resuming a feed of conversations.** A [`ConversationFeed::open_tracked`] keeps the
+//!   same position over messages (a change is a committed message: read state, archiving
+//!   and delivery status announce nothing). Its replay gives each conversation with an
+//!   uncovered message once, as loaded after the replay's snapshot, with the position of
+//!   its last such message; a live change that a conversation already delivered shows is
+//!   added to the position without being sent again. On PostgreSQL backfill's attaching
+//!   counts as writing (`messages.txid` is set to its transaction, and it announces), so
+//!   cursors replay backfilled messages; SQLite cursors, by message id, do not.
 //! - **Bounds.** The broadcast holds the last [`LiveOptions::buffer`] changes; a
 //!   subscriber that falls further behind gets [`FeedItem::Lagged`] (with the last
 //!   sequence it was given, to resume from) and its feed ends.
