@@ -104,6 +104,16 @@ pub struct Args {
     /// round-robin over them).
     #[arg(long, default_value_t = 100)]
     pub subscribe_conversations: usize,
+    /// Rounds of the --subscribe record comparison: each records for --duration with no
+    /// subscriber, then with the N subscribers (so several rounds alternate the two in one
+    /// session); every run is reported, and the p95s of all rounds pooled.
+    #[arg(long, default_value_t = 1)]
+    pub subscribe_rounds: usize,
+    /// A shell command run with `start` as its argument right before each --subscribe run
+    /// with subscribers and with `stop` right after it (e.g. to switch callgrind's
+    /// instrumentation of process A on and off).
+    #[arg(long, value_name = "CMD")]
+    pub subscribe_hook: Option<String>,
     /// Measure only parley against PostGraphile 4 (the peer) on one seeded PostgreSQL
     /// database: list, edges and thread saturated with --concurrency clients, req/s and
     /// server CPU per request side by side. Needs Node.js (skipped with a note without it)

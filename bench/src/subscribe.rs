@@ -8,7 +8,9 @@
 //!   subscriber's receipt, p50/p99/max (a receipt before the acknowledgement counts 0);
 //! - memory per idle subscription: process A's resident set with N idle subscriptions
 //!   minus without, divided by N;
-//! - record latency p95 through B with the N subscribers on A, and with none.
+//! - record latency p95 through B with the N subscribers on A, and with none, alternated
+//!   over `--subscribe-rounds` rounds in one session; with each run the CPU time of B and
+//!   of A per record.
 //!
 //! Every delivery is checked: each subscriber receives its conversation's messages in
 //! sequence order, each once; any miss, duplicate or error fails the run.
@@ -97,51 +99,100 @@ async fn measure(
     let rate = args.rate.max(1.0);
     let duration = Duration::from_secs_f64(args.duration.max(1.0));
 
-    // Record latency with no subscriber.
-    let (alone, _) = write(client, &b, conversations, rate, duration, None).await?;
-
-    // Memory: A's resident set before and after the idle subscriptions.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = a.rss_kib().context("reading A's resident set")?;
+    // Rounds of: record latency with no subscriber (A), then with the subscribers (B):
+    // alternated in one session so that the machine's drift falls on both sides.
+    let rounds = args.subscribe_rounds.max(1);
     let log = Arc::new(Mutex::new(Log::default()));
     let addr = a.base.trim_start_matches("http://").to_owned();
-    let mut readers = Vec::with_capacity(subscribers);
-    for s in 0..subscribers {
-        let k = s % conversations;
-        let mut ws = connect(&addr).await?;
-        let subscribe = json!({ "id": "1", "type": "subscribe",
-            "payload": { "query": SUBSCRIBE, "variables": { "c": ids[k] } } });
-        ws.send(Message::Text(subscribe.to_string().into())).await?;
-        readers.push((k, ws));
-    }
-    // Let every subscription reach the hub before measuring memory and writing.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = a.rss_kib().context("reading A's resident set")?;
-    let per_subscription = (after.saturating_sub(before)) as f64 / subscribers as f64;
-    let tasks: Vec<_> = readers
-        .into_iter()
-        .map(|(k, ws)| tokio::spawn(read(k, ws, log.clone())))
-        .collect();
-
-    // Record latency and delivery with the subscribers.
-    let (loaded, acked) = write(client, &b, conversations, rate, duration, Some(&log)).await?;
-    // Wait for the last deliveries: each acknowledged message once per subscriber of its
-    // conversation.
+    let mut per_subscription = 0.0;
+    let (mut before, mut after) = (0, 0);
+    let mut runs: Vec<Run> = Vec::new();
+    let mut pooled = [
+        Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?,
+        Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?,
+    ];
+    let mut acked = 0;
     let followers = |k: usize| (0..subscribers).filter(|s| s % conversations == k).count();
+    for round in 0..rounds {
+        // Let the previous round's subscriptions end on A.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let cpu = (b.cpu_seconds(), a.cpu_seconds());
+        let load = load_average();
+        let (alone, n) = write(client, &b, conversations, rate, duration, None).await?;
+        runs.push(Run::new(
+            round,
+            0,
+            &alone,
+            n,
+            cpu,
+            (b.cpu_seconds(), a.cpu_seconds()),
+            load,
+        ));
+        pooled[0].add(&alone)?;
+
+        // Memory: A's resident set before and after the idle subscriptions.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss = a.rss_kib().context("reading A's resident set")?;
+        let mut readers = Vec::with_capacity(subscribers);
+        for s in 0..subscribers {
+            let k = s % conversations;
+            let mut ws = connect(&addr).await?;
+            let subscribe = json!({ "id": "1", "type": "subscribe",
+                "payload": { "query": SUBSCRIBE, "variables": { "c": ids[k] } } });
+            ws.send(Message::Text(subscribe.to_string().into())).await?;
+            readers.push((k, ws));
+        }
+        // Let every subscription reach the hub before measuring memory and writing.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if round == 0 {
+            before = rss;
+            after = a.rss_kib().context("reading A's resident set")?;
+            per_subscription = (after.saturating_sub(before)) as f64 / subscribers as f64;
+        }
+        let tasks: Vec<_> = readers
+            .into_iter()
+            .map(|(k, ws)| tokio::spawn(read(k, ws, log.clone())))
+            .collect();
+
+        // Record latency and delivery with the subscribers.
+        let cpu = (b.cpu_seconds(), a.cpu_seconds());
+        let load = load_average();
+        hook(args, "start")?;
+        let (loaded, n) = write(client, &b, conversations, rate, duration, Some(&log)).await?;
+        hook(args, "stop")?;
+        runs.push(Run::new(
+            round,
+            subscribers,
+            &loaded,
+            n,
+            cpu,
+            (b.cpu_seconds(), a.cpu_seconds()),
+            load,
+        ));
+        pooled[1].add(&loaded)?;
+        acked += n;
+        // Wait for the last deliveries: each acknowledged message once per subscriber of
+        // its conversation.
+        let expected: usize = log
+            .lock()
+            .map(|l| l.acked.keys().map(|(k, _)| followers(*k)).sum())
+            .unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while log.lock().map(|l| l.received.len()).unwrap_or(0) < expected
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for t in &tasks {
+            t.abort();
+        }
+    }
+    a.stop().await?;
+    b.stop().await?;
     let expected: usize = log
         .lock()
         .map(|l| l.acked.keys().map(|(k, _)| followers(*k)).sum())
         .unwrap_or(0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while log.lock().map(|l| l.received.len()).unwrap_or(0) < expected && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for t in &tasks {
-        t.abort();
-    }
-    a.stop().await?;
-    b.stop().await?;
 
     let log = log.lock().map_err(|_| anyhow::anyhow!("log poisoned"))?;
     let mut delivery = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
@@ -158,10 +209,10 @@ async fn measure(
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "subscribe on PostgreSQL: {subscribers} subscribers on process A over {conversations} conversations, \
-         writer on process B at {rate} msg/s for {:.0} s: {} messages acknowledged, {} deliveries (expected {expected}), \
+         writer on process B at {rate} msg/s for {:.0} s per run, {rounds} round(s) of none then {subscribers}: \
+         {acked} messages acknowledged with subscribers, {} deliveries (expected {expected}), \
          {} errors, {missing} receipts of unacknowledged messages",
         duration.as_secs_f64(),
-        acked,
         log.received.len(),
         log.errors.len(),
     );
@@ -175,11 +226,29 @@ async fn measure(
         "memory per idle subscription: {per_subscription:.1} KiB (A's resident set {before} KiB -> {after} KiB)"
     );
     println!(
-        "record p95 through B: {:.1} ms with {subscribers} subscribers, {:.1} ms with none (p50 {:.1} / {:.1} ms)",
-        ms(&loaded, 0.95),
-        ms(&alone, 0.95),
-        ms(&loaded, 0.5),
-        ms(&alone, 0.5),
+        "| round | subscribers | records | record p50 ms | p95 ms | p99 ms | B CPU µs/record | A CPU µs/record | load avg |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &runs {
+        println!(
+            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {:.2} |",
+            r.round + 1,
+            r.subscribers,
+            r.records,
+            r.p50,
+            r.p95,
+            r.p99,
+            r.b_cpu_us.map_or("-".into(), |c| format!("{c:.0}")),
+            r.a_cpu_us.map_or("-".into(), |c| format!("{c:.0}")),
+            r.load
+        );
+    }
+    println!(
+        "record p95 through B, all rounds pooled: {:.2} ms with {subscribers} subscribers, {:.2} ms with none (p50 {:.2} / {:.2} ms)",
+        ms(&pooled[1], 0.95),
+        ms(&pooled[0], 0.95),
+        ms(&pooled[1], 0.5),
+        ms(&pooled[0], 0.5),
     );
     for e in log.errors.iter().take(5) {
         eprintln!("error: {e}");
@@ -188,6 +257,70 @@ async fn measure(
         bail!("deliveries were missing, duplicated or out of order");
     }
     Ok(())
+}
+
+/// One measured write run of the subscribe scenario.
+struct Run {
+    round: usize,
+    subscribers: usize,
+    records: usize,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    /// Process B's (the writer's server) CPU time per record.
+    b_cpu_us: Option<f64>,
+    /// Process A's (the subscribers' server) CPU time per record.
+    a_cpu_us: Option<f64>,
+    /// The 1-minute load average at the start.
+    load: f64,
+}
+
+impl Run {
+    fn new(
+        round: usize,
+        subscribers: usize,
+        h: &Histogram<u64>,
+        records: usize,
+        cpu_before: (Option<f64>, Option<f64>),
+        cpu_after: (Option<f64>, Option<f64>),
+        load: f64,
+    ) -> Run {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        let per = |a: Option<f64>, b: Option<f64>| Some((b? - a?) * 1e6 / records.max(1) as f64);
+        Run {
+            round,
+            subscribers,
+            records,
+            p50: ms(0.5),
+            p95: ms(0.95),
+            p99: ms(0.99),
+            b_cpu_us: per(cpu_before.0, cpu_after.0),
+            a_cpu_us: per(cpu_before.1, cpu_after.1),
+            load,
+        }
+    }
+}
+
+/// Runs `--subscribe-hook CMD` with `what` as its argument, if given.
+fn hook(args: &Args, what: &str) -> anyhow::Result<()> {
+    if let Some(cmd) = &args.subscribe_hook {
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{cmd} {what}"))
+            .status()?;
+        if !status.success() {
+            bail!("--subscribe-hook {what} failed: {status}");
+        }
+    }
+    Ok(())
+}
+
+/// The 1-minute load average (0 when unreadable).
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
 }
 
 type Socket =

@@ -35,6 +35,14 @@
 //!   flow and such feeds listen (a NOTIFY sent after the snapshot is taken reaches every
 //!   listener after the announcements of every transaction the snapshot sees), and a
 //!   feed whose list still grows past [`DELIVERED_MAX`] reads a new horizon itself.
+//! - **Resuming a feed of conversations.** A [`ConversationFeed::open_tracked`] keeps the
+//!   same position over messages (a change is a committed message: read state, archiving
+//!   and delivery status announce nothing). Its replay gives each conversation with an
+//!   uncovered message once, as loaded after the replay's snapshot, with the position of
+//!   its last such message; a live change that a conversation already delivered shows is
+//!   added to the position without being sent again. On PostgreSQL backfill's attaching
+//!   counts as writing (`messages.txid` is set to its transaction, and it announces), so
+//!   cursors replay backfilled messages; SQLite cursors, by message id, do not.
 //! - **Bounds.** The broadcast holds the last [`LiveOptions::buffer`] changes; a
 //!   subscriber that falls further behind gets [`FeedItem::Lagged`] (with the last
 //!   sequence it was given, to resume from) and its feed ends.
@@ -1141,6 +1149,47 @@ pub fn replay_statement(
     Statement::from_string(backend, sql)
 }
 
+/// Reads, in one snapshot, what `tracker`'s position does not cover (of conversation
+/// `conversation` only, when given), to be replayed before anything live, and sets the
+/// phases that give each replayed message its position.
+async fn start_replay(
+    db: &DatabaseConnection,
+    tracker: &mut Tracker,
+    conversation: Option<i64>,
+) -> Result<()> {
+    let (horizon, rows) = replay_rows(db, &tracker.cursor(), conversation).await?;
+    let target = Arc::new(horizon);
+    let current = Phase {
+        base: tracker.base.clone(),
+        log: tracker.log.clone(),
+        len: tracker.entries.len(),
+        target: target.clone(),
+    };
+    let phases = match &tracker.partial {
+        // Phase 0 finishes the cursor's own replay; what its target sees is then all
+        // delivered, and phase 1 starts from it.
+        Some((partial, _, _)) => [
+            Phase {
+                target: partial.clone(),
+                ..current
+            },
+            Phase {
+                base: partial.clone(),
+                log: Arc::new(Mutex::new(Vec::new())),
+                len: 0,
+                target,
+            },
+        ],
+        None => [current.clone(), current],
+    };
+    tracker.phases = Some(phases);
+    tracker.replay = rows.into();
+    if tracker.replay.is_empty() {
+        tracker.replay_done();
+    }
+    Ok(())
+}
+
 /// Which messages (or conversations) a feed delivers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FeedFilter {
@@ -1361,38 +1410,7 @@ impl MessageFeed {
 
     /// Reads what `tracker`'s position does not cover, to be replayed before anything live.
     async fn start_replay(&self, tracker: &mut Tracker) -> Result<()> {
-        let (horizon, rows) =
-            replay_rows(&self.db, &tracker.cursor(), self.matcher.conversation_id).await?;
-        let target = Arc::new(horizon);
-        let current = Phase {
-            base: tracker.base.clone(),
-            log: tracker.log.clone(),
-            len: tracker.entries.len(),
-            target: target.clone(),
-        };
-        let phases = match &tracker.partial {
-            // Phase 0 finishes the cursor's own replay; what its target sees is then all
-            // delivered, and phase 1 starts from it.
-            Some((partial, _, _)) => [
-                Phase {
-                    target: partial.clone(),
-                    ..current
-                },
-                Phase {
-                    base: partial.clone(),
-                    log: Arc::new(Mutex::new(Vec::new())),
-                    len: 0,
-                    target,
-                },
-            ],
-            None => [current.clone(), current],
-        };
-        tracker.phases = Some(phases);
-        tracker.replay = rows.into();
-        if tracker.replay.is_empty() {
-            tracker.replay_done();
-        }
-        Ok(())
+        start_replay(&self.db, tracker, self.matcher.conversation_id).await
     }
 
     /// Delivers the next page of the replay.
@@ -1616,25 +1634,49 @@ fn remember(last: &mut HashMap<i64, i64>, id: i64, sequence: i64) {
 /// The conversations one subscriber receives as they change: each time a message is
 /// committed to one it may see that matches the filter, the conversation as loaded after
 /// the commit.
+///
+/// A feed opened with [`ConversationFeed::open_tracked`] gives each conversation a
+/// [`Position`] and resumes from one exactly. A change is a committed message (read
+/// state, archiving and delivery status do not announce one), so its position is the
+/// same as [`MessageFeed::open_tracked`]'s, over messages: a [`Horizon`] plus the ids
+/// delivered since. Resuming replays, once each and by conversation id, every matching
+/// conversation with a message the position does not cover, as it is when replayed
+/// (which includes every message the replay's snapshot sees), then the live changes the
+/// replay's snapshot did not see. A live change already shown by a conversation
+/// delivered before (the replay, or an earlier live change whose conversation was loaded
+/// after both) is not delivered again, but its position covers it.
 pub struct ConversationFeed {
+    db: DatabaseConnection,
     rx: broadcast::Receiver<Signal>,
     _hub: Hub,
     matcher: Matcher,
+    /// A tracked feed: the last sequence each conversation was delivered with (what the
+    /// subscriber's copy reflects); past [`REMEMBERED`] conversations it starts over (at
+    /// worst a conversation is delivered again, unchanged).
+    shown: HashMap<i64, i64>,
+    pending: VecDeque<ConversationItem>,
+    /// The position of a feed opened with [`ConversationFeed::open_tracked`].
+    track: Option<Tracker>,
     finished: bool,
 }
 
 /// What a conversation feed yields.
 #[derive(Debug, Clone)]
 pub enum ConversationItem {
-    /// A conversation after a change.
-    Conversation(Arc<Committed>),
-    /// The subscriber fell behind; the feed ends here. Resubscribe, and reload the list.
-    Lagged,
+    /// A conversation after a change, with its position in a feed opened with
+    /// [`ConversationFeed::open_tracked`].
+    Conversation(Arc<conversation::Model>, Option<Position>),
+    /// The subscriber fell behind; the feed ends here. Resubscribe (a tracked feed: from
+    /// `cursor`), or reload the list.
+    Lagged {
+        /// A tracked feed's position after the last conversation it delivered.
+        cursor: Option<FeedCursor>,
+    },
 }
 
 impl ConversationFeed {
     /// Subscribes `viewer` to the changes of the conversations matching `filter` (its
-    /// `conversation_id` narrows it to one).
+    /// `conversation_id` narrows it to one), from now on.
     pub async fn open(
         db: &DatabaseConnection,
         viewer: Viewer,
@@ -1642,38 +1684,226 @@ impl ConversationFeed {
         filter: &FeedFilter,
         options: LiveOptions,
     ) -> Result<ConversationFeed> {
+        ConversationFeed::subscribe(db, viewer, region, filter, options, false).await
+    }
+
+    /// Subscribes `viewer` to the changes of the conversations matching `filter`, each
+    /// delivered with its [`Position`]. With `after` (a [`FeedCursor`] such a feed gave,
+    /// encoded; one of [`MessageFeed::open_tracked`] means the same), every matching
+    /// conversation changed since is replayed first, once, then the live changes follow,
+    /// with no gap however the writers' commits interleave; without it, only changes
+    /// committed from now on. A cursor that is not one is `InvalidInput` on `after`, as is
+    /// one more than [`REPLAY_MAX`] messages behind.
+    pub async fn open_tracked(
+        db: &DatabaseConnection,
+        viewer: Viewer,
+        region: Region,
+        filter: &FeedFilter,
+        after: Option<&str>,
+        options: LiveOptions,
+    ) -> Result<ConversationFeed> {
+        let cursor = after
+            .map(|a| FeedCursor::decode(a, db.get_database_backend(), "after"))
+            .transpose()?;
+        let mut feed =
+            ConversationFeed::subscribe(db, viewer, region, filter, options, true).await?;
+        // The horizon is read after subscribing: what commits later is received live,
+        // what committed before is visible in it.
+        let tracker = match cursor {
+            Some(FeedCursor {
+                base,
+                delivered,
+                partial,
+            }) => {
+                let mut tracker = Tracker::new(base, delivered, partial);
+                start_replay(db, &mut tracker, feed.matcher.conversation_id).await?;
+                tracker
+            }
+            None => Tracker::new(Horizon::current(db).await?, Vec::new(), None),
+        };
+        feed.track = Some(tracker);
+        Ok(feed)
+    }
+
+    async fn subscribe(
+        db: &DatabaseConnection,
+        viewer: Viewer,
+        region: Region,
+        filter: &FeedFilter,
+        options: LiveOptions,
+        tracked: bool,
+    ) -> Result<ConversationFeed> {
         let matcher = Matcher::new(viewer, filter, region)?;
         let hub = Hub::of(db, options);
-        let rx = hub.subscribe(None, options.ready_timeout).await?;
+        let rx = if tracked {
+            hub.subscribe_tracked(options.ready_timeout).await?
+        } else {
+            hub.subscribe(None, options.ready_timeout).await?
+        };
         Ok(ConversationFeed {
+            db: db.clone(),
             rx,
             _hub: hub,
             matcher,
+            shown: HashMap::new(),
+            pending: VecDeque::new(),
+            track: None,
             finished: false,
         })
     }
 
-    /// The next item; `None` once the feed has ended.
-    pub async fn next(&mut self) -> Option<ConversationItem> {
-        while !self.finished {
-            match self.rx.recv().await {
-                Ok(Signal::Recorded(c)) if self.matcher.matches(&c.conversation) => {
-                    return Some(ConversationItem::Conversation(c));
+    /// Delivers the next page of the replay: up to [`PAGE`] conversations, each once (the
+    /// replay lists their messages by phase, conversation and sequence; a conversation is
+    /// given the position of its last one).
+    async fn replay_page(&mut self) -> Result<()> {
+        let Some(tracker) = self.track.as_mut() else {
+            return Ok(());
+        };
+        let mut page: Vec<ReplayRow> = Vec::new();
+        while let Some(row) = tracker.replay.pop_front() {
+            let full = page.len() == PAGE as usize;
+            match page.last_mut() {
+                Some(last)
+                    if last.phase == row.phase && last.conversation_id == row.conversation_id =>
+                {
+                    *last = row;
                 }
-                Ok(_) => {}
+                _ if full => {
+                    tracker.replay.push_front(row);
+                    break;
+                }
+                _ => page.push(row),
+            }
+        }
+        let mut ids: Vec<i64> = page.iter().map(|r| r.conversation_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // Loaded after the replay's snapshot: each conversation shows at least every
+        // message of it that snapshot sees.
+        let conversations =
+            query::conversations_by_ids(&self.db, &self.matcher.viewer, &ids).await?;
+        let Some(tracker) = self.track.as_mut() else {
+            return Ok(());
+        };
+        for row in &page {
+            let Some(conversation) = conversations.get(&row.conversation_id) else {
+                continue;
+            };
+            // Phase 1 of a conversation phase 0 delivered: that copy shows it already.
+            if !self.matcher.matches(conversation)
+                || self
+                    .shown
+                    .get(&row.conversation_id)
+                    .is_some_and(|&shown| row.sequence <= shown)
+            {
+                continue;
+            }
+            remember(
+                &mut self.shown,
+                conversation.id,
+                conversation.last_sequence.max(row.sequence),
+            );
+            self.pending.push_back(ConversationItem::Conversation(
+                Arc::new(conversation.clone()),
+                tracker.replayed(row),
+            ));
+        }
+        if tracker.replay.is_empty() {
+            tracker.replay_done();
+        }
+        Ok(())
+    }
+
+    /// A live change of a tracked feed: skipped when its horizon sees it, noted (its
+    /// position covers it) but not delivered when a conversation delivered before shows
+    /// it, delivered otherwise.
+    fn receive_tracked(&mut self, c: Arc<Committed>) {
+        let Some(tracker) = self.track.as_mut() else {
+            return;
+        };
+        if !self.matcher.matches(&c.conversation) || tracker.base.sees(&c) {
+            return;
+        }
+        let id = c.conversation.id;
+        let sequence = c.sequence();
+        let position = tracker.delivered(c.message.id, c.txid);
+        if self.shown.get(&id).is_some_and(|&shown| sequence <= shown) {
+            return;
+        }
+        remember(
+            &mut self.shown,
+            id,
+            c.conversation.last_sequence.max(sequence),
+        );
+        self.pending.push_back(ConversationItem::Conversation(
+            Arc::new(c.conversation.clone()),
+            Some(position),
+        ));
+    }
+
+    /// The next item; `None` once the feed has ended. Errors (the database failing while
+    /// replaying) end the feed too.
+    pub async fn next(&mut self) -> Option<Result<ConversationItem>> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Some(Ok(item));
+            }
+            if self.finished {
+                return None;
+            }
+            if self.track.as_ref().is_some_and(|t| !t.replay.is_empty()) {
+                if let Err(e) = self.replay_page().await {
+                    self.finished = true;
+                    return Some(Err(e));
+                }
+                continue;
+            }
+            if let Some(tracker) = self.track.as_mut()
+                && (tracker.refresh || tracker.entries.len() >= DELIVERED_MAX)
+            {
+                tracker.refresh = false;
+                if let Err(e) = start_replay(&self.db, tracker, self.matcher.conversation_id).await
+                {
+                    self.finished = true;
+                    return Some(Err(e));
+                }
+                continue;
+            }
+            match self.rx.recv().await {
+                Ok(Signal::Recorded(c)) => {
+                    if self.track.is_some() {
+                        self.receive_tracked(c);
+                    } else if self.matcher.matches(&c.conversation) {
+                        return Some(Ok(ConversationItem::Conversation(
+                            Arc::new(c.conversation.clone()),
+                            None,
+                        )));
+                    }
+                }
+                Ok(Signal::Resync) => {
+                    if let Some(tracker) = self.track.as_mut() {
+                        tracker.refresh = true;
+                    }
+                }
+                Ok(Signal::Horizon(horizon)) => {
+                    if let Some(tracker) = self.track.as_mut() {
+                        tracker.advance(horizon);
+                    }
+                }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     self.finished = true;
                     metrics::counter!("parley_live_lagged_total").increment(1);
-                    return Some(ConversationItem::Lagged);
+                    return Some(Ok(ConversationItem::Lagged {
+                        cursor: self.track.as_ref().map(Tracker::cursor),
+                    }));
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
-        None
     }
 
     /// The feed as a stream.
-    pub fn into_stream(self) -> impl Stream<Item = ConversationItem> + Send {
+    pub fn into_stream(self) -> impl Stream<Item = Result<ConversationItem>> + Send {
         futures::stream::unfold(self, |mut feed| async move {
             feed.next().await.map(|item| (item, feed))
         })

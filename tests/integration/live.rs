@@ -1833,3 +1833,489 @@ async fn a_feed_loses_nothing_when_the_listener_is_killed() {
     drop(c);
     t.cleanup().await;
 }
+
+on_both_engines!(
+    a_conversation_feed_cursor_finds_a_message_that_commits_after_a_later_one,
+    a_conversation_feed_resumes_each_changed_conversation_once,
+);
+
+const CONVERSATIONS: &str = "subscription($after: String, $p: String) {
+  conversationFeed(filter: {participant: $p}, after: $after) {
+    cursor conversation { id lastSequence messageCount participants } } }";
+
+/// One `conversationFeed` event: the contact (the conversation's other participant than
+/// our line), its `lastSequence` and `messageCount`, and the cursor.
+#[derive(Debug, Clone)]
+struct Changed {
+    id: String,
+    contact: String,
+    last_sequence: i64,
+    message_count: i64,
+    cursor: String,
+}
+
+fn changed(payloads: &[Value]) -> Vec<Changed> {
+    payloads
+        .iter()
+        .map(|p| {
+            let e = &p["data"]["conversationFeed"];
+            let c = &e["conversation"];
+            let participants = c["participants"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{p}"));
+            Changed {
+                id: c["id"].as_str().unwrap().to_owned(),
+                contact: participants
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .find(|a| *a != "+12016661234")
+                    .unwrap()
+                    .to_owned(),
+                last_sequence: c["lastSequence"].as_i64().unwrap(),
+                message_count: c["messageCount"].as_i64().unwrap(),
+                cursor: e["cursor"].as_str().unwrap().to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// `(contact, lastSequence)` of each event.
+fn states(events: &[Changed]) -> Vec<(String, i64)> {
+    events
+        .iter()
+        .map(|e| (e.contact.clone(), e.last_sequence))
+        .collect()
+}
+
+/// The trap of hasura/graphql-engine#8632 for a feed of conversations: conversation X's
+/// message A takes its id first, conversation Y's message B after it, and B commits first.
+/// A subscriber receives Y (and Z after it) with cursors; resuming from either cursor once
+/// A has committed delivers X as it is with A, then only what changes after, and not Y or
+/// Z again. On PostgreSQL A's transaction is held open (a trigger sleeps in it) while B
+/// commits, and a feed that stays connected receives X live when A commits. On SQLite B's
+/// writer waits for A's transaction (ids are in commit order there); A is committed
+/// without being announced, so only the resume can deliver it.
+async fn a_conversation_feed_cursor_finds_a_message_that_commits_after_a_later_one(t: &TestDb) {
+    let s = Settings::default();
+    let x = record_message(
+        &t.db,
+        &s,
+        sms("+12016661234", "+18045550001", true, "x1", 0),
+    )
+    .await
+    .unwrap();
+    if t.engine == Engine::Postgres {
+        for sql in [
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN IF NEW.body = 'slow' THEN PERFORM pg_sleep(3); END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER slow AFTER INSERT ON messages FOR EACH ROW EXECUTE FUNCTION slow()",
+        ] {
+            t.db.execute_unprepared(sql).await.unwrap();
+        }
+    }
+    let addr = serve(dev_state(t, Default::default()), ConnLimits::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let mut feed = Client::connect(&addr, json!({})).await;
+    feed.subscribe("feed", CONVERSATIONS, json!({})).await;
+    wait_until_live(&mut feed, "feed", &http, &base, "+18045550099").await;
+
+    let (cursor_b, cursor_z) = if t.engine == Engine::Postgres {
+        let late = {
+            let (db, s) = (t.db.clone(), s);
+            tokio::spawn(async move {
+                record_message(
+                    &db,
+                    &s,
+                    sms("+12016661234", "+18045550001", false, "slow", 1),
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(StdDuration::from_millis(400)).await;
+        let early = record_message(&t.db, &s, sms("+12016661234", "+18045550002", true, "B", 2))
+            .await
+            .unwrap();
+        let got = changed(&feed.next_n("feed", 1).await);
+        assert_eq!(states(&got), [("+18045550002".to_owned(), 1)]);
+        assert!(!late.is_finished(), "A is still open when Y is delivered");
+        let cursor_b = got[0].cursor.clone();
+        // The listener announces a snapshot in which A is in progress and B committed;
+        // the next cursor starts from it: A is found by its transaction, not by a number.
+        tokio::time::sleep(StdDuration::from_millis(700)).await;
+        record_message(&t.db, &s, sms("+12016661234", "+18045550004", true, "Z", 3))
+            .await
+            .unwrap();
+        let got = changed(&feed.next_n("feed", 1).await);
+        assert_eq!(states(&got), [("+18045550004".to_owned(), 1)]);
+        assert!(!late.is_finished(), "A is still open when Z is delivered");
+        assert!(
+            delivered_ids(&got[0].cursor) <= 1,
+            "the horizon moved past B"
+        );
+        let cursor_z = got[0].cursor.clone();
+        let late = late.await.unwrap().unwrap();
+        assert!(
+            late.message.id < early.message.id,
+            "A took the lower id and committed last"
+        );
+        // The connected feed receives X live once A commits.
+        let got = changed(&feed.next_n("feed", 1).await);
+        assert_eq!(states(&got), [("+18045550001".to_owned(), 2)]);
+        assert_quiet(&mut feed, "feed").await;
+        (cursor_b, cursor_z)
+    } else {
+        let txn = service::db::begin_write(&t.db).await.unwrap();
+        let a = insert_unannounced_copy(&*txn, x.message.id, "slow").await;
+        let writer = {
+            let (db, s) = (t.db.clone(), s);
+            tokio::spawn(async move {
+                record_message(&db, &s, sms("+12016661234", "+18045550002", true, "B", 2)).await
+            })
+        };
+        tokio::time::sleep(StdDuration::from_millis(500)).await;
+        assert!(
+            !writer.is_finished(),
+            "SQLite: a writer cannot commit while another write transaction is open"
+        );
+        txn.commit().await.unwrap();
+        let b = writer.await.unwrap().unwrap().message.id;
+        assert!(a < b, "ids are assigned in commit order");
+        let got = changed(&feed.next_n("feed", 1).await);
+        assert_eq!(states(&got), [("+18045550002".to_owned(), 1)]);
+        let cursor_b = got[0].cursor.clone();
+        record_message(&t.db, &s, sms("+12016661234", "+18045550004", true, "Z", 3))
+            .await
+            .unwrap();
+        let got = changed(&feed.next_n("feed", 1).await);
+        assert_eq!(states(&got), [("+18045550004".to_owned(), 1)]);
+        // A was never announced: the live feed does not know it.
+        assert_quiet(&mut feed, "feed").await;
+        (cursor_b, got[0].cursor.clone())
+    };
+    drop(feed);
+    // Resuming after Y: X (as it is with A) and Z, by conversation id; after Z: X only.
+    // Either way nothing twice, then the live changes.
+    let mut resumed = Vec::new();
+    for (cursor, expected) in [
+        (
+            cursor_b,
+            vec![
+                ("+18045550001".to_owned(), 2),
+                ("+18045550004".to_owned(), 1),
+            ],
+        ),
+        (cursor_z, vec![("+18045550001".to_owned(), 2)]),
+    ] {
+        let mut r = Client::connect(&addr, json!({})).await;
+        r.subscribe("r", CONVERSATIONS, json!({ "after": cursor }))
+            .await;
+        let got = changed(&r.next_n("r", expected.len()).await);
+        assert_eq!(
+            states(&got),
+            expected,
+            "the late message's conversation is replayed"
+        );
+        assert_eq!(got[0].message_count, 2);
+        resumed.push(r);
+    }
+    record_via(&http, &base, "+18045550003", "C", None).await;
+    for r in &mut resumed {
+        let got = changed(&r.next_n("r", 1).await);
+        assert_eq!(
+            states(&got),
+            [("+18045550003".to_owned(), 1)],
+            "then the live ones"
+        );
+        assert_quiet(r, "r").await;
+    }
+    let _ = x;
+}
+
+/// Records `n` messages from 4 concurrent writers to 7 contacts (`+1804555` 0100..0106)
+/// and returns, per contact, how many went to it.
+async fn record_spread(
+    t: &TestDb,
+    prefix: &str,
+    n: usize,
+) -> std::collections::BTreeMap<String, i64> {
+    record_many(t, prefix, n).await;
+    let mut per = std::collections::BTreeMap::new();
+    for i in 0..n {
+        *per.entry(format!("+1804555{:04}", 100 + i % 7))
+            .or_insert(0) += 1;
+    }
+    per
+}
+
+/// Reads conversation events of subscription `id` until every contact of `last` shows
+/// its last sequence; asserts that each conversation's `lastSequence` only grows (no
+/// change delivered twice) and that nothing else follows.
+async fn read_until(
+    c: &mut Client,
+    id: &str,
+    last: &std::collections::BTreeMap<String, i64>,
+) -> Vec<Changed> {
+    let mut seen: std::collections::BTreeMap<String, i64> = Default::default();
+    let mut all = Vec::new();
+    while last.iter().any(|(k, v)| seen.get(k) != Some(v)) {
+        let got = changed(&c.next_n(id, 1).await).pop().unwrap();
+        assert!(last.contains_key(&got.contact), "{got:?}");
+        if let Some(prev) = seen.insert(got.contact.clone(), got.last_sequence) {
+            assert!(
+                got.last_sequence > prev,
+                "a conversation shown again without a new change: {got:?} after {prev}"
+            );
+        }
+        assert_eq!(got.message_count, got.last_sequence, "{got:?}");
+        all.push(got);
+    }
+    assert_quiet(c, id).await;
+    all
+}
+
+/// A conversation feed over 7 conversations: live changes, then 300 messages recorded
+/// while disconnected are replayed as exactly one event per changed conversation (a new
+/// one included), as it is now; a resume from the middle of that replay gets exactly the
+/// rest; a resume while writers keep recording misses no change and shows none twice; a
+/// participant filter narrows the replay; a bad cursor is refused on `after`.
+async fn a_conversation_feed_resumes_each_changed_conversation_once(t: &TestDb) {
+    let addr = serve(dev_state(t, Default::default()), ConnLimits::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("1", CONVERSATIONS, json!({})).await;
+    wait_until_live(&mut c, "1", &http, &base, "+18045550099").await;
+    let mut last = record_spread(t, "live", 60).await;
+    let got = read_until(&mut c, "1", &last).await;
+    let cursor = got.last().unwrap().cursor.clone();
+    drop(c);
+
+    for (k, n) in record_spread(t, "missed", 300).await {
+        *last.get_mut(&k).unwrap() += n;
+    }
+    record_via(&http, &base, "+18045550200", "new", None).await;
+    let mut expected: Vec<(String, i64)> = last.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    expected.push(("+18045550200".to_owned(), 1));
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("2", CONVERSATIONS, json!({ "after": cursor }))
+        .await;
+    let replayed = changed(&c.next_n("2", 8).await);
+    let mut by_contact = states(&replayed);
+    by_contact.sort();
+    assert_eq!(
+        by_contact, expected,
+        "each changed conversation once, as it is"
+    );
+    let ids: Vec<i64> = replayed
+        .iter()
+        .map(|e| {
+            api::graphql::ids::decode_id(api::graphql::ids::NodeType::Conversation, &e.id).unwrap()
+        })
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "by conversation id: {ids:?}"
+    );
+    assert_quiet(&mut c, "2").await;
+    drop(c);
+
+    // From the middle of that replay: exactly the rest.
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("3", CONVERSATIONS, json!({ "after": replayed[2].cursor }))
+        .await;
+    let rest = changed(&c.next_n("3", 5).await);
+    assert_eq!(states(&rest), states(&replayed[3..]));
+    assert_quiet(&mut c, "3").await;
+    drop(c);
+
+    // From the first cursor again while 4 writers record 200 more: every conversation
+    // reaches its last state, none is shown twice unchanged.
+    let mut c = Client::connect(&addr, json!({})).await;
+    let writers = {
+        let t_db = t.db.clone();
+        tokio::spawn(async move {
+            let s = Settings::default();
+            let mut per = std::collections::BTreeMap::<String, i64>::new();
+            for i in 0..200usize {
+                let contact = format!("+1804555{:04}", 100 + i % 7);
+                record_message(
+                    &t_db,
+                    &s,
+                    sms(
+                        "+12016661234",
+                        &contact,
+                        true,
+                        &format!("during{i}"),
+                        i as i64,
+                    ),
+                )
+                .await
+                .unwrap();
+                *per.entry(contact).or_insert(0) += 1;
+            }
+            per
+        })
+    };
+    c.subscribe("4", CONVERSATIONS, json!({ "after": cursor }))
+        .await;
+    for (k, n) in writers.await.unwrap() {
+        *last.get_mut(&k).unwrap() += n;
+    }
+    last.insert("+18045550200".to_owned(), 1);
+    read_until(&mut c, "4", &last).await;
+
+    // A participant filter: its conversation only.
+    c.subscribe(
+        "5",
+        CONVERSATIONS,
+        json!({ "after": cursor, "p": "(804) 555-0101" }),
+    )
+    .await;
+    let got = changed(&c.next_n("5", 1).await);
+    assert_eq!(
+        states(&got),
+        [("+18045550101".to_owned(), last["+18045550101"])]
+    );
+    assert_quiet(&mut c, "5").await;
+
+    c.subscribe("6", CONVERSATIONS, json!({ "after": "not a cursor" }))
+        .await;
+    let refused = refusal(&mut c, "6").await;
+    assert_eq!(refused["extensions"]["code"], "BAD_USER_INPUT");
+    assert_eq!(refused["extensions"]["field"], "after");
+}
+
+/// Backfill attaching legacy messages to conversations is a change like recording them
+/// (PostgreSQL): the attached messages reach a live `messageFeed` and a live
+/// `conversationFeed`, and a resume from a cursor given before the backfill replays them,
+/// although they were inserted (unassigned) long before that cursor's horizon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backfilled_messages_reach_live_feeds_and_resumes() {
+    let Some(t) = TestDb::postgres().await else {
+        return;
+    };
+    let s = Settings::default();
+    let lines: Vec<(u64, String)> = (0..10u64)
+        .map(|i| {
+            let contact = if i < 6 {
+                "+18045550001"
+            } else {
+                "+18045550002"
+            };
+            let line = json!({ "channel": "SMS", "direction": "OUTBOUND",
+                "from": "+12016661234", "to": [contact], "body": format!("legacy {i}"),
+                "providerMessageId": format!("legacy-{i}") });
+            (i + 1, line.to_string())
+        })
+        .collect();
+    let imported = import_messages(&t.db, &s, lines, true, 7, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(imported.imported, 10);
+    record_message(
+        &t.db,
+        &s,
+        sms("+12016661234", "+18045550001", true, "live 0", 0),
+    )
+    .await
+    .unwrap();
+    let addr = serve(dev_state(&t, Default::default()), ConnLimits::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let mut messages = Client::connect(&addr, json!({})).await;
+    messages.subscribe("m", FEED, json!({})).await;
+    wait_until_live(&mut messages, "m", &http, &base, "+18045550099").await;
+    let mut conversations = Client::connect(&addr, json!({})).await;
+    conversations.subscribe("c", CONVERSATIONS, json!({})).await;
+    wait_until_live(&mut conversations, "c", &http, &base, "+18045550099").await;
+    // Drain the markers the second wait recorded from the first feed.
+    while let Ok(Got::Json(_)) = tokio::time::timeout(
+        StdDuration::from_millis(500),
+        messages.recv(StdDuration::from_secs(5)),
+    )
+    .await
+    {}
+    record_via(&http, &base, "+18045550098", "probe", None).await;
+    let message_cursor = feed_events(&messages.next_n("m", 1).await).pop().unwrap().1;
+    let conversation_cursor = changed(&conversations.next_n("c", 1).await)
+        .pop()
+        .unwrap()
+        .cursor;
+
+    let report = backfill_conversations(&t.db, &s, 4, false, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.attached, 10);
+    let legacy: Vec<String> = {
+        let mut l: Vec<String> = (0..10).map(|i| format!("legacy {i}")).collect();
+        l.sort();
+        l
+    };
+    let got = messages.next_n("m", 10).await;
+    assert_exactly(&got, &legacy);
+    assert_quiet(&mut messages, "m").await;
+    let last: std::collections::BTreeMap<String, i64> = [
+        ("+18045550001".to_owned(), 7),
+        ("+18045550002".to_owned(), 4),
+    ]
+    .into();
+    read_until(&mut conversations, "c", &last).await;
+    drop((messages, conversations));
+
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("m2", FEED, json!({ "after": message_cursor }))
+        .await;
+    let got = c.next_n("m2", 10).await;
+    assert_exactly(&got, &legacy);
+    assert_quiet(&mut c, "m2").await;
+    c.subscribe("c2", CONVERSATIONS, json!({ "after": conversation_cursor }))
+        .await;
+    let got = changed(&c.next_n("c2", 2).await);
+    let mut got = states(&got);
+    got.sort();
+    assert_eq!(got, last.into_iter().collect::<Vec<_>>());
+    assert_quiet(&mut c, "c2").await;
+    drop(c);
+    t.cleanup().await;
+}
+
+/// A conversation feed whose server's listener connection is killed
+/// (`pg_terminate_backend`): the changes committed meanwhile are read from the database
+/// once the listener is back (each conversation's last state reached, none shown twice
+/// unchanged), and a cursor given before the kill resumes with every changed conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_conversation_feed_loses_nothing_when_the_listener_is_killed() {
+    let Some(t) = TestDb::postgres().await else {
+        return;
+    };
+    let addr = serve(dev_state(&t, Default::default()), ConnLimits::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("1", CONVERSATIONS, json!({})).await;
+    wait_until_live(&mut c, "1", &http, &base, "+18045550099").await;
+    record_via(&http, &base, "+18045550098", "probe", None).await;
+    let cursor = changed(&c.next_n("1", 1).await).pop().unwrap().cursor;
+    let killed =
+        t.db.query_all_raw(Statement::from_string(
+            t.db.get_database_backend(),
+            "SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity \
+             WHERE application_name = 'parley-live' AND datname = current_database()",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(killed.len(), 1, "exactly one listening connection");
+    let last = record_spread(&t, "k", 40).await;
+    read_until(&mut c, "1", &last).await;
+    drop(c);
+    let mut c = Client::connect(&addr, json!({})).await;
+    c.subscribe("2", CONVERSATIONS, json!({ "after": cursor }))
+        .await;
+    let mut got = states(&changed(&c.next_n("2", 7).await));
+    got.sort();
+    assert_eq!(got, last.into_iter().collect::<Vec<_>>());
+    assert_quiet(&mut c, "2").await;
+    drop(c);
+    t.cleanup().await;
+}

@@ -344,18 +344,35 @@ fn push_in_conversations(sql: &mut Sql, column: &str, ids: &[i64]) {
 /// by backfill) the next numbers of its conversation, after the highest one it has, in id
 /// order. Call it with the conversation rows locked (the backfill's upsert), so no live
 /// writer takes a number meanwhile.
+///
+/// On PostgreSQL the numbered messages join their conversations in this transaction, as
+/// recorded ones do: `messages.txid` becomes this transaction (it was the legacy import's,
+/// long committed, which a feed's resume horizon would see and skip) and each is announced
+/// to the live feeds ([`live::push_announce_cte`]) when it commits. SQLite's feeds resume
+/// by message id, which an attached message keeps: see [`crate::live`].
 pub(crate) async fn number_new_messages(conn: &impl ConnectionTrait, ids: &[i64]) -> Result<()> {
+    let backend = db::backend(conn);
+    let postgres = backend == sea_orm::DbBackend::Postgres;
     for chunk in ids.chunks(super::rows_per_statement(1)) {
-        let mut sql = Sql::new(
-            "UPDATE messages SET sequence = numbered.n FROM (\
-             SELECT m.id, COALESCE((SELECT MAX(s.sequence) FROM messages s \
+        let mut sql = Sql::new(if postgres {
+            "WITH m AS (UPDATE messages SET sequence = numbered.n, txid = pg_current_xact_id() FROM ("
+        } else {
+            "UPDATE messages SET sequence = numbered.n FROM ("
+        });
+        sql.push(
+            "SELECT m.id, COALESCE((SELECT MAX(s.sequence) FROM messages s \
              WHERE s.conversation_id = m.conversation_id), 0) \
              + ROW_NUMBER() OVER (PARTITION BY m.conversation_id ORDER BY m.id) AS n \
              FROM messages m WHERE m.sequence IS NULL AND ",
         );
         push_in_conversations(&mut sql, "m.conversation_id", chunk);
         sql.push(") AS numbered WHERE messages.id = numbered.id");
-        conn.execute_raw(sql.build(db::backend(conn))).await?;
+        if postgres {
+            sql.push(" RETURNING messages.id, messages.conversation_id, messages.sequence)");
+            live::push_announce_cte(&mut sql);
+            sql.push(" SELECT COUNT(*) AS announced FROM n");
+        }
+        conn.execute_raw(sql.build(backend)).await?;
     }
     Ok(())
 }

@@ -123,6 +123,29 @@ impl MessageEvent {
     }
 }
 
+/// A conversation delivered by `conversationFeed`, with the cursor to resume after it.
+pub struct ConversationEvent {
+    conversation: Conversation,
+    position: Position,
+}
+
+/// A conversation delivered by `conversationFeed`, as it is after a change, with the
+/// cursor to resume after it.
+#[Object]
+impl ConversationEvent {
+    /// The conversation.
+    async fn conversation(&self) -> &Conversation {
+        &self.conversation
+    }
+
+    /// Where the feed stands once you have this conversation (and every one before it):
+    /// pass it as `conversationFeed(after:)` to resume with exactly the conversations that
+    /// changed since. Opaque; valid on this server's database.
+    async fn cursor(&self) -> String {
+        self.position.encode()
+    }
+}
+
 /// The `SUBSCRIPTION_LAGGED` error that ends a feed whose subscriber fell behind.
 fn lagged(last_sequence: Option<i64>) -> async_graphql::Error {
     lagged_with(last_sequence, None)
@@ -306,8 +329,69 @@ impl SubscriptionRoot {
         Ok(feed.into_stream().map(move |item| {
             let _slot = &slot;
             match item {
-                ConversationItem::Conversation(c) => Ok(Conversation::new(c.conversation.clone())),
-                ConversationItem::Lagged => Err(lagged(None)),
+                Ok(ConversationItem::Conversation(c, _)) => {
+                    Ok(Conversation::new(c.as_ref().clone()))
+                }
+                Ok(ConversationItem::Lagged { .. }) => Err(lagged(None)),
+                Err(e) => Err(ClientError::from_service(&e, None).into_graphql()),
+            }
+        }))
+    }
+
+    /// Conversations as they change, as `conversationUpdated` delivers them, each with a
+    /// `cursor`: resubscribe with `after` set to the last cursor you received and every
+    /// conversation that changed since comes first, once, as it is now (by id), then the
+    /// live changes, with no gap: no change is missed, however the writers' commits
+    /// interleave (a message whose transaction began first but commits last included). A
+    /// change is a recorded message (read state, archiving and delivery status are not
+    /// announced yet). A change that a conversation already delivered shows is not
+    /// delivered again. A cursor more than 100,000 messages behind is refused
+    /// (`BAD_USER_INPUT`): subscribe without it and reload the list. A subscriber that
+    /// falls too far behind is ended with `SUBSCRIPTION_LAGGED` and `extensions.cursor`.
+    async fn conversation_feed(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Which conversations.")] filter: Option<ConversationUpdatedFilter>,
+        #[graphql(
+            desc = "Resume after this `cursor` of a conversation this feed delivered (with the same filter); omitted: only new changes."
+        )]
+        after: Option<String>,
+    ) -> Result<impl Stream<Item = Result<ConversationEvent>> + use<>> {
+        let slot = take_slot(ctx)?;
+        let db = ctx.data::<DatabaseConnection>()?;
+        let config = ctx.data::<AppConfig>()?;
+        let viewer = ctx.data::<Viewer>()?.clone();
+        let filter = filter.unwrap_or_default();
+        let filter = feed_filter(None, filter.channel, filter.participant)?;
+        let feed = ConversationFeed::open_tracked(
+            db,
+            viewer,
+            config.settings.default_region,
+            &filter,
+            after.as_deref(),
+            config.live.options(),
+        )
+        .await
+        .gql(ctx)?;
+        Ok(feed.into_stream().map(move |item| {
+            let _slot = &slot;
+            match item {
+                Ok(ConversationItem::Conversation(c, position)) => {
+                    // A feed opened with `open_tracked` gives every conversation its position.
+                    let position = position.ok_or_else(|| {
+                        async_graphql::Error::new(
+                            "internal error: a feed conversation without its position",
+                        )
+                    })?;
+                    Ok(ConversationEvent {
+                        conversation: Conversation::new(c.as_ref().clone()),
+                        position,
+                    })
+                }
+                Ok(ConversationItem::Lagged { cursor }) => {
+                    Err(lagged_with(None, cursor.map(|c| c.encode())))
+                }
+                Err(e) => Err(ClientError::from_service(&e, None).into_graphql()),
             }
         }))
     }
