@@ -10,7 +10,7 @@ use sea_orm::{
     Select,
 };
 
-use super::{ListOrder, MAX_IDS_PER_STATEMENT, Page, Window, keyset_page};
+use super::{ListOrder, MAX_IDS_PER_STATEMENT, Page, Window, keyset_page, run};
 use crate::access::Viewer;
 use crate::error::{Error, Result};
 use crate::normalize::{self, Region};
@@ -53,9 +53,11 @@ pub async fn find_conversation(
     viewer: &Viewer,
     id: i64,
 ) -> Result<Option<conversation::Model>> {
-    Ok(visible(conversation::Entity::find_by_id(id), viewer)
-        .one(db)
-        .await?)
+    Ok(run::one(
+        db,
+        visible(conversation::Entity::find_by_id(id), viewer).into_query(),
+    )
+    .await?)
 }
 
 /// `select` restricted to the conversations `viewer` sees.
@@ -108,11 +110,10 @@ pub async fn find_conversation_by_participants(
         Error::invalid(field, e.reason.to_string())
     })?;
     let key = normalize::participants_key(&p.sorted);
-    Ok(visible(conversation::Entity::find(), viewer)
+    let select = visible(conversation::Entity::find(), viewer)
         .filter(Column::Channel.eq(channel))
-        .filter(Column::ParticipantsKey.eq(key))
-        .one(db)
-        .await?)
+        .filter(Column::ParticipantsKey.eq(key));
+    Ok(run::one(db, select.into_query()).await?)
 }
 
 /// Normalizes the participant filter's address: with the channel's rules when it names
@@ -245,9 +246,11 @@ pub async fn list_conversations(
     filter: &ConversationFilter,
     window: &Window,
 ) -> Result<Page<conversation::Model>> {
-    let rows = conversation_page(viewer, region, filter, window)?
-        .all(db)
-        .await?;
+    let rows = run::all(
+        db,
+        conversation_page(viewer, region, filter, window)?.into_query(),
+    )
+    .await?;
     Ok(Page::from_probe(rows, window))
 }
 
@@ -263,11 +266,9 @@ pub async fn list_conversations_with_state(
     window: &Window,
     inbox: &str,
 ) -> Result<Page<(conversation::Model, Option<InboxState>)>> {
-    let rows =
-        conversation_page_with_state(db::backend(db), viewer, region, filter, window, inbox)?
-            .into_model::<WithState>()
-            .all(db)
-            .await?;
+    let select =
+        conversation_page_with_state(db::backend(db), viewer, region, filter, window, inbox)?;
+    let rows: Vec<WithState> = run::all(db, select.into_query()).await?;
     Ok(Page::from_probe(
         rows.into_iter().map(|r| (r.0, r.1)).collect(),
         window,
@@ -387,7 +388,7 @@ pub async fn count_conversations(
     if !cond.is_empty() {
         select = select.filter(cond);
     }
-    let n: Option<i64> = select.into_tuple().one(db).await?;
+    let n = run::count(db, select.into_query()).await?;
     let n = n.ok_or_else(|| Error::Internal("COUNT returned no row".into()))?;
     Ok(n as u64)
 }
