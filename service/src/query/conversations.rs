@@ -10,6 +10,7 @@ use sea_orm::{
     Select,
 };
 
+use super::rows::{self, FromRow};
 use super::{ListOrder, MAX_IDS_PER_STATEMENT, Page, Window, keyset_page, run};
 use crate::access::Viewer;
 use crate::error::{Error, Result};
@@ -345,25 +346,20 @@ pub struct InboxState {
 /// A row of [`conversation_page_with_state`].
 struct WithState(conversation::Model, Option<InboxState>);
 
-impl sea_orm::FromQueryResult for WithState {
-    fn from_query_result(
-        res: &sea_orm::QueryResult,
-        pre: &str,
-    ) -> std::result::Result<Self, sea_orm::DbErr> {
-        let model = <conversation::Model as sea_orm::FromQueryResult>::from_query_result(res, pre)?;
+impl FromRow for WithState {
+    fn columns() -> Vec<String> {
+        let mut names = conversation::Model::columns();
+        names.extend(["state_read_up_to", "state_sent_after", "state_archived"].map(String::from));
+        names
+    }
+
+    fn from_row(row: &sea_orm::QueryResult) -> std::result::Result<Self, sea_orm::DbErr> {
         // The state's columns follow the conversation's, in this order (see
-        // `conversation_page_with_state`): read by position, not by name.
-        let at = <conversation::Column as sea_orm::Iterable>::iter().count();
-        let read_up_to: Option<i64> = res.try_get_by_index(at)?;
-        let state = match read_up_to {
-            None => None,
-            Some(read_up_to) => Some(InboxState {
-                read_up_to,
-                sent_after: res.try_get_by_index(at + 1)?,
-                archived: res.try_get_by_index(at + 2)?,
-            }),
-        };
-        Ok(WithState(model, state))
+        // `conversation_page_with_state`).
+        Ok(WithState(
+            conversation::Model::from_row(row)?,
+            rows::state_at(row)?,
+        ))
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod conversations;
 mod messages;
+mod rows;
 mod run;
 mod search;
 

@@ -14,7 +14,9 @@ use std::fmt::Write;
 use sea_orm::sea_query::{
     PostgresQueryBuilder, QueryBuilder, SelectStatement, SqlWriter, SqliteQueryBuilder, Value,
 };
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+
+use super::rows::{FromRow, check_columns};
 
 /// `select` as it runs on `backend`: every `LIMIT` (the only `u64` values of the read
 /// side's statements) written as a literal, every other value bound. What the listing
@@ -84,30 +86,32 @@ impl SqlWriter for InlineLimits {
     }
 }
 
-/// Runs `select` ([`page_statement`]) and decodes each row as `M`.
-pub(crate) async fn all<M: FromQueryResult>(
+/// Runs `select` ([`page_statement`]) and decodes each row as `M`, by position (see
+/// [`super::rows`]).
+pub(crate) async fn all<M: FromRow>(
     db: &impl ConnectionTrait,
     select: SelectStatement,
 ) -> Result<Vec<M>, DbErr> {
     let statement = page_statement(db.get_database_backend(), &select);
-    db.query_all_raw(statement)
-        .await?
-        .iter()
-        .map(|row| M::from_query_result(row, ""))
-        .collect()
+    let rows = db.query_all_raw(statement).await?;
+    if let Some(first) = rows.first() {
+        check_columns::<M>(first)?;
+    }
+    rows.iter().map(M::from_row).collect()
 }
 
 /// Runs `select` limited to one row ([`page_statement`]) and decodes it as `M`.
-pub(crate) async fn one<M: FromQueryResult>(
+pub(crate) async fn one<M: FromRow>(
     db: &impl ConnectionTrait,
     mut select: SelectStatement,
 ) -> Result<Option<M>, DbErr> {
     select.limit(1);
     let statement = page_statement(db.get_database_backend(), &select);
-    db.query_one_raw(statement)
-        .await?
-        .map(|row| M::from_query_result(&row, ""))
-        .transpose()
+    let Some(row) = db.query_one_raw(statement).await? else {
+        return Ok(None);
+    };
+    check_columns::<M>(&row)?;
+    M::from_row(&row).map(Some)
 }
 
 /// Runs `select`, a `count(*)` ([`page_statement`]), and reads its one value.
