@@ -54,11 +54,16 @@ pub async fn find_conversation(
     viewer: &Viewer,
     id: i64,
 ) -> Result<Option<conversation::Model>> {
-    Ok(run::one(
-        db,
-        visible(conversation::Entity::find_by_id(id), viewer).into_query(),
-    )
-    .await?)
+    let select = visible(conversations().filter(Column::Id.eq(id)), viewer);
+    Ok(run::one(db, select.into_query()).await?)
+}
+
+/// `conversations` as the read side selects it: every column but `participants`, which the
+/// decoder builds from `participants_key` (see [`rows`]).
+fn conversations() -> Select<conversation::Entity> {
+    conversation::Entity::find()
+        .select_only()
+        .columns(rows::CONVERSATION_READ)
 }
 
 /// `select` restricted to the conversations `viewer` sees.
@@ -78,10 +83,9 @@ pub async fn conversations_by_ids(
 ) -> Result<HashMap<i64, conversation::Model>> {
     let mut found = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
-        let rows = visible(conversation::Entity::find(), viewer)
-            .filter(Column::Id.is_in(chunk.iter().copied()))
-            .all(db)
-            .await?;
+        let select =
+            visible(conversations(), viewer).filter(Column::Id.is_in(chunk.iter().copied()));
+        let rows: Vec<conversation::Model> = run::all(db, select.into_query()).await?;
         found.extend(rows.into_iter().map(|c| (c.id, c)));
     }
     Ok(found)
@@ -111,7 +115,7 @@ pub async fn find_conversation_by_participants(
         Error::invalid(field, e.reason.to_string())
     })?;
     let key = normalize::participants_key(&p.sorted);
-    let select = visible(conversation::Entity::find(), viewer)
+    let select = visible(conversations(), viewer)
         .filter(Column::Channel.eq(channel))
         .filter(Column::ParticipantsKey.eq(key));
     Ok(run::one(db, select.into_query()).await?)
@@ -216,7 +220,8 @@ fn filter_condition(
 /// row-value comparisons on `(last_message_at, id)`, ordered along the
 /// `conversations_last_message_at_id` index and limited to one row past the page (the
 /// has-more probe), restricted to what `viewer` sees. [`list_conversations`] runs exactly
-/// this.
+/// this ([`super::page_statement`]). It selects every column but `participants`, which the
+/// page's decoder builds from `participants_key`.
 pub fn conversation_page(
     viewer: &Viewer,
     region: Region,
@@ -225,7 +230,7 @@ pub fn conversation_page(
 ) -> Result<Select<conversation::Entity>> {
     let address = filter_address(filter, region)?;
     let prefixes = filter_prefixes(filter, region)?;
-    let mut select = conversation::Entity::find();
+    let mut select = conversations();
     let cond = filter_condition(viewer, filter, address, &prefixes);
     if !cond.is_empty() {
         select = select.filter(cond);
@@ -347,10 +352,15 @@ pub struct InboxState {
 struct WithState(conversation::Model, Option<InboxState>);
 
 impl FromRow for WithState {
-    fn columns() -> Vec<String> {
-        let mut names = conversation::Model::columns();
-        names.extend(["state_read_up_to", "state_sent_after", "state_archived"].map(String::from));
-        names
+    fn columns() -> &'static [String] {
+        static NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+            let mut names = conversation::Model::columns().to_vec();
+            names.extend(
+                ["state_read_up_to", "state_sent_after", "state_archived"].map(String::from),
+            );
+            names
+        });
+        &NAMES
     }
 
     fn from_row(row: &sea_orm::QueryResult) -> std::result::Result<Self, sea_orm::DbErr> {
