@@ -1328,8 +1328,9 @@ async fn catching_up_walks_the_sequence_index(t: &TestDb) {
         service::Viewer::Everyone,
         service::Viewer::Inboxes(vec!["+12025550101".to_owned()].into()),
     ] {
-        let statement = service::query::messages_after_sequence_page(&viewer, 7, 1, 100)
-            .build(t.db.get_database_backend());
+        let select = service::query::messages_after_sequence_page(&viewer, 7, 1, 100);
+        let statement =
+            service::query::page_statement(t.db.get_database_backend(), select.as_query());
         let plan = crate::plans::plan(t, statement).await;
         crate::plans::assert_walks(t, &plan, "messages_conversation_id_sequence");
     }

@@ -293,9 +293,9 @@ async fn conversation_pages_walk_the_activity_index(t: &TestDb) {
     ];
     for filter in &filters {
         for w in &windows {
-            let statement = query::conversation_page(&service::Viewer::Everyone, region, filter, w)
-                .unwrap()
-                .build(backend);
+            let select =
+                query::conversation_page(&service::Viewer::Everyone, region, filter, w).unwrap();
+            let statement = query::page_statement(backend, select.as_query());
             let plan = plan(t, statement).await;
             if t.engine == Engine::Sqlite && filter.channel.is_some() {
                 // Known gap, as before the move to the query builder: without statistics
@@ -334,8 +334,8 @@ async fn conversation_pages_walk_the_activity_index(t: &TestDb) {
                     w,
                     LINE,
                 )
-                .unwrap()
-                .build(backend);
+                .unwrap();
+                let statement = query::page_statement(backend, statement.as_query());
                 let joined = self::plan(t, statement).await;
                 assert_walks(t, &joined, ACTIVITY_INDEX);
                 // A probe by the whole key for each row of the page, never a scan of the
@@ -394,8 +394,8 @@ async fn thread_pages_walk_the_thread_index(t: &TestDb) {
     for scope in [MessageScope::Conversation(c), MessageScope::Unassigned] {
         for filter in &filters {
             for w in &windows {
-                let statement = query::message_page(&service::Viewer::Everyone, scope, filter, w)
-                    .build(backend);
+                let select = query::message_page(&service::Viewer::Everyone, scope, filter, w);
+                let statement = query::page_statement(backend, select.as_query());
                 let plan = plan(t, statement).await;
                 assert_walks(t, &plan, THREAD_INDEX);
                 if w.after.is_some() || w.before.is_some() {
@@ -419,7 +419,7 @@ async fn batched_thread_page_walks_the_thread_index_per_conversation(t: &TestDb)
     ] {
         let statements = query::message_batch_pages(&ids, &MessageFilter::default(), &w);
         assert_eq!(statements.len(), 1, "three conversations are one statement");
-        let plan = plan(t, backend.build(&statements[0])).await;
+        let plan = plan(t, query::page_statement(backend, &statements[0])).await;
         assert_walks(t, &plan, THREAD_INDEX);
         let scans = match t.engine {
             Engine::Postgres => plan.matches(&format!("using {THREAD_INDEX} on ")).count(),

@@ -1076,7 +1076,7 @@ async fn participant_prefixes_and_searches_use_the_indexes(t: &TestDb) {
             &window,
         )
         .unwrap();
-        sea_orm::QueryTrait::build(&select, backend)
+        service::query::page_statement(backend, sea_orm::QueryTrait::as_query(&select))
     };
     let address = crate::plans::plan(t, page("bob@")).await;
     let domain = crate::plans::plan(t, page("@example")).await;
@@ -1116,7 +1116,8 @@ async fn participant_prefixes_and_searches_use_the_indexes(t: &TestDb) {
         &window,
     )
     .unwrap();
-    let search = crate::plans::plan(t, sea_orm::QueryTrait::build(&select, backend)).await;
+    let search = service::query::page_statement(backend, sea_orm::QueryTrait::as_query(&select));
+    let search = crate::plans::plan(t, search).await;
     match t.engine {
         parley_tests::Engine::Sqlite => {
             assert!(search.contains("VIRTUAL TABLE INDEX"), "{search}")
@@ -1136,7 +1137,8 @@ async fn participant_prefixes_and_searches_use_the_indexes(t: &TestDb) {
         &window,
     )
     .unwrap();
-    let keys = crate::plans::plan(t, sea_orm::QueryTrait::build(&keys, backend)).await;
+    let keys = service::query::page_statement(backend, sea_orm::QueryTrait::as_query(&keys));
+    let keys = crate::plans::plan(t, keys).await;
     assert!(!keys.contains("messages "), "{keys}");
     match t.engine {
         parley_tests::Engine::Sqlite => {

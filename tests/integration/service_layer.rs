@@ -41,6 +41,7 @@ on_both_engines!(
     email_conversations_normalize_and_snippet_html,
     migrations_go_down_and_up_again,
     unknown_stored_channel_is_an_error_not_a_guess,
+    pages_decode_rows_as_seaorm_does,
 );
 
 async fn outbound_then_inbound_reply_share_one_conversation(t: &TestDb) {
@@ -818,4 +819,178 @@ async fn unknown_stored_channel_is_an_error_not_a_guess(t: &TestDb) {
     .unwrap();
     let found = query::find_conversation(&t.db, &service::Viewer::Everyone, id).await;
     assert!(matches!(found, Err(Error::Db(_))), "{found:?}");
+}
+
+/// The read side decodes its pages' rows by position (and builds a conversation's
+/// `participants` from `participants_key`): every listing and lookup answers exactly the
+/// models SeaORM's own by-name decoding reads from the same rows, NULLs, JSON, enums and
+/// timestamps with fractions included.
+async fn pages_decode_rows_as_seaorm_does(t: &TestDb) {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    use service::{conversation, message};
+    let s = Settings::default();
+    let everyone = service::Viewer::Everyone;
+    let mut mms = sms(Direction::Inbound, "+18045551234", "+12016661234", "pic", 3);
+    mms.kind = Some(Kind::Mms);
+    mms.attachments = vec!["https://example.com/a.png".into()];
+    mms.provider_message_id = Some("SM-1".into());
+    mms.sent_at = Some(at(3) + Duration::microseconds(123_457));
+    let email = NewMessage {
+        channel: Channel::Email,
+        kind: None,
+        direction: Direction::Outbound,
+        from: "Agent@Parley.example".into(),
+        to: vec!["b@example.com".into(), "a@example.com".into()],
+        body: "<p>Hello <b>both</b></p>".into(),
+        attachments: vec![],
+        provider_message_id: None,
+        sent_at: Some(at(5) + Duration::nanoseconds(1_000)),
+    };
+    for m in [
+        sms(
+            Direction::Outbound,
+            "+12016661234",
+            "+18045551234",
+            "one",
+            1,
+        ),
+        mms,
+        email,
+        sms(Direction::Inbound, "not-a-number", "+12016661234", "odd", 7),
+        sms(
+            Direction::Outbound,
+            "+12016661234",
+            "+18045559999",
+            "other",
+            9,
+        ),
+    ] {
+        record_message(&t.db, &s, m).await.unwrap();
+    }
+    let principal = service::Principal::development();
+    let first = conversation::Entity::find()
+        .order_by_asc(conversation::Column::Id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    service::state::mark(
+        &t.db,
+        &principal,
+        s.default_region,
+        first.id,
+        Some("+12016661234"),
+        service::state::Mark::ReadUpTo(None),
+    )
+    .await
+    .unwrap();
+
+    let stored = conversation::Entity::find()
+        .order_by_desc(conversation::Column::LastMessageAt)
+        .order_by_desc(conversation::Column::Id)
+        .all(&t.db)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 3);
+    let w = |kind| Window::new(kind, &PageRequest::default(), &s.limits).unwrap();
+    let conversations = w(service::cursor::CursorKind::Conversation);
+    let page = query::list_conversations(
+        &t.db,
+        &everyone,
+        s.default_region,
+        &ConversationFilter::default(),
+        &conversations,
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.items, stored);
+    let with_state = query::list_conversations_with_state(
+        &t.db,
+        &everyone,
+        s.default_region,
+        &ConversationFilter::default(),
+        &conversations,
+        "+12016661234",
+    )
+    .await
+    .unwrap();
+    let (models, states): (Vec<_>, Vec<_>) = with_state.items.into_iter().unzip();
+    assert_eq!(models, stored);
+    use service::state::conversation_state as cs;
+    let stored_states = cs::Entity::find()
+        .filter(cs::Column::Inbox.eq("+12016661234"))
+        .all(&t.db)
+        .await
+        .unwrap();
+    assert!(
+        stored_states
+            .iter()
+            .any(|r| r.conversation_id == first.id && r.read_up_to > 0)
+    );
+    for (c, state) in stored.iter().zip(&states) {
+        let row = stored_states.iter().find(|r| r.conversation_id == c.id);
+        let want = row.map(|r| query::InboxState {
+            read_up_to: r.read_up_to,
+            sent_after: r.sent_after,
+            archived: r.archived,
+        });
+        assert_eq!(*state, want, "{c:?}");
+    }
+    assert!(
+        states.iter().any(Option::is_none),
+        "the email conversation has no state row"
+    );
+    for c in &stored {
+        let found = query::find_conversation(&t.db, &everyone, c.id)
+            .await
+            .unwrap();
+        assert_eq!(found.as_ref(), Some(c));
+    }
+
+    let messages = w(service::cursor::CursorKind::Message);
+    for c in &stored {
+        let rows = message::Entity::find()
+            .filter(message::Column::ConversationId.eq(c.id))
+            .order_by_asc(message::Column::SentAt)
+            .order_by_asc(message::Column::Id)
+            .all(&t.db)
+            .await
+            .unwrap();
+        assert!(!rows.is_empty());
+        let page = query::list_messages(
+            &t.db,
+            &everyone,
+            MessageScope::Conversation(c.id),
+            &MessageFilter::default(),
+            &messages,
+        )
+        .await
+        .unwrap();
+        assert_eq!(page.items, rows);
+        let batch =
+            query::list_messages_batch(&t.db, &[c.id], &MessageFilter::default(), &messages)
+                .await
+                .unwrap();
+        assert_eq!(batch[&c.id].items, rows);
+        for m in &rows {
+            let found = query::find_message(&t.db, &everyone, m.id).await.unwrap();
+            assert_eq!(found.as_ref(), Some(m));
+        }
+    }
+    let unassigned = message::Entity::find()
+        .filter(message::Column::ConversationId.is_null())
+        .all(&t.db)
+        .await
+        .unwrap();
+    assert_eq!(unassigned.len(), 1);
+    let page = query::list_messages(
+        &t.db,
+        &everyone,
+        MessageScope::Unassigned,
+        &MessageFilter::default(),
+        &messages,
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.items, unassigned);
 }

@@ -336,9 +336,9 @@ async fn a_visible_page_is_one_statement_on_the_indexes(t: &TestDb) {
         window(true, cursor(500, 1000), None),
         window(false, None, cursor(500, 1000)),
     ] {
-        let statement = service::query::conversation_page(&line, region, &Default::default(), &w)
-            .unwrap()
-            .build(backend);
+        let select =
+            service::query::conversation_page(&line, region, &Default::default(), &w).unwrap();
+        let statement = service::query::page_statement(backend, select.as_query());
         let plan = plan(t, statement).await;
         assert!(
             plan.contains(lookup),

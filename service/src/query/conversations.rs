@@ -10,7 +10,8 @@ use sea_orm::{
     Select,
 };
 
-use super::{ListOrder, MAX_IDS_PER_STATEMENT, Page, Window, keyset_page};
+use super::rows::{self, FromRow};
+use super::{ListOrder, MAX_IDS_PER_STATEMENT, Page, Window, keyset_page, run};
 use crate::access::Viewer;
 use crate::error::{Error, Result};
 use crate::normalize::{self, Region};
@@ -53,9 +54,16 @@ pub async fn find_conversation(
     viewer: &Viewer,
     id: i64,
 ) -> Result<Option<conversation::Model>> {
-    Ok(visible(conversation::Entity::find_by_id(id), viewer)
-        .one(db)
-        .await?)
+    let select = visible(conversations().filter(Column::Id.eq(id)), viewer);
+    Ok(run::one(db, select.into_query()).await?)
+}
+
+/// `conversations` as the read side selects it: every column but `participants`, which the
+/// decoder builds from `participants_key` (see [`rows`]).
+fn conversations() -> Select<conversation::Entity> {
+    conversation::Entity::find()
+        .select_only()
+        .columns(rows::CONVERSATION_READ)
 }
 
 /// `select` restricted to the conversations `viewer` sees.
@@ -75,10 +83,9 @@ pub async fn conversations_by_ids(
 ) -> Result<HashMap<i64, conversation::Model>> {
     let mut found = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(MAX_IDS_PER_STATEMENT) {
-        let rows = visible(conversation::Entity::find(), viewer)
-            .filter(Column::Id.is_in(chunk.iter().copied()))
-            .all(db)
-            .await?;
+        let select =
+            visible(conversations(), viewer).filter(Column::Id.is_in(chunk.iter().copied()));
+        let rows: Vec<conversation::Model> = run::all(db, select.into_query()).await?;
         found.extend(rows.into_iter().map(|c| (c.id, c)));
     }
     Ok(found)
@@ -108,11 +115,10 @@ pub async fn find_conversation_by_participants(
         Error::invalid(field, e.reason.to_string())
     })?;
     let key = normalize::participants_key(&p.sorted);
-    Ok(visible(conversation::Entity::find(), viewer)
+    let select = visible(conversations(), viewer)
         .filter(Column::Channel.eq(channel))
-        .filter(Column::ParticipantsKey.eq(key))
-        .one(db)
-        .await?)
+        .filter(Column::ParticipantsKey.eq(key));
+    Ok(run::one(db, select.into_query()).await?)
 }
 
 /// Normalizes the participant filter's address: with the channel's rules when it names
@@ -214,7 +220,8 @@ fn filter_condition(
 /// row-value comparisons on `(last_message_at, id)`, ordered along the
 /// `conversations_last_message_at_id` index and limited to one row past the page (the
 /// has-more probe), restricted to what `viewer` sees. [`list_conversations`] runs exactly
-/// this.
+/// this ([`super::page_statement`]). It selects every column but `participants`, which the
+/// page's decoder builds from `participants_key`.
 pub fn conversation_page(
     viewer: &Viewer,
     region: Region,
@@ -223,7 +230,7 @@ pub fn conversation_page(
 ) -> Result<Select<conversation::Entity>> {
     let address = filter_address(filter, region)?;
     let prefixes = filter_prefixes(filter, region)?;
-    let mut select = conversation::Entity::find();
+    let mut select = conversations();
     let cond = filter_condition(viewer, filter, address, &prefixes);
     if !cond.is_empty() {
         select = select.filter(cond);
@@ -245,9 +252,11 @@ pub async fn list_conversations(
     filter: &ConversationFilter,
     window: &Window,
 ) -> Result<Page<conversation::Model>> {
-    let rows = conversation_page(viewer, region, filter, window)?
-        .all(db)
-        .await?;
+    let rows = run::all(
+        db,
+        conversation_page(viewer, region, filter, window)?.into_query(),
+    )
+    .await?;
     Ok(Page::from_probe(rows, window))
 }
 
@@ -263,11 +272,9 @@ pub async fn list_conversations_with_state(
     window: &Window,
     inbox: &str,
 ) -> Result<Page<(conversation::Model, Option<InboxState>)>> {
-    let rows =
-        conversation_page_with_state(db::backend(db), viewer, region, filter, window, inbox)?
-            .into_model::<WithState>()
-            .all(db)
-            .await?;
+    let select =
+        conversation_page_with_state(db::backend(db), viewer, region, filter, window, inbox)?;
+    let rows: Vec<WithState> = run::all(db, select.into_query()).await?;
     Ok(Page::from_probe(
         rows.into_iter().map(|r| (r.0, r.1)).collect(),
         window,
@@ -344,25 +351,25 @@ pub struct InboxState {
 /// A row of [`conversation_page_with_state`].
 struct WithState(conversation::Model, Option<InboxState>);
 
-impl sea_orm::FromQueryResult for WithState {
-    fn from_query_result(
-        res: &sea_orm::QueryResult,
-        pre: &str,
-    ) -> std::result::Result<Self, sea_orm::DbErr> {
-        let model = <conversation::Model as sea_orm::FromQueryResult>::from_query_result(res, pre)?;
+impl FromRow for WithState {
+    fn columns() -> &'static [String] {
+        static NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+            let mut names = conversation::Model::columns().to_vec();
+            names.extend(
+                ["state_read_up_to", "state_sent_after", "state_archived"].map(String::from),
+            );
+            names
+        });
+        &NAMES
+    }
+
+    fn from_row(row: &sea_orm::QueryResult) -> std::result::Result<Self, sea_orm::DbErr> {
         // The state's columns follow the conversation's, in this order (see
-        // `conversation_page_with_state`): read by position, not by name.
-        let at = <conversation::Column as sea_orm::Iterable>::iter().count();
-        let read_up_to: Option<i64> = res.try_get_by_index(at)?;
-        let state = match read_up_to {
-            None => None,
-            Some(read_up_to) => Some(InboxState {
-                read_up_to,
-                sent_after: res.try_get_by_index(at + 1)?,
-                archived: res.try_get_by_index(at + 2)?,
-            }),
-        };
-        Ok(WithState(model, state))
+        // `conversation_page_with_state`).
+        Ok(WithState(
+            conversation::Model::from_row(row)?,
+            rows::state_at(row)?,
+        ))
     }
 }
 
@@ -387,7 +394,7 @@ pub async fn count_conversations(
     if !cond.is_empty() {
         select = select.filter(cond);
     }
-    let n: Option<i64> = select.into_tuple().one(db).await?;
+    let n = run::count(db, select.into_query()).await?;
     let n = n.ok_or_else(|| Error::Internal("COUNT returned no row".into()))?;
     Ok(n as u64)
 }

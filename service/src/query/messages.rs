@@ -9,7 +9,9 @@ use sea_orm::{
     QuerySelect, QueryTrait, Select,
 };
 
-use super::{ListOrder, MAX_ARMS_PER_STATEMENT, MAX_IDS_PER_STATEMENT, Page, Window, keyset_page};
+use super::{
+    ListOrder, MAX_ARMS_PER_STATEMENT, MAX_IDS_PER_STATEMENT, Page, Window, keyset_page, run,
+};
 use crate::access::Viewer;
 use crate::error::{Error, Result};
 use crate::message;
@@ -70,9 +72,11 @@ pub async fn find_message(
     viewer: &Viewer,
     id: i64,
 ) -> Result<Option<message::Model>> {
-    Ok(visible(message::Entity::find_by_id(id), viewer)
-        .one(db)
-        .await?)
+    Ok(run::one(
+        db,
+        visible(message::Entity::find_by_id(id), viewer).into_query(),
+    )
+    .await?)
 }
 
 /// `select` restricted to the messages `viewer` sees (those of the conversations it sees).
@@ -126,11 +130,8 @@ pub async fn messages_after_sequence(
     after: i64,
     limit: u64,
 ) -> Result<Vec<message::Model>> {
-    Ok(
-        messages_after_sequence_page(viewer, conversation_id, after, limit)
-            .all(db)
-            .await?,
-    )
+    let select = messages_after_sequence_page(viewer, conversation_id, after, limit);
+    Ok(run::all(db, select.into_query()).await?)
 }
 
 /// The statement of a page of messages in `scope`: `filter`, the window's cursor bounds as
@@ -179,7 +180,7 @@ pub async fn list_messages(
     if scope == MessageScope::Unassigned {
         viewer.require_everyone("unassignedMessages")?;
     }
-    let rows = message_page(viewer, scope, filter, window).all(db).await?;
+    let rows = run::all(db, message_page(viewer, scope, filter, window).into_query()).await?;
     Ok(Page::from_probe(rows, window))
 }
 
@@ -229,11 +230,8 @@ pub async fn list_messages_batch(
         .iter()
         .map(|id| (*id, Vec::new()))
         .collect();
-    let backend = db.get_database_backend();
     for statement in message_batch_pages(conversation_ids, filter, window) {
-        let rows = message::Model::find_by_statement(backend.build(&statement))
-            .all(db)
-            .await?;
+        let rows: Vec<message::Model> = run::all(db, statement).await?;
         for row in rows {
             if let Some(id) = row.conversation_id {
                 grouped.entry(id).or_default().push(row);
@@ -287,13 +285,11 @@ pub async fn count_messages_batch(
 
 /// How many messages are unassigned (for operators and admins: see [`list_messages`]).
 pub async fn count_unassigned(db: &impl ConnectionTrait) -> Result<u64> {
-    let n: Option<i64> = message::Entity::find()
+    let select = message::Entity::find()
         .select_only()
         .column_as(Expr::col(Asterisk).count(), "n")
-        .filter(MessageScope::Unassigned.condition())
-        .into_tuple()
-        .one(db)
-        .await?;
+        .filter(MessageScope::Unassigned.condition());
+    let n = run::count(db, select.into_query()).await?;
     let n = n.ok_or_else(|| Error::Internal("COUNT returned no row".into()))?;
     Ok(n as u64)
 }

@@ -9,6 +9,8 @@
 
 mod conversations;
 mod messages;
+mod rows;
+mod run;
 mod search;
 
 pub(crate) use conversations::filter_address;
@@ -22,6 +24,7 @@ pub use messages::{
     list_messages, list_messages_batch, message_batch_pages, message_page, messages_after_sequence,
     messages_after_sequence_page, messages_by_ids,
 };
+pub use run::page_statement;
 pub use search::{FEW_MATCHES, SearchFilter, search_messages, search_page, search_page_keys};
 
 use crate::cursor::{Cursor, CursorKind, decode_cursor, encode_cursor};

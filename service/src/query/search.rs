@@ -11,7 +11,7 @@ use sea_orm::{
     QuerySelect, QueryTrait, RuntimeErr, Select, TransactionTrait,
 };
 
-use super::{ListOrder, Page, Window, keyset_page};
+use super::{ListOrder, Page, Window, keyset_page, run};
 use crate::access::Viewer;
 use crate::error::{Error, Result};
 use crate::normalize::{self, Region};
@@ -156,7 +156,7 @@ async fn few_matches_page(
         Expr::cust("(SELECT count(*) FROM \"message_texts\")"),
         "matches",
     );
-    let mut statement = QueryTrait::build(&page, DbBackend::Postgres);
+    let mut statement = run::page_statement(DbBackend::Postgres, page.as_query());
     let mut values = statement.values.take().unwrap_or(Values(Vec::new()));
     values.0.push(query.tsquery().into());
     statement.sql = format!(
@@ -238,12 +238,9 @@ async fn count_matches(
         .expr(Expr::cust("count(*)"))
         .from_subquery(probe, Alias::new("matches"))
         .to_owned();
-    let matches: i64 = conn
-        .query_one_raw(backend.build(&count))
+    let matches = run::count(conn, count)
         .await
         .map_err(too_complex)?
-        .map(|row| row.try_get_by_index(0))
-        .transpose()?
         .unwrap_or(0);
     Ok(matches as u64)
 }
@@ -358,8 +355,8 @@ async fn page_rows(
         let keys = search_page_keys(backend, viewer, region, query, filter, window)?;
         page_by_keys(conn, keys).await
     } else {
-        search_page(backend, viewer, region, query, filter, window)?
-            .all(conn)
+        let select = search_page(backend, viewer, region, query, filter, window)?;
+        run::all(conn, select.into_query())
             .await
             .map_err(too_complex)
     }
@@ -370,7 +367,9 @@ async fn page_by_keys(
     conn: &impl ConnectionTrait,
     keys: Select<message_text::Entity>,
 ) -> Result<Vec<message::Model>> {
-    let ids: Vec<i64> = keys.into_tuple().all(conn).await.map_err(too_complex)?;
+    let ids = run::ids(conn, keys.into_query())
+        .await
+        .map_err(too_complex)?;
     by_ids(conn, ids).await
 }
 
