@@ -22,7 +22,10 @@ pub use messages::{
     list_messages, list_messages_batch, message_batch_pages, message_page, messages_after_sequence,
     messages_after_sequence_page, messages_by_ids,
 };
-pub use search::{FEW_MATCHES, SearchFilter, search_messages, search_page, search_page_keys};
+pub use search::{
+    FEW_MATCHES, SearchFilter, VISIBLE_FEW, WALK_SPANS, search_messages, search_page,
+    search_page_keys, search_page_span, search_page_visible_first, walk_span,
+};
 
 use crate::cursor::{Cursor, CursorKind, decode_cursor, encode_cursor};
 use crate::error::{Error, Result};
