@@ -871,8 +871,8 @@ async fn a_common_word_pages_exactly_for_every_viewer(t: &TestDb) {
     use sea_orm::ConnectionTrait;
     use service::Viewer;
     use service::query::{
-        PageRequest, SearchFilter, Window, search_messages, search_page_keys, search_page_span,
-        search_page_visible_first, walk_span,
+        PageRequest, SearchFilter, Window, few_span_matches, search_messages, search_page_keys,
+        search_page_span, search_page_visible_first, visible_ids, walk_span,
     };
     use std::sync::Arc;
     const AGENT: &str = "agent@parley.example";
@@ -941,6 +941,7 @@ async fn a_common_word_pages_exactly_for_every_viewer(t: &TestDb) {
     };
     let region = Default::default();
     let timeout = std::time::Duration::from_secs(30);
+    let mut checked_own = 0;
     for viewer in &viewers {
         for filter in &filters {
             let reference = |w: Window| {
@@ -980,8 +981,30 @@ async fn a_common_word_pages_exactly_for_every_viewer(t: &TestDb) {
                     .all(&t.db)
                     .await
                     .unwrap();
-                let visible: Vec<i64> =
-                    search_page_visible_first(backend, viewer, region, &query, filter, &w)
+                // A principal's own messages, when it sees fewer than 500.
+                if let Viewer::Inboxes(inboxes) = viewer
+                    && let Some(own) = visible_ids(&t.db, backend, inboxes, region, filter)
+                        .await
+                        .unwrap()
+                {
+                    // Each message looked up, and (SQLite) one range read over their span.
+                    // (Every message here matches: the service would look each up.)
+                    let span = if backend == sea_orm::DbBackend::Sqlite {
+                        assert_eq!(few_span_matches(&t.db, &query, &own).await.unwrap(), None);
+                        own.iter().min().copied().zip(own.iter().max().copied())
+                    } else {
+                        None
+                    };
+                    for span in [None, span] {
+                        let visible: Vec<i64> = search_page_visible_first(
+                            backend,
+                            viewer,
+                            region,
+                            &query,
+                            filter,
+                            &w,
+                            service::query::OwnMessages { ids: &own, span },
+                        )
                         .unwrap()
                         .all(&t.db)
                         .await
@@ -989,10 +1012,13 @@ async fn a_common_word_pages_exactly_for_every_viewer(t: &TestDb) {
                         .iter()
                         .map(|m| m.id)
                         .collect();
-                assert_eq!(
-                    visible, want,
-                    "visible first: {viewer:?} {filter:?} after {seen}"
-                );
+                        assert_eq!(
+                            visible, want,
+                            "visible first {span:?}: {viewer:?} {filter:?} after {seen}"
+                        );
+                    }
+                    checked_own += 1;
+                }
                 if backend == sea_orm::DbBackend::Sqlite {
                     // The service's spans, and one that cuts most pages short.
                     for span in [60, 500, 5_000] {
@@ -1055,6 +1081,9 @@ async fn a_common_word_pages_exactly_for_every_viewer(t: &TestDb) {
             }
         }
     }
+    // Forward pages of principals who see fewer than 500 messages: one inbox (100
+    // messages, 50 outbound), eight inboxes' 400 outbound.
+    assert_eq!(checked_own, 2 + 1 + 8);
     /// Messages the viewer sees under the filter: 100 a conversation, half of the bulk
     /// ones outbound (the first message of each is inbound).
     fn total(viewer: &Viewer, filter: &SearchFilter) -> usize {
