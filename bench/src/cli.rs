@@ -114,6 +114,24 @@ pub struct Args {
     /// instrumentation of process A on and off).
     #[arg(long, value_name = "CMD")]
     pub subscribe_hook: Option<String>,
+    /// Measure only search (issue 16): per engine, a fresh database seeded with the search
+    /// corpus (--search-conversations x --search-messages; "order" in every fifth message,
+    /// "zephyr" in one of a thousand), the search index built (time and size), then
+    /// searchMessages' first page for each word at --rate for --duration, as an admin and
+    /// as one-inbox principals (authentication on). Writes bench/results/search-latest.json
+    /// unless --json-out says otherwise.
+    #[arg(long)]
+    pub search: bool,
+    /// Conversations of the --search corpus.
+    #[arg(long, default_value_t = 10_000)]
+    pub search_conversations: u64,
+    /// Messages per conversation of the --search corpus.
+    #[arg(long, default_value_t = 100)]
+    pub search_messages: u64,
+    /// With --search: also recordMessage at --rate with the search index and without it
+    /// (with, without, without, with), for the index's cost on the record path.
+    #[arg(long)]
+    pub search_record: bool,
     /// Measure only parley against PostGraphile 4 (the peer) on one seeded PostgreSQL
     /// database: list, edges and thread saturated with --concurrency clients, req/s and
     /// server CPU per request side by side. Needs Node.js (skipped with a note without it)

@@ -131,9 +131,11 @@ pub async fn run(
 
 /// Sends one request; returns when the whole answer has been read and checked.
 async fn send(client: &reqwest::Client, url: &str, request: Request) -> Result<(), String> {
-    let response = client
-        .post(url)
-        .header(CONTENT_TYPE, "application/json")
+    let mut post = client.post(url).header(CONTENT_TYPE, "application/json");
+    if let Some(token) = &request.bearer {
+        post = post.bearer_auth(token);
+    }
+    let response = post
         .body(request.body.clone())
         .send()
         .await

@@ -9,6 +9,7 @@
 //! cargo run --release -p parley-bench -- --database-url postgres://postgres@127.0.0.1:5432/test --engines postgres --burst 1000
 //! cargo run --release -p parley-bench -- --database-url postgres://postgres@127.0.0.1:5432/test --engines postgres --subscribe 1000
 //! cargo run --release -p parley-bench -- --database-url postgres://postgres@127.0.0.1:5432/test --peer
+//! cargo run --release -p parley-bench -- --database-url postgres://postgres@127.0.0.1:5432/test --search
 //! ```
 
 mod burst;
@@ -19,6 +20,7 @@ mod peer;
 mod pgbench;
 mod report;
 mod run;
+mod search;
 mod server;
 mod subscribe;
 mod workload;

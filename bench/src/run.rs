@@ -56,6 +56,9 @@ pub async fn main(mut args: Args) -> anyhow::Result<()> {
     if let Some(writers) = args.burst {
         return crate::burst::run(&args, &engines, writers).await;
     }
+    if args.search {
+        return crate::search::run(&args, &engines).await;
+    }
     if let Some(subscribers) = args.subscribe {
         return crate::subscribe::run(&args, &engines, subscribers).await;
     }

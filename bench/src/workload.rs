@@ -10,6 +10,7 @@ const RECORD: &str = "mutation R($i: RecordMessageInput!) { recordMessage(input:
 const LIST: &str =
     "{ conversations(first: 50) { nodes { participants messageCount snippet lastMessageAt } } }";
 const THREAD: &str = "query T($id: ID!) { conversation(id: $id) { messages(last: 50) { nodes { id body sentAt direction } } } }";
+const SEARCH: &str = "query S($q: String!) { searchMessages(query: $q, first: 20) { edges { highlight node { id sentAt direction body } } pageInfo { hasNextPage endCursor } } }";
 const EDGES: &str = "{ conversations(first: 50) { edges { cursor node { id channel participants messageCount snippet lastMessageAt } } pageInfo { endCursor hasNextPage } } }";
 
 /// The same three reads in PostGraphile 4's schema (the `--peer` run): the same order
@@ -42,6 +43,14 @@ pub enum Mix {
     Mixed {
         /// Share of writes.
         write_percent: u64,
+    },
+    /// The first page of 20 of `searchMessages(query: term)` over the search corpus
+    /// (`crate::search`): as the client's principal, or with [`Workload::with_inboxes`] as
+    /// a principal acting for one customer, picked at random per request. Each answer must
+    /// hold exactly the page the corpus says.
+    Search {
+        /// The word searched for.
+        term: &'static str,
     },
 }
 
@@ -96,6 +105,10 @@ pub struct Request {
     pub body: String,
     /// For a record request: whether the answer must say `conversationCreated: true`.
     pub expect_created: Option<bool>,
+    /// For a search request: how many results the page must hold.
+    pub expect_results: Option<usize>,
+    /// A bearer token for this request alone (the client's default otherwise).
+    pub bearer: Option<String>,
 }
 
 /// A deterministic stream of requests.
@@ -106,6 +119,8 @@ pub struct Workload {
     tag: String,
     seq: u64,
     rng: Rng,
+    /// `Search` as one-inbox principals: each customer's conversation and its token.
+    inboxes: Vec<(u64, String)>,
 }
 
 impl Workload {
@@ -118,7 +133,15 @@ impl Workload {
             tag: tag.to_owned(),
             seq: 0,
             rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+            inboxes: Vec::new(),
         }
+    }
+
+    /// `Search` requests as the principals of `inboxes` (conversation, bearer token), one
+    /// picked at random per request.
+    pub fn with_inboxes(mut self, inboxes: Vec<(u64, String)>) -> Self {
+        self.inboxes = inboxes;
+        self
     }
 
     /// The next request.
@@ -129,23 +152,32 @@ impl Workload {
             Mix::List => Request {
                 body: format!(r#"{{"query":"{LIST}"}}"#),
                 expect_created: None,
+                expect_results: None,
+                bearer: None,
             },
             Mix::Thread => self.thread(),
             Mix::Edges => Request {
                 body: format!(r#"{{"query":"{EDGES}"}}"#),
                 expect_created: None,
+                expect_results: None,
+                bearer: None,
             },
             Mix::Peer(ReadShape::Thread) => {
                 let id = 1 + self.rng.below(self.conversations);
                 Request {
                     body: format!(r#"{{"query":"{PEER_THREAD}","variables":{{"id":"{id}"}}}}"#),
                     expect_created: None,
+                    expect_results: None,
+                    bearer: None,
                 }
             }
             Mix::Peer(shape) => Request {
                 body: format!(r#"{{"query":"{}"}}"#, shape.peer_query()),
                 expect_created: None,
+                expect_results: None,
+                bearer: None,
             },
+            Mix::Search { term } => self.search(term),
             Mix::Mixed { write_percent } => {
                 let roll = self.rng.below(100);
                 if roll < write_percent {
@@ -154,6 +186,8 @@ impl Workload {
                     Request {
                         body: format!(r#"{{"query":"{LIST}"}}"#),
                         expect_created: None,
+                        expect_results: None,
+                        bearer: None,
                     }
                 } else {
                     self.thread()
@@ -184,6 +218,24 @@ impl Workload {
                 r#"{{"query":"{RECORD}","variables":{{"i":{{"channel":"EMAIL","direction":"{direction}","from":"{from}","to":["{to}"],"body":"Bench load message {seq} of run {tag}","providerMessageId":"b-{tag}-{seq}"}}}}}}"#
             ),
             expect_created: Some(new),
+            expect_results: None,
+            bearer: None,
+        }
+    }
+
+    fn search(&mut self, term: &str) -> Request {
+        let body = format!(r#"{{"query":"{SEARCH}","variables":{{"q":"{term}"}}}}"#);
+        let (bearer, matches) = if self.inboxes.is_empty() {
+            (None, crate::search::matches(term, 1..=self.conversations))
+        } else {
+            let (c, token) = &self.inboxes[self.rng.below(self.inboxes.len() as u64) as usize];
+            (Some(token.clone()), crate::search::matches(term, *c..=*c))
+        };
+        Request {
+            body,
+            expect_created: None,
+            expect_results: Some(matches.min(20) as usize),
+            bearer,
         }
     }
 
@@ -193,6 +245,8 @@ impl Workload {
         Request {
             body: format!(r#"{{"query":"{THREAD}","variables":{{"id":"{gid}"}}}}"#),
             expect_created: None,
+            expect_results: None,
+            bearer: None,
         }
     }
 }
@@ -205,6 +259,15 @@ pub fn check(request: &Request, status: u16, body: &[u8]) -> Result<(), String> 
     }
     if contains(body, br#""errors""#) || !contains(body, br#""data""#) {
         return Err(format!("GraphQL error: {}", excerpt(body)));
+    }
+    if let Some(n) = request.expect_results {
+        let got = count(body, br#""highlight""#);
+        if got != n {
+            return Err(format!(
+                "expected {n} results, got {got}: {}",
+                excerpt(body)
+            ));
+        }
     }
     if let Some(created) = request.expect_created {
         let want: &[u8] = if created {
@@ -220,6 +283,13 @@ pub fn check(request: &Request, status: u16, body: &[u8]) -> Result<(), String> 
         }
     }
     Ok(())
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -303,6 +373,7 @@ mod tests {
             Mix::Thread,
             Mix::Edges,
             Mix::Mixed { write_percent: 10 },
+            Mix::Search { term: "order" },
         ]
         .into_iter()
         .chain(peer)
@@ -316,10 +387,40 @@ mod tests {
     }
 
     #[test]
+    fn search_requests_expect_the_corpus_page() {
+        crate::search::set_per(100);
+        let mut w = Workload::new(Mix::Search { term: "zephyr" }, 10_000, "t", 4);
+        assert_eq!(w.next_request().expect_results, Some(20));
+        assert_eq!(w.next_request().bearer, None);
+        // Conversation 1 holds message 7 ("zephyr"), conversation 2 none.
+        let mut w = Workload::new(Mix::Search { term: "zephyr" }, 10_000, "t", 4)
+            .with_inboxes(vec![(1, "a".into())]);
+        let r = w.next_request();
+        assert_eq!(
+            (r.expect_results, r.bearer.as_deref()),
+            (Some(1), Some("a"))
+        );
+        let mut w = Workload::new(Mix::Search { term: "zephyr" }, 10_000, "t", 4)
+            .with_inboxes(vec![(2, "b".into())]);
+        assert_eq!(w.next_request().expect_results, Some(0));
+        let page = br#"{"data":{"searchMessages":{"edges":[{"highlight":"x"}]}}}"#;
+        let want = |n| Request {
+            body: String::new(),
+            expect_created: None,
+            expect_results: Some(n),
+            bearer: None,
+        };
+        assert!(check(&want(1), 200, page).is_ok());
+        assert!(check(&want(0), 200, page).is_err());
+    }
+
+    #[test]
     fn check_rejects_errors_and_wrong_creation() {
         let rec = Request {
             body: String::new(),
             expect_created: Some(false),
+            expect_results: None,
+            bearer: None,
         };
         let ok = br#"{"data":{"recordMessage":{"conversationCreated":false}}}"#;
         assert!(check(&rec, 200, ok).is_ok());

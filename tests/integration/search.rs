@@ -860,6 +860,243 @@ async fn both_page_statements_find_the_same_page(t: &TestDb) {
     assert!(compared > 4 * 4 * 5 * 2, "{compared}");
 }
 
+/// A word in more messages than `FEW_MATCHES` pages exactly for every kind of viewer: on
+/// SQLite a principal's pages come from its own messages when it sees few
+/// (`search_page_visible_first`), and for it and an admin from the newest messages in
+/// growing spans (`search_page_span`, whose pages are checked against the reference for a
+/// span too small to hold them as well); on PostgreSQL from the walk. Every page of `search_messages`, forward to the end and back from it, equals
+/// the same window of `search_page_keys` (every match's keys read and sorted: the
+/// reference), and the page builders themselves agree with it.
+async fn a_common_word_pages_exactly_for_every_viewer(t: &TestDb) {
+    use sea_orm::ConnectionTrait;
+    use service::Viewer;
+    use service::query::{
+        PageRequest, SearchFilter, Window, few_span_matches, search_messages, search_page_keys,
+        search_page_span, search_page_visible_first, visible_ids, walk_span,
+    };
+    use std::sync::Arc;
+    const AGENT: &str = "agent@parley.example";
+    let customer = |c: usize| format!("c{c}@example.com");
+    // 30 email conversations (the agent and one customer each), then 99 more messages in
+    // each, interleaved in time: 3,000 messages with "common" in every one.
+    for c in 1..=30 {
+        store(
+            t,
+            &format!("first{c}"),
+            Channel::Email,
+            &customer(c),
+            AGENT,
+            "common first",
+            t0() - Duration::days(1) + Duration::seconds(c as i64),
+        )
+        .await;
+    }
+    let backend = t.db.get_database_backend();
+    let at = match backend {
+        sea_orm::DbBackend::Postgres => {
+            "timestamptz '2026-03-02 00:00:00+00' + (s.i * 30 + c.id) * interval '1 second'"
+        }
+        _ => "strftime('%Y-%m-%dT%H:%M:%S+00:00', 1772409600 + s.i * 30 + c.id, 'unixepoch')",
+    };
+    t.db.execute_unprepared(&format!(
+        "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 99) \
+         INSERT INTO messages (conversation_id, channel, kind, direction, from_raw, to_raw, body, attachments, sent_at, recorded_at) \
+         SELECT c.id, 'EMAIL', 'EMAIL', CASE WHEN s.i % 2 = 0 THEN 'INBOUND' ELSE 'OUTBOUND' END, 'x', '[]', \
+         'common word ' || s.i, '[]', {at}, {at} FROM conversations c, s"
+    ))
+    .await
+    .unwrap();
+    t.db.execute_unprepared(
+        "INSERT INTO message_texts (message_id, text, conversation_id, channel, direction, sent_at) \
+         SELECT id, body, conversation_id, channel, direction, sent_at FROM messages \
+         WHERE id NOT IN (SELECT message_id FROM message_texts)",
+    )
+    .await
+    .unwrap();
+    let query = service::search::parse_query("common").unwrap();
+    let inboxes = |list: Vec<String>| Viewer::Inboxes(Arc::from(list));
+    let viewers = [
+        // 100 messages: its own, each looked up.
+        inboxes(vec![customer(5)]),
+        // 3,000: the walk in spans.
+        inboxes(vec![AGENT.to_owned()]),
+        // 800 of 3,000: the walk in spans.
+        inboxes((1..=8).map(customer).collect()),
+        Viewer::Everyone,
+    ];
+    let filters = [
+        SearchFilter::default(),
+        SearchFilter {
+            direction: Some(Direction::Outbound),
+            ..Default::default()
+        },
+    ];
+    let window = |req: &PageRequest| {
+        Window::new(
+            service::cursor::CursorKind::SearchResult,
+            req,
+            &Default::default(),
+        )
+        .unwrap()
+    };
+    let region = Default::default();
+    let timeout = std::time::Duration::from_secs(30);
+    let mut checked_own = 0;
+    for viewer in &viewers {
+        for filter in &filters {
+            let reference = |w: Window| {
+                let keys = search_page_keys(backend, viewer, region, &query, filter, &w).unwrap();
+                async move {
+                    let mut ids: Vec<i64> = keys.into_tuple().all(&t.db).await.unwrap();
+                    ids.truncate(w.size as usize);
+                    if !w.forward {
+                        ids.reverse();
+                    }
+                    ids
+                }
+            };
+            // Forward to the end by pages of 50.
+            let mut after: Option<String> = None;
+            let mut seen = 0;
+            loop {
+                let req = PageRequest {
+                    first: Some(50),
+                    after: after.clone(),
+                    ..Default::default()
+                };
+                let w = window(&req);
+                let page = search_messages(&t.db, viewer, region, &query, filter, &w, timeout)
+                    .await
+                    .unwrap();
+                let ids: Vec<i64> = page.items.iter().map(|m| m.id).collect();
+                assert_eq!(
+                    ids,
+                    reference(w).await,
+                    "{viewer:?} {filter:?} after {seen}"
+                );
+                // The builders: one past the page, in walk order.
+                let want: Vec<i64> = search_page_keys(backend, viewer, region, &query, filter, &w)
+                    .unwrap()
+                    .into_tuple()
+                    .all(&t.db)
+                    .await
+                    .unwrap();
+                // A principal's own messages, when it sees fewer than 500.
+                if let Viewer::Inboxes(inboxes) = viewer
+                    && let Some(own) = visible_ids(&t.db, backend, inboxes, region, filter)
+                        .await
+                        .unwrap()
+                {
+                    // Each message looked up, and (SQLite) one range read over their span.
+                    // (Every message here matches: the service would look each up.)
+                    let span = if backend == sea_orm::DbBackend::Sqlite {
+                        assert_eq!(few_span_matches(&t.db, &query, &own).await.unwrap(), None);
+                        own.iter().min().copied().zip(own.iter().max().copied())
+                    } else {
+                        None
+                    };
+                    for span in [None, span] {
+                        let visible: Vec<i64> = search_page_visible_first(
+                            backend,
+                            viewer,
+                            region,
+                            &query,
+                            filter,
+                            &w,
+                            service::query::OwnMessages { ids: &own, span },
+                        )
+                        .unwrap()
+                        .all(&t.db)
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|m| m.id)
+                        .collect();
+                        assert_eq!(
+                            visible, want,
+                            "visible first {span:?}: {viewer:?} {filter:?} after {seen}"
+                        );
+                    }
+                    checked_own += 1;
+                }
+                if backend == sea_orm::DbBackend::Sqlite {
+                    // The service's spans, and one that cuts most pages short.
+                    for span in [60, 500, 5_000] {
+                        let Some((span_ids, n)) =
+                            walk_span(&t.db, region, filter, &w, span).await.unwrap()
+                        else {
+                            assert!(want.is_empty());
+                            continue;
+                        };
+                        let walked: Vec<i64> =
+                            search_page_span(viewer, region, &query, filter, &w, span, span_ids)
+                                .unwrap()
+                                .all(&t.db)
+                                .await
+                                .unwrap()
+                                .iter()
+                                .map(|m| m.id)
+                                .collect();
+                        let context = format!("span {span}: {viewer:?} {filter:?} after {seen}");
+                        if n < span || walked.len() > 50 {
+                            assert_eq!(walked, want, "{context}");
+                        } else {
+                            assert!(want.starts_with(&walked), "{context}");
+                        }
+                    }
+                }
+                seen += ids.len();
+                assert_eq!(
+                    page.has_next_page,
+                    ids.len() == 50 && seen < total(viewer, filter)
+                );
+                if !page.has_next_page {
+                    break;
+                }
+                after = Some(service::query::search_cursor(page.items.last().unwrap()));
+            }
+            assert_eq!(seen, total(viewer, filter), "{viewer:?} {filter:?}");
+            // Back from the end, three pages of 40.
+            let mut before: Option<String> = None;
+            for k in 0..3 {
+                let req = PageRequest {
+                    last: Some(40),
+                    before: before.clone(),
+                    ..Default::default()
+                };
+                let w = window(&req);
+                let page = search_messages(&t.db, viewer, region, &query, filter, &w, timeout)
+                    .await
+                    .unwrap();
+                let ids: Vec<i64> = page.items.iter().map(|m| m.id).collect();
+                assert_eq!(ids, reference(w).await, "{viewer:?} {filter:?} before");
+                assert_eq!(
+                    ids.len(),
+                    40.min(total(viewer, filter).saturating_sub(40 * k))
+                );
+                let Some(first) = page.items.first() else {
+                    break;
+                };
+                before = Some(service::query::search_cursor(first));
+            }
+        }
+    }
+    // Forward pages of principals who see fewer than 500 messages: one inbox (100
+    // messages, 50 outbound), eight inboxes' 400 outbound.
+    assert_eq!(checked_own, 2 + 1 + 8);
+    /// Messages the viewer sees under the filter: 100 a conversation, half of the bulk
+    /// ones outbound (the first message of each is inbound).
+    fn total(viewer: &Viewer, filter: &SearchFilter) -> usize {
+        let conversations = match viewer {
+            Viewer::Everyone => 30,
+            Viewer::Inboxes(list) if list[0].starts_with("agent") => 30,
+            Viewer::Inboxes(list) => list.len(),
+        };
+        let per = if filter.direction.is_some() { 50 } else { 100 };
+        conversations * per
+    }
+}
+
 /// An email's subject is searched with its body: recorded (assigned and unassigned) and
 /// indexed by the catch-up of messages without text.
 async fn email_subjects_are_searched(t: &TestDb) {
@@ -1193,6 +1430,7 @@ on_both_engines!(
     search_keys_follow_their_messages,
     both_page_statements_find_the_same_page,
     email_subjects_are_searched,
+    a_common_word_pages_exactly_for_every_viewer,
 );
 
 /// A random query of the grammar: words from the corpus's vocabulary (and some that match

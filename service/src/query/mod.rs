@@ -25,7 +25,11 @@ pub use messages::{
     messages_after_sequence_page, messages_by_ids,
 };
 pub use run::page_statement;
-pub use search::{FEW_MATCHES, SearchFilter, search_messages, search_page, search_page_keys};
+pub use search::{
+    FEW_MATCHES, OwnMessages, SearchFilter, VISIBLE_FEW, WALK_SPANS, few_span_matches,
+    search_messages, search_page, search_page_keys, search_page_span, search_page_visible_first,
+    visible_ids, walk_span,
+};
 
 use crate::cursor::{Cursor, CursorKind, decode_cursor, encode_cursor};
 use crate::error::{Error, Result};
