@@ -13,6 +13,10 @@ Each round sends --requests requests of one shape, one at a time over one keep-a
 connection (latency is the server's, not a queue's); server CPU is the server process's
 utime + stime (/proc/PID/stat, every thread) over the round, divided by the requests.
 Prints one JSON line per shape: p50, p95, p99 in ms and CPU µs per request, over all rounds.
+
+With --before-bin, a second server (an earlier build) runs beside the first on the same
+database, and a third shape, `before-list` (the list through that server), joins the
+rotation: the list with state of this build against the list as it was, in one run.
 """
 
 import argparse
@@ -53,6 +57,32 @@ def send(conn, body):
         sys.exit(f"request failed: HTTP {resp.status}: {data[:300]!r}")
 
 
+def start(binary, database_url):
+    """Starts `binary` serving `database_url`; returns (process, port)."""
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "--database-url", database_url, "--log-format", "json",
+         "serve", "--bind", f"127.0.0.1:{port}", "--no-migrate"],
+        env=dict(os.environ, RUST_LOG="warn"), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE)
+    return server, port
+
+
+def connect(server, port):
+    """A keep-alive connection to the server, once it answers /healthz."""
+    deadline = time.time() + 60
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            return conn
+        except OSError:
+            if server.poll() is not None or time.time() > deadline:
+                sys.exit("server did not start: " + server.stderr.read().decode()[-2000:])
+            time.sleep(0.2)
+
+
 def pct(sorted_ms, p):
     return sorted_ms[min(len(sorted_ms) - 1, int(round(p / 100 * (len(sorted_ms) - 1))))]
 
@@ -64,45 +94,41 @@ def main():
     ap.add_argument("--requests", type=int, default=400, help="per round")
     ap.add_argument("--rounds", type=int, default=6, help="per shape")
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--before-bin", help="an earlier build, serving `before-list` beside")
     args = ap.parse_args()
 
-    port = free_port()
-    server = subprocess.Popen(
-        [args.parley_bin, "--database-url", args.database_url, "--log-format", "json",
-         "serve", "--bind", f"127.0.0.1:{port}", "--no-migrate"],
-        env=dict(os.environ, RUST_LOG="warn"), stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE)
+    servers = {"new": start(args.parley_bin, args.database_url)}
+    if args.before_bin:
+        servers["before"] = start(args.before_bin, args.database_url)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                conn.request("GET", "/healthz")
-                conn.getresponse().read()
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    sys.exit("server did not start: " + server.stderr.read().decode()[-2000:])
-                time.sleep(0.2)
-        bodies = {"list": json.dumps({"query": LIST}), "state": json.dumps({"query": STATE})}
+        conns = {name: connect(*server) for name, server in servers.items()}
+        # shape: (server, body)
+        shapes = {"list": ("new", json.dumps({"query": LIST})),
+                  "state": ("new", json.dumps({"query": STATE}))}
+        if args.before_bin:
+            shapes["before-list"] = ("before", json.dumps({"query": LIST}))
         for _ in range(args.warmup):
-            for b in bodies.values():
-                send(conn, b)
-        lat = {k: [] for k in bodies}
-        cpu = {k: 0.0 for k in bodies}
-        for r in range(args.rounds * 2):
-            # ABBA ABBA ...: each shape runs first as often as second.
-            shape = ["list", "state", "state", "list"][r % 4]
-            body = bodies[shape]
-            c0 = cpu_seconds(server.pid)
+            for name, body in shapes.values():
+                send(conns[name], body)
+        lat = {k: [] for k in shapes}
+        cpu = {k: 0.0 for k in shapes}
+        names = list(shapes)
+        # ABBA (or ABCCBA) ...: each shape runs in each position equally often.
+        order = names + names[::-1]
+        for r in range(args.rounds * len(names)):
+            shape = order[r % len(order)]
+            name, body = shapes[shape]
+            pid = servers[name][0].pid
+            c0 = cpu_seconds(pid)
             for _ in range(args.requests):
                 t0 = time.perf_counter()
-                send(conn, body)
+                send(conns[name], body)
                 lat[shape].append((time.perf_counter() - t0) * 1000)
-            cpu[shape] += cpu_seconds(server.pid) - c0
+            cpu[shape] += cpu_seconds(pid) - c0
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait(timeout=60)
     for shape, ms in lat.items():
         ms.sort()
         print(json.dumps({

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, ID, Object, Result, SimpleObject};
+use async_graphql::{Context, ID, Object, Result};
 use chrono::{DateTime, Utc};
 use service::cursor::CursorKind;
 use service::query::{self, ConversationFilter, MessageFilter as SvcMessageFilter, Page};
@@ -202,15 +202,6 @@ impl Conversation {
                 .unread_count,
         )
     }
-}
-
-/// A conversation with its cursor.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct ConversationEdge {
-    /// Opaque position of this conversation in the list; pass it as `after` or `before`.
-    pub cursor: String,
-    /// The conversation.
-    pub node: Conversation,
 }
 
 /// A page of conversations, most recent activity first.

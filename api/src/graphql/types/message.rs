@@ -1,7 +1,7 @@
 //! The `Message` type's fields, and a page of messages (`MessageConnection`).
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, ID, Object, Result, SimpleObject};
+use async_graphql::{Context, ID, Object, Result};
 use chrono::{DateTime, Utc};
 use service::query::{self, MessageFilter, Page};
 use service::{DatabaseConnection, Viewer, conversation, message, snippet};
@@ -229,15 +229,6 @@ impl Message {
             .map_err(|e| gql_err(ctx, &e))?;
         Ok(m.map(|m| Message(m, self.1.clone())))
     }
-}
-
-/// A message with its cursor.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct MessageEdge {
-    /// Opaque position of this message in the list; pass it as `after` or `before`.
-    pub cursor: String,
-    /// The message.
-    pub node: Message,
 }
 
 /// What `totalCount` of a message list counts.

@@ -14,9 +14,9 @@ pub mod search;
 pub mod snippet;
 pub mod state;
 
-pub use conversation::{ConversationConnection, ConversationEdge};
+pub use conversation::ConversationConnection;
 pub use enums::{Channel, Direction, MessageKind};
 pub use filter::{ConversationFilter, MessageFilter};
-pub use message::{MessageConnection, MessageEdge};
-pub use node::{Conversation, Message, Node};
+pub use message::MessageConnection;
+pub use node::{Conversation, ConversationEdge, Message, MessageEdge, Node};
 pub use page_info::PageInfo;

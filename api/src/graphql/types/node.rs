@@ -1,11 +1,12 @@
 //! The Relay `Node` interface and the values behind its two objects, `Conversation` and
 //! `Message`. Their fields are resolved in [`super::conversation`] and [`super::message`];
 //! the values live here so that those two modules, whose types refer to each other
-//! (`Conversation.messages`, `Message.conversation`), do not depend on each other.
+//! (`Conversation.messages`, `Message.conversation`), do not depend on each other. Their
+//! edges live here too, for [`super::plain`], which both pages' fields use.
 
 use std::sync::Arc;
 
-use async_graphql::{ID, Interface};
+use async_graphql::{ID, Interface, SimpleObject};
 use service::{conversation, message};
 
 use crate::graphql::prefetch::Prefetched;
@@ -41,3 +42,21 @@ impl Conversation {
 /// (a thread page, a conversation's last message), so `conversation` costs nothing then.
 #[derive(Debug, Clone)]
 pub struct Message(pub message::Model, pub Option<conversation::Model>);
+
+/// A conversation with its cursor.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct ConversationEdge {
+    /// Opaque position of this conversation in the list; pass it as `after` or `before`.
+    pub cursor: String,
+    /// The conversation.
+    pub node: Conversation,
+}
+
+/// A message with its cursor.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct MessageEdge {
+    /// Opaque position of this message in the list; pass it as `after` or `before`.
+    pub cursor: String,
+    /// The message.
+    pub node: Message,
+}

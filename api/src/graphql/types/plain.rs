@@ -37,7 +37,7 @@ use chrono::{DateTime, Utc};
 use service::{Principal, conversation, message, normalize, query, snippet};
 
 use super::enums::{Channel, Direction, MessageKind};
-use super::node::{Conversation, Message};
+use super::node::{Conversation, ConversationEdge, Message, MessageEdge};
 use super::snippet::snippet_length;
 use super::state::ViewerState;
 use crate::graphql::ids::{NodeType, encode_id};
@@ -567,15 +567,15 @@ impl ConversationEdges<'_> {
 
 impl OutputType for ConversationEdges<'_> {
     fn type_name() -> Cow<'static, str> {
-        <Vec<super::ConversationEdge> as OutputType>::type_name()
+        <Vec<ConversationEdge> as OutputType>::type_name()
     }
 
     fn qualified_type_name() -> String {
-        <Vec<super::ConversationEdge> as OutputType>::qualified_type_name()
+        <Vec<ConversationEdge> as OutputType>::qualified_type_name()
     }
 
     fn create_type_info(registry: &mut Registry) -> String {
-        <Vec<super::ConversationEdge> as OutputType>::create_type_info(registry)
+        <Vec<ConversationEdge> as OutputType>::create_type_info(registry)
     }
 
     async fn resolve(
@@ -586,10 +586,10 @@ impl OutputType for ConversationEdges<'_> {
         if let Some(value) = self.plain(ctx) {
             return Ok(value);
         }
-        let edges: Vec<super::ConversationEdge> = self
+        let edges: Vec<ConversationEdge> = self
             .items
             .iter()
-            .map(|c| super::ConversationEdge {
+            .map(|c| ConversationEdge {
                 cursor: query::conversation_cursor(c),
                 node: Conversation(c.clone(), self.prefetched.clone()),
             })
@@ -644,15 +644,15 @@ pub struct MessageEdges<'a> {
 
 impl OutputType for MessageEdges<'_> {
     fn type_name() -> Cow<'static, str> {
-        <Vec<super::MessageEdge> as OutputType>::type_name()
+        <Vec<MessageEdge> as OutputType>::type_name()
     }
 
     fn qualified_type_name() -> String {
-        <Vec<super::MessageEdge> as OutputType>::qualified_type_name()
+        <Vec<MessageEdge> as OutputType>::qualified_type_name()
     }
 
     fn create_type_info(registry: &mut Registry) -> String {
-        <Vec<super::MessageEdge> as OutputType>::create_type_info(registry)
+        <Vec<MessageEdge> as OutputType>::create_type_info(registry)
     }
 
     async fn resolve(
@@ -677,10 +677,10 @@ impl OutputType for MessageEdges<'_> {
                 return Ok(Value::List(values));
             }
         }
-        let edges: Vec<super::MessageEdge> = self
+        let edges: Vec<MessageEdge> = self
             .items
             .iter()
-            .map(|m| super::MessageEdge {
+            .map(|m| MessageEdge {
                 cursor: query::message_cursor(m),
                 node: Message(m.clone(), self.parent.clone()),
             })

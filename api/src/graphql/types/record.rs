@@ -5,10 +5,8 @@ use chrono::{DateTime, Utc};
 use service::headers::EmailHeaders;
 use service::record::{NewMessage, Recorded};
 
-use super::conversation::ConversationEdge;
 use super::enums::{Channel, Direction, MessageKind};
-use super::message::MessageEdge;
-use super::node::{Conversation, Message};
+use super::node::{Conversation, ConversationEdge, Message, MessageEdge};
 
 /// A message to record. Addresses may be spelled any accepted way; they are normalized.
 #[derive(InputObject, Debug, Clone)]
