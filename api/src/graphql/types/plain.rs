@@ -492,6 +492,24 @@ fn principal<'a>(ctx: &ContextSelectionSet<'a>) -> Option<&'a Principal> {
     ctx.data_opt::<Principal>()
 }
 
+/// The `OutputType` items other than `resolve` of a list wrapper: its GraphQL type is
+/// `[T!]!`, exactly as a `Vec<T>` field's.
+macro_rules! as_list_of {
+    ($t:ty) => {
+        fn type_name() -> Cow<'static, str> {
+            <Vec<$t> as OutputType>::type_name()
+        }
+
+        fn qualified_type_name() -> String {
+            <Vec<$t> as OutputType>::qualified_type_name()
+        }
+
+        fn create_type_info(registry: &mut Registry) -> String {
+            <Vec<$t> as OutputType>::create_type_info(registry)
+        }
+    };
+}
+
 /// `ConversationConnection.nodes`: the GraphQL type `[Conversation!]!`.
 pub struct ConversationNodes<'a> {
     pub(crate) items: &'a [conversation::Model],
@@ -512,17 +530,7 @@ impl ConversationNodes<'_> {
 }
 
 impl OutputType for ConversationNodes<'_> {
-    fn type_name() -> Cow<'static, str> {
-        <Vec<Conversation> as OutputType>::type_name()
-    }
-
-    fn qualified_type_name() -> String {
-        <Vec<Conversation> as OutputType>::qualified_type_name()
-    }
-
-    fn create_type_info(registry: &mut Registry) -> String {
-        <Vec<Conversation> as OutputType>::create_type_info(registry)
-    }
+    as_list_of!(Conversation);
 
     async fn resolve(
         &self,
@@ -566,17 +574,7 @@ impl ConversationEdges<'_> {
 }
 
 impl OutputType for ConversationEdges<'_> {
-    fn type_name() -> Cow<'static, str> {
-        <Vec<ConversationEdge> as OutputType>::type_name()
-    }
-
-    fn qualified_type_name() -> String {
-        <Vec<ConversationEdge> as OutputType>::qualified_type_name()
-    }
-
-    fn create_type_info(registry: &mut Registry) -> String {
-        <Vec<ConversationEdge> as OutputType>::create_type_info(registry)
-    }
+    as_list_of!(ConversationEdge);
 
     async fn resolve(
         &self,
@@ -605,17 +603,7 @@ pub struct MessageNodes<'a> {
 }
 
 impl OutputType for MessageNodes<'_> {
-    fn type_name() -> Cow<'static, str> {
-        <Vec<Message> as OutputType>::type_name()
-    }
-
-    fn qualified_type_name() -> String {
-        <Vec<Message> as OutputType>::qualified_type_name()
-    }
-
-    fn create_type_info(registry: &mut Registry) -> String {
-        <Vec<Message> as OutputType>::create_type_info(registry)
-    }
+    as_list_of!(Message);
 
     async fn resolve(
         &self,
@@ -643,17 +631,7 @@ pub struct MessageEdges<'a> {
 }
 
 impl OutputType for MessageEdges<'_> {
-    fn type_name() -> Cow<'static, str> {
-        <Vec<MessageEdge> as OutputType>::type_name()
-    }
-
-    fn qualified_type_name() -> String {
-        <Vec<MessageEdge> as OutputType>::qualified_type_name()
-    }
-
-    fn create_type_info(registry: &mut Registry) -> String {
-        <Vec<MessageEdge> as OutputType>::create_type_info(registry)
-    }
+    as_list_of!(MessageEdge);
 
     async fn resolve(
         &self,
