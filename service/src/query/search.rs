@@ -538,10 +538,8 @@ async fn page_rows(
             ids: &ids,
             span: None,
         };
-        return search_page_visible_first(backend, viewer, region, query, filter, window, own)?
-            .all(conn)
-            .await
-            .map_err(too_complex);
+        let page = search_page_visible_first(backend, viewer, region, query, filter, window, own)?;
+        return run::all(conn, page.into_query()).await.map_err(too_complex);
     }
     let matches = match backend {
         DbBackend::Postgres => {
@@ -601,7 +599,7 @@ async fn sqlite_principal_page(
             window,
             own,
         )?;
-        return Ok(page.all(conn).await?);
+        return Ok(run::all(conn, page.into_query()).await?);
     }
     sqlite_walk(conn, viewer, region, query, filter, window).await
 }
@@ -656,7 +654,7 @@ pub async fn visible_ids(
         .column(Column::Id)
         .filter(Column::ConversationId.in_subquery(theirs));
     let select = narrow(select, message_keys(), &Viewer::Everyone, region, filter)?;
-    let statement = QueryTrait::build(&select.limit(VISIBLE_FEW), backend);
+    let statement = run::page_statement(backend, select.limit(VISIBLE_FEW).as_query());
     let ids: Vec<i64> = conn
         .query_all_raw(statement)
         .await
@@ -682,18 +680,14 @@ async fn sqlite_walk(
         let Some((ids, n)) = walk_span(conn, region, filter, window, span).await? else {
             return Ok(Vec::new());
         };
-        let page = search_page_span(viewer, region, query, filter, window, span, ids)?
-            .all(conn)
-            .await?;
+        let page = search_page_span(viewer, region, query, filter, window, span, ids)?;
+        let page: Vec<message::Model> = run::all(conn, page.into_query()).await?;
         if n < span || page.len() as u64 > window.size {
             return Ok(page);
         }
     }
-    Ok(
-        search_page(DbBackend::Sqlite, viewer, region, query, filter, window)?
-            .all(conn)
-            .await?,
-    )
+    let page = search_page(DbBackend::Sqlite, viewer, region, query, filter, window)?;
+    Ok(run::all(conn, page.into_query()).await?)
 }
 
 /// Runs `keys` ([`search_page_keys`]) and reads the messages it names, in its order.
@@ -712,14 +706,14 @@ async fn by_ids(conn: &impl ConnectionTrait, ids: Vec<i64>) -> Result<Vec<messag
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let mut rows: HashMap<i64, message::Model> = message::Entity::find()
-        .filter(Column::Id.is_in(ids.iter().copied()))
-        .all(conn)
-        .await
-        .map_err(too_complex)?
-        .into_iter()
-        .map(|m| (m.id, m))
-        .collect();
+    let select = message::Entity::find().filter(Column::Id.is_in(ids.iter().copied()));
+    let mut rows: HashMap<i64, message::Model> =
+        run::all::<message::Model>(conn, select.into_query())
+            .await
+            .map_err(too_complex)?
+            .into_iter()
+            .map(|m| (m.id, m))
+            .collect();
     Ok(ids.iter().filter_map(|id| rows.remove(id)).collect())
 }
 
