@@ -10,6 +10,9 @@ can be measured too) on an existing PostgreSQL database, and times sequential re
   address-rows   the same with activeSince 1970                                 (rows)
   inbox          conversations { totalCount } as a principal whose one inbox is ADDRESS (counter)
 
+With --exact, each view also asks for `totalCountIsExact` (servers with --max-count-rows) and
+the table shows it; --max-count-rows passes that option to the server.
+
 Seed a database first (bench/README in BENCHMARKS.md, "totalCount at 1M"). Usage:
   bench/total_count.py --parley-bin target/release/parley \
       --database-url postgres://postgres@127.0.0.1:5432/parley_counts_1m \
@@ -33,7 +36,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def post(url, query, token=None):
+def post(url, query, token=None, exact=False):
     headers = {"content-type": "application/json"}
     if token:
         headers["authorization"] = f"Bearer {token}"
@@ -42,7 +45,10 @@ def post(url, query, token=None):
         body = json.loads(res.read())
     if "errors" in body:
         return "error: " + body["errors"][0].get("extensions", {}).get("code", "?")
-    return body["data"]["conversations"]["totalCount"]
+    c = body["data"]["conversations"]
+    if exact:
+        return f'{c["totalCount"]}{"" if c["totalCountIsExact"] else "+"}'
+    return c["totalCount"]
 
 
 def main():
@@ -52,6 +58,9 @@ def main():
     ap.add_argument("--address", required=True, help="an address in many conversations (a business number)")
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--exact", action="store_true", help="also ask for totalCountIsExact ('+' after a lower bound)")
+    ap.add_argument("--max-count-rows", type=int, help="the server's --max-count-rows")
+    ap.add_argument("--views", help="comma-separated views to run (default: all)")
     args = ap.parse_args()
 
     secret = tempfile.NamedTemporaryFile("w", delete=False)
@@ -61,7 +70,8 @@ def main():
     url = f"http://127.0.0.1:{port}/graphql"
     server = subprocess.Popen(
         [args.parley_bin, "--database-url", args.database_url, "serve", "--bind", f"127.0.0.1:{port}",
-         "--jwt-secret-file", secret.name],
+         "--jwt-secret-file", secret.name]
+        + (["--max-count-rows", str(args.max_count_rows)] if args.max_count_rows else []),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def token(*extra):
@@ -79,23 +89,27 @@ def main():
             except OSError:
                 time.sleep(0.1)
         since = 'activeSince: "1970-01-01T00:00:00Z"'
+        sel = "totalCount totalCountIsExact" if args.exact else "totalCount"
         views = [
-            ("all", "{ conversations { totalCount } }", admin),
-            ("all-rows", f"{{ conversations(filter: {{{since}}}) {{ totalCount }} }}", admin),
-            ("address", f'{{ conversations(filter: {{participant: "{args.address}"}}) {{ totalCount }} }}', admin),
+            ("all", f"{{ conversations {{ {sel} }} }}", admin),
+            ("all-rows", f"{{ conversations(filter: {{{since}}}) {{ {sel} }} }}", admin),
+            ("address", f'{{ conversations(filter: {{participant: "{args.address}"}}) {{ {sel} }} }}', admin),
             ("address-rows",
-             f'{{ conversations(filter: {{participant: "{args.address}", {since}}}) {{ totalCount }} }}', admin),
-            ("inbox", "{ conversations { totalCount } }", inbox),
+             f'{{ conversations(filter: {{participant: "{args.address}", {since}}}) {{ {sel} }} }}', admin),
+            ("inbox", f"{{ conversations {{ {sel} }} }}", inbox),
         ]
+        if args.views:
+            wanted = args.views.split(",")
+            views = [v for v in views if v[0] in wanted]
         print(f"{'view':<14}{'totalCount':>12}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
         for name, query, tok in views:
             rows = args.requests if not name.endswith("-rows") else max(20, args.requests // 10)
             for _ in range(args.warmup if not name.endswith("-rows") else 2):
-                n = post(url, query, tok)
+                n = post(url, query, tok, args.exact)
             times = []
             for _ in range(rows):
                 t = time.perf_counter()
-                n = post(url, query, tok)
+                n = post(url, query, tok, args.exact)
                 times.append((time.perf_counter() - t) * 1000)
                 if isinstance(n, str):
                     break

@@ -174,6 +174,13 @@ pub struct ServeArgs {
     /// more than 2000 objects.
     #[arg(long, env = "PARLEY_MAX_COMPLEXITY", default_value_t = 4000)]
     pub max_complexity: usize,
+    /// The most matching rows a `totalCount` counts when no counter holds its filter (1 to
+    /// 2147483647): when more match, `totalCount` is this many and `totalCountIsExact`
+    /// false. Each such count adds this divided by 10 (rounded up) to the operation's price.
+    #[arg(long, env = "PARLEY_MAX_COUNT_ROWS",
+          default_value_t = service::settings::DEFAULT_MAX_COUNT_ROWS,
+          value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
+    pub max_count_rows: u64,
     /// Deepest nesting of brackets and braces in the query text, checked before parsing.
     #[arg(long, env = "PARLEY_MAX_NESTING", default_value_t = 32)]
     pub max_nesting: usize,
@@ -220,8 +227,10 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The application configuration these arguments describe.
     pub fn app_config(&self) -> AppConfig {
+        let mut settings = self.record.settings(self.max_page_size);
+        settings.limits.max_count_rows = self.max_count_rows;
         AppConfig {
-            settings: self.record.settings(self.max_page_size),
+            settings,
             max_request_bytes: self.max_request_bytes,
             auth_required: self.security.auth_on(),
             graphql: GraphqlLimits {
@@ -510,6 +519,14 @@ mod tests {
                 "for '--max-page-size <MAX_PAGE_SIZE>': 2147483648 is not in 20..=2147483647",
             ),
             (
+                &["serve", "--max-count-rows", "0"],
+                "for '--max-count-rows <MAX_COUNT_ROWS>': 0 is not in 1..=2147483647",
+            ),
+            (
+                &["serve", "--max-count-rows", "2147483648"],
+                "for '--max-count-rows <MAX_COUNT_ROWS>': 2147483648 is not in 1..=2147483647",
+            ),
+            (
                 &["serve", "--snippet-length", "0"],
                 "for '--snippet-length <SNIPPET_LENGTH>': 0 is not in 1..=4096",
             ),
@@ -562,6 +579,8 @@ mod tests {
             "0.5",
             "--record-group-max",
             "1",
+            "--max-count-rows",
+            "1",
         ])
         .unwrap();
         let options = cli.db.db_options();
@@ -575,6 +594,7 @@ mod tests {
         assert_eq!(config.graphql.max_batch, 1);
         assert_eq!(config.settings.limits.max_page_size, 20);
         assert_eq!(config.settings.record_group_max, 1);
+        assert_eq!(config.settings.limits.max_count_rows, 1);
         assert_eq!(serve.shutdown_grace().as_secs_f64(), 0.5);
         for (args, batch) in [
             (&["backfill", "--batch-size", "5000"][..], 5000),

@@ -19,7 +19,14 @@ pub struct Limits {
     pub max_page_size: u64,
     /// Page size when the caller gives neither `first` nor `last`. Default 20.
     pub default_page_size: u64,
+    /// The most matching rows a `totalCount` counts when it counts rows (a filter no
+    /// counter holds): past it, the count is reported as this many, a lower bound
+    /// ([`crate::query::Count`]). Default [`DEFAULT_MAX_COUNT_ROWS`].
+    pub max_count_rows: u64,
 }
+
+/// The default [`Limits::max_count_rows`].
+pub const DEFAULT_MAX_COUNT_ROWS: u64 = 10_000;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -30,6 +37,7 @@ impl Default for Limits {
             max_field_bytes: 2048,
             max_page_size: 100,
             default_page_size: 20,
+            max_count_rows: DEFAULT_MAX_COUNT_ROWS,
         }
     }
 }

@@ -479,12 +479,15 @@ async fn batched_thread_pages_of_600_conversations(t: &TestDb) {
         direction: Some(Direction::Inbound),
         kind: None,
     };
-    let counts = query::count_messages_batch(&t.db, &ids, &inbound)
+    let counts = query::count_messages_batch(&t.db, &ids, &inbound, 1000)
         .await
         .unwrap();
     assert_eq!(counts.len(), ids.len());
-    assert!((1..=600).all(|c| counts[&c] == 2), "{counts:?}");
-    assert_eq!(counts[&100_000], 0);
+    assert!(
+        (1..=600).all(|c| counts[&c] == query::Count::exact(2)),
+        "{counts:?}"
+    );
+    assert_eq!(counts[&100_000], query::Count::exact(0));
 }
 
 /// More ids than either engine binds parameters in one statement (SQLite 32,766,
@@ -504,10 +507,10 @@ async fn reads_by_70000_ids(t: &TestDb) {
         .unwrap();
     assert_eq!(conversations.len(), 600);
     assert!((1..=600).all(|c| conversations[&c].id == c));
-    let counts = query::count_messages_batch(&t.db, &ids, &MessageFilter::default())
+    let counts = query::count_messages_batch(&t.db, &ids, &MessageFilter::default(), 1000)
         .await
         .unwrap();
     assert_eq!(counts.len(), ids.len());
-    assert!((1..=600).all(|c| counts[&c] == PER as u64));
-    assert!((601..=70_000).all(|c| counts[&c] == 0));
+    assert!((1..=600).all(|c| counts[&c] == query::Count::exact(PER as u64)));
+    assert!((601..=70_000).all(|c| counts[&c] == query::Count::exact(0)));
 }

@@ -511,11 +511,12 @@ async fn conversations_page_by_activity_in_both_directions(t: &TestDb) {
             &t.db,
             &service::Viewer::Everyone,
             s.default_region,
-            &window_filter
+            &window_filter,
+            s.limits.max_count_rows,
         )
         .await
         .unwrap(),
-        10
+        query::Count::exact(10)
     );
     let email_only = ConversationFilter {
         channel: Some(Channel::Email),
@@ -526,11 +527,12 @@ async fn conversations_page_by_activity_in_both_directions(t: &TestDb) {
             &t.db,
             &service::Viewer::Everyone,
             s.default_region,
-            &email_only
+            &email_only,
+            s.limits.max_count_rows,
         )
         .await
         .unwrap(),
-        0
+        query::Count::exact(0)
     );
 }
 
@@ -660,12 +662,24 @@ async fn batched_thread_pages_equal_single_pages(t: &TestDb) {
             assert_eq!(batch[id], single);
         }
     }
-    let counts = query::count_messages_batch(&t.db, &ids, &MessageFilter::default())
+    let counts = query::count_messages_batch(&t.db, &ids, &MessageFilter::default(), 1000)
         .await
         .unwrap();
     assert_eq!(
         ids.iter().map(|id| counts[id]).collect::<Vec<_>>(),
-        [3, 6, 9]
+        [3, 6, 9].map(query::Count::exact)
+    );
+    // Counted up to a limit: exact up to it, the limit and not exact past it.
+    let counts = query::count_messages_batch(&t.db, &ids, &MessageFilter::default(), 6)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids.iter().map(|id| counts[id]).collect::<Vec<_>>(),
+        [
+            query::Count::exact(3),
+            query::Count::exact(6),
+            query::Count { n: 6, exact: false }
+        ]
     );
 }
 

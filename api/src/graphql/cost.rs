@@ -13,6 +13,17 @@
 //! field, a price of `N` means at most `N / 2` objects: the default budget of 4,000
 //! (`--max-complexity`) admits no query that can return more than 2,000.
 //!
+//! **Counts** are priced by what they may read. A `totalCount` that counters hold (the
+//! unfiltered conversation list, one `channel` or one `participant` alone, a principal
+//! acting for one inbox; a thread without a filter) costs what any field does. Any other
+//! counts matching rows, at most `--max-count-rows` of them, and adds that limit over
+//! [`COUNT_ROWS_PER_UNIT`] (1,000 at the default 10,000) to the price, once per connection
+//! whether it selects `totalCount`, `totalCountIsExact` or both (they share one count). So
+//! a document cannot ask for many row counts (aliases, or counts nested in a list, each
+//! priced per element) within the budget. Which kind a count is, is decided from the
+//! arguments (literals or variables, with the operation's defaults) and the request's
+//! viewer, by the rule the resolver follows (`service::query::count_reads_counters`).
+//!
 //! As soon as a schema has one extension, async-graphql runs every field of every object
 //! through the extension chain, even when the extension only looks at validation (as its
 //! own `Analyzer` does): a boxed future, a `ResolveInfo` and two registry look-ups per
@@ -43,12 +54,14 @@ use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
 };
 use async_graphql::{
-    ErrorExtensionValues, Name, ObjectType, Request, Response, Schema, ServerError, ServerResult,
-    SubscriptionType, ValidationResult, Value, Variables,
+    ErrorExtensionValues, InputType, Name, ObjectType, Request, Response, Schema, ServerError,
+    ServerResult, SubscriptionType, ValidationResult, Value, Variables,
 };
-use service::Limits;
+use service::normalize::Region;
+use service::{Limits, Viewer};
 
 use super::shape::{self, Shape};
+use super::types::filter::{ConversationFilter, MessageFilter};
 use crate::config::AppConfig;
 use crate::error::code;
 
@@ -226,6 +239,7 @@ where
             request.operation_name.as_deref(),
             &request.variables,
             &config.settings.limits,
+            reader(probe, &request, &config),
         );
         if cost.requested > cost.maximum {
             return Err(over_budget(cost));
@@ -252,6 +266,7 @@ where
             request.operation_name.as_deref(),
             &request.variables,
             &config.settings.limits,
+            reader(probe, &request, &config),
         );
         if cost.requested > cost.maximum {
             return Err(over_budget(cost));
@@ -294,6 +309,29 @@ where
         request.set_parsed_query(document);
     }
     Ok((request, cost))
+}
+
+/// Who `request` runs for, for its price: the viewer in its data (the HTTP layer puts the
+/// principal's there), else the schema's (the development viewer without authentication).
+fn reader<'a, Q, M, S>(
+    probe: &'a Schema<Q, M, S>,
+    request: &'a Request,
+    config: &AppConfig,
+) -> Reader<'a>
+where
+    Q: ObjectType + 'static,
+    M: ObjectType + 'static,
+    S: SubscriptionType + 'static,
+{
+    let viewer = request
+        .data
+        .get(&std::any::TypeId::of::<Viewer>())
+        .and_then(|v| v.downcast_ref::<Viewer>())
+        .or_else(|| probe.data::<Viewer>());
+    Reader {
+        viewer,
+        region: config.settings.default_region,
+    }
 }
 
 /// The `QUERY_TOO_COMPLEX` answer for a price over the budget, with both in
@@ -369,15 +407,36 @@ fn objects_in(value: &Value) -> u64 {
     }
 }
 
+/// How many rows a row-counted `totalCount` may read per unit of price: such a count costs
+/// `--max-count-rows / COUNT_ROWS_PER_UNIT` (rounded up) on top of its field.
+pub const COUNT_ROWS_PER_UNIT: u64 = 10;
+
+/// The price of a `totalCount` that counts rows (see the module doc): its limit over
+/// [`COUNT_ROWS_PER_UNIT`], rounded up.
+pub fn row_count_price(limits: &Limits) -> u64 {
+    limits.max_count_rows.div_ceil(COUNT_ROWS_PER_UNIT)
+}
+
+/// Who the operation runs for and where, as far as the price depends on it: whether a
+/// `totalCount` reads counters or counts rows.
+#[derive(Clone, Copy)]
+struct Reader<'a> {
+    /// The request's viewer (`None`: unknown, every conversation count counts rows).
+    viewer: Option<&'a Viewer>,
+    /// The region participant filters are normalized with.
+    region: Region,
+}
+
 /// The price of the operation `operation_name` selects in `document` (see the module
-/// doc), with `variables` for page sizes and id lists given as variables. Saturates
-/// rather than overflows.
+/// doc), with `variables` (and the operation's defaults for those not given) for page
+/// sizes, id lists and filters given as variables. Saturates rather than overflows.
 fn price(
     shape: &Shape,
     document: &ExecutableDocument,
     operation_name: Option<&str>,
     variables: &Variables,
     limits: &Limits,
+    reader: Reader<'_>,
 ) -> u64 {
     let op = match (&document.operations, operation_name) {
         (DocumentOperations::Single(op), _) => Some(op),
@@ -385,16 +444,38 @@ fn price(
         (DocumentOperations::Multiple(ops), None) => ops.values().next(),
     };
     let Some(op) = op else { return 0 };
+    // A variable the request leaves out takes its default from the operation, as it will
+    // when the operation runs: priced with the value it will have.
+    let defaults: Vec<_> = op
+        .node
+        .variable_definitions
+        .iter()
+        .filter(|d| !variables.contains_key(&d.node.name.node))
+        .filter_map(|d| {
+            let value = d.node.default_value.as_ref()?;
+            Some((d.node.name.node.clone(), value.node.clone()))
+        })
+        .collect();
+    let with_defaults;
+    let variables = if defaults.is_empty() {
+        variables
+    } else {
+        let mut all = variables.clone();
+        all.extend(defaults);
+        with_defaults = all;
+        &with_defaults
+    };
     let root = shape.root_of(op.node.ty);
     let mut pricer = Pricer {
         shape,
         document,
         variables,
         limits,
+        reader,
         memo: HashMap::new(),
         active: HashSet::new(),
     };
-    pricer.set(&op.node.selection_set.node, root, None)
+    pricer.set(&op.node.selection_set.node, root, None).0
 }
 
 struct Pricer<'a> {
@@ -402,44 +483,64 @@ struct Pricer<'a> {
     document: &'a ExecutableDocument,
     variables: &'a Variables,
     limits: &'a Limits,
-    /// Fragment prices, by name and the page size of the connection they are spread in.
-    memo: HashMap<(Name, Option<u64>), u64>,
+    reader: Reader<'a>,
+    /// Fragment prices, and whether they select a count, by name and the page size of the
+    /// connection they are spread in.
+    memo: HashMap<(Name, Option<u64>), (u64, bool)>,
     /// Fragments being priced (a cycle, refused by validation anyway, prices as infinite).
     active: HashSet<Name>,
 }
 
+/// Whether `name`, a field of a connection, is answered by counting the connection.
+fn is_count_field(name: &str) -> bool {
+    matches!(name, "totalCount" | "totalCountIsExact")
+}
+
 impl Pricer<'_> {
     /// The price of `set` on type `ty`; `page` is the page size when `ty` is a connection.
-    fn set(&mut self, set: &SelectionSet, ty: &str, page: Option<u64>) -> u64 {
+    /// Also whether `set` selects the connection's count (`totalCount` or
+    /// `totalCountIsExact`, directly or through fragments), which the field that returns
+    /// the connection prices once.
+    fn set(&mut self, set: &SelectionSet, ty: &str, page: Option<u64>) -> (u64, bool) {
         let mut total = 0u64;
+        let mut counts = false;
         for item in &set.items {
             let cost = match &item.node {
-                Selection::Field(f) => self.field(&f.node, ty, page),
+                Selection::Field(f) => {
+                    counts |= page.is_some() && is_count_field(f.node.name.node.as_str());
+                    self.field(&f.node, ty, page)
+                }
                 Selection::InlineFragment(i) => {
                     let on = i
                         .node
                         .type_condition
                         .as_ref()
                         .map_or(ty, |c| c.node.on.node.as_str());
-                    self.set(&i.node.selection_set.node, on, page)
+                    let (cost, c) = self.set(&i.node.selection_set.node, on, page);
+                    counts |= c;
+                    cost
                 }
-                Selection::FragmentSpread(s) => self.fragment(&s.node.fragment_name.node, page),
+                Selection::FragmentSpread(s) => {
+                    let (cost, c) = self.fragment(&s.node.fragment_name.node, page);
+                    counts |= c;
+                    cost
+                }
             };
             total = total.saturating_add(cost);
         }
-        total
+        (total, counts)
     }
 
-    fn fragment(&mut self, name: &Name, page: Option<u64>) -> u64 {
+    fn fragment(&mut self, name: &Name, page: Option<u64>) -> (u64, bool) {
         let key = (name.clone(), page);
         if let Some(cost) = self.memo.get(&key) {
             return *cost;
         }
         let Some(fragment) = self.document.fragments.get(name) else {
-            return 0;
+            return (0, false);
         };
         if !self.active.insert(name.clone()) {
-            return u64::MAX;
+            return (u64::MAX, false);
         }
         let on = fragment.node.type_condition.node.on.node.clone();
         let cost = self.set(&fragment.node.selection_set.node, &on, page);
@@ -478,7 +579,17 @@ impl Pricer<'_> {
                 .unwrap_or(self.limits.default_page_size);
             asked.clamp(1, self.limits.max_page_size.max(1))
         });
-        let inner = self.set(sub, child, child_page);
+        let count = if child_page.is_some() {
+            self.count_price(f, ty, name, child)
+        } else {
+            0
+        };
+        let (inner, counts) = self.set(sub, child, child_page);
+        let inner = if counts {
+            inner.saturating_add(count)
+        } else {
+            inner
+        };
         if !list {
             return inner.saturating_add(2);
         }
@@ -493,6 +604,62 @@ impl Pricer<'_> {
         length
             .saturating_mul(inner.saturating_add(1))
             .saturating_add(1)
+    }
+
+    /// What counting the connection field `f` (`name` of `ty`, returning `child`) adds to
+    /// the price when its count is selected: nothing when counters hold it (the
+    /// unfiltered list, one channel, one participant, a one-inbox principal's list; a
+    /// thread without a filter), otherwise [`row_count_price`]. A filter that does not
+    /// read as its input type prices as counting rows (validation refuses it anyway).
+    fn count_price(
+        &self,
+        f: &async_graphql::parser::types::Field,
+        ty: &str,
+        name: &str,
+        child: &str,
+    ) -> u64 {
+        // The filter, its missing variables null (as they run).
+        let filter = f.get_argument("filter").map(|v| {
+            v.node
+                .clone()
+                .into_const_with(|var| {
+                    Ok::<_, ()>(self.variables.get(&var).cloned().unwrap_or(Value::Null))
+                })
+                .unwrap_or(Value::Null)
+        });
+        let counters = match (child, name) {
+            ("ConversationConnection", "conversations")
+                if ty == self.shape.root_of(OperationType::Query) =>
+            {
+                match (
+                    self.reader.viewer,
+                    <Option<ConversationFilter> as InputType>::parse(filter),
+                ) {
+                    (Some(viewer), Ok(filter)) => service::query::count_reads_counters(
+                        viewer,
+                        &service::query::ConversationFilter::from(filter.unwrap_or_default()),
+                        self.reader.region,
+                    ),
+                    _ => false,
+                }
+            }
+            ("MessageConnection", "messages") => {
+                match <Option<MessageFilter> as InputType>::parse(filter) {
+                    Ok(filter) => {
+                        service::query::MessageFilter::from(filter.unwrap_or_default()).is_empty()
+                    }
+                    Err(_) => false,
+                }
+            }
+            ("ConversationConnection" | "MessageConnection", _) => false,
+            // Connections without a count.
+            _ => true,
+        };
+        if counters {
+            0
+        } else {
+            row_count_price(self.limits)
+        }
     }
 }
 

@@ -109,11 +109,12 @@ impl Loader<ThreadPageKey> for ThreadPageLoader {
     }
 }
 
-/// Loads filtered message counts of several threads at once.
-pub struct ThreadCountLoader(pub DatabaseConnection);
+/// Loads filtered message counts of several threads at once, each counted up to the
+/// limit (`--max-count-rows`).
+pub struct ThreadCountLoader(pub DatabaseConnection, pub u64);
 
 impl Loader<(i64, MessageFilter)> for ThreadCountLoader {
-    type Value = u64;
+    type Value = query::Count;
     type Error = Arc<service::Error>;
 
     async fn load(
@@ -126,7 +127,7 @@ impl Loader<(i64, MessageFilter)> for ThreadCountLoader {
         }
         let mut out = HashMap::new();
         for (filter, ids) in groups {
-            let counts = query::count_messages_batch(&self.0, &ids, &filter)
+            let counts = query::count_messages_batch(&self.0, &ids, &filter, self.1)
                 .await
                 .map_err(Arc::new)?;
             out.extend(counts.into_iter().map(|(id, n)| ((id, filter), n)));

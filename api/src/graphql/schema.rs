@@ -61,7 +61,10 @@ fn builder(
         .data(loader(ConversationLoader(db.clone())))
         .data(loader(MessageLoader(db.clone())))
         .data(loader(ThreadPageLoader(db.clone())))
-        .data(loader(ThreadCountLoader(db.clone())))
+        .data(loader(ThreadCountLoader(
+            db.clone(),
+            config.settings.limits.max_count_rows,
+        )))
         .data(loader(DeliveryStatusLoader(db.clone())))
         .data(loader(DeliveryHistoryLoader(db.clone())))
         .data(loader(HeadersLoader(db.clone())))

@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Query, SelectStatement};
+use sea_orm::sea_query::{Expr, ExprTrait, Query, SelectStatement};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, QueryTrait,
     Select,
 };
 
 use super::rows::{self, FromRow};
-use super::{ListOrder, MAX_IDS_PER_STATEMENT, Page, Window, keyset_page, run};
+use super::{Count, ListOrder, MAX_IDS_PER_STATEMENT, Page, Window, keyset_page, run};
 use crate::access::Viewer;
 use crate::error::{Error, Result};
 use crate::normalize::{self, Region};
@@ -375,28 +375,43 @@ impl FromRow for WithState {
 
 /// How many of the conversations `viewer` sees match `filter`: from the counters the
 /// database keeps (`conversation_counts`, a sum of at most 16 rows) when one holds exactly
-/// this count ([`counted_scope`]), otherwise a `count(*)` of the matching rows.
+/// this count ([`counted_scope`]), exact at any size; otherwise by counting the matching
+/// rows, at most `limit` of them ([`Count`]: past `limit`, `limit` and not exact).
 pub async fn count_conversations(
     db: &impl ConnectionTrait,
     viewer: &Viewer,
     region: Region,
     filter: &ConversationFilter,
-) -> Result<u64> {
+    limit: u64,
+) -> Result<Count> {
     let address = filter_address(filter, region)?;
     if let Some(scope) = counted_scope(viewer, filter, address.as_deref()) {
-        return counted(db, scope).await;
+        return counted(db, scope).await.map(Count::exact);
     }
     let prefixes = filter_prefixes(filter, region)?;
     let mut select = conversation::Entity::find()
         .select_only()
-        .column_as(Expr::col(Asterisk).count(), "n");
+        .expr(Expr::cust("1"));
     let cond = filter_condition(viewer, filter, address, &prefixes);
     if !cond.is_empty() {
         select = select.filter(cond);
     }
-    let n = run::count(db, select.into_query()).await?;
-    let n = n.ok_or_else(|| Error::Internal("COUNT returned no row".into()))?;
-    Ok(n as u64)
+    Ok(run::count_up_to(db, select.into_query(), limit).await?)
+}
+
+/// Whether [`count_conversations`] reads `filter`'s count for `viewer` from the counters
+/// (constant time) rather than counting rows: what the price of a `totalCount` depends on,
+/// decided before the operation runs. `filter` is as the client gave it (its `inbox` not
+/// resolved yet): `archived` and `unread` always count rows, and a filter the resolver
+/// will refuse answers `false`.
+pub fn count_reads_counters(viewer: &Viewer, filter: &ConversationFilter, region: Region) -> bool {
+    if filter.archived.is_some() || filter.unread.is_some() || filter.inbox.is_some() {
+        return false;
+    }
+    match filter_address(filter, region) {
+        Ok(address) => counted_scope(viewer, filter, address.as_deref()).is_some(),
+        Err(_) => false,
+    }
 }
 
 /// The `conversation_counts` scope whose sum is exactly the count of `filter` as `viewer`

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, Query, SelectStatement, UnionType};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, Select,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, Select,
 };
 
 use super::{
-    ListOrder, MAX_ARMS_PER_STATEMENT, MAX_IDS_PER_STATEMENT, Page, Window, keyset_page, run,
+    Count, ListOrder, MAX_ARMS_PER_STATEMENT, MAX_IDS_PER_STATEMENT, Page, Window, count_probe,
+    keyset_page, run,
 };
 use crate::access::Viewer;
 use crate::error::{Error, Result};
@@ -251,33 +252,47 @@ pub async fn list_messages_batch(
         .collect())
 }
 
-/// How many messages of each conversation match `filter`, in one statement per
-/// [`MAX_IDS_PER_STATEMENT`] conversations. The ids must be of conversations the caller
-/// already found visible.
+/// How many messages of each conversation match `filter`, each counted up to `limit`
+/// ([`Count`]), in one statement per [`MAX_ARMS_PER_STATEMENT`] conversations: a `UNION ALL`
+/// of one bounded count per conversation (`SELECT count(*) FROM (SELECT 1 .. LIMIT limit +
+/// 1)`, a range of the thread's index each), so no thread is read past `limit` matches.
+/// The ids must be of conversations the caller already found visible.
 pub async fn count_messages_batch(
     db: &impl ConnectionTrait,
     conversation_ids: &[i64],
     filter: &MessageFilter,
-) -> Result<HashMap<i64, u64>> {
-    #[derive(FromQueryResult)]
-    struct Row {
-        conversation_id: i64,
-        n: i64,
-    }
-    let mut counts: HashMap<i64, u64> = conversation_ids.iter().map(|id| (*id, 0)).collect();
-    for chunk in conversation_ids.chunks(MAX_IDS_PER_STATEMENT) {
-        let rows = message::Entity::find()
-            .select_only()
-            .column(Column::ConversationId)
-            .column_as(Expr::col(Asterisk).count(), "n")
-            .filter(Column::ConversationId.is_in(chunk.iter().copied()))
-            .filter(filter.condition())
-            .group_by(Column::ConversationId)
-            .into_model::<Row>()
-            .all(db)
+    limit: u64,
+) -> Result<HashMap<i64, Count>> {
+    let mut counts: HashMap<i64, Count> = conversation_ids
+        .iter()
+        .map(|id| (*id, Count::exact(0)))
+        .collect();
+    for chunk in conversation_ids.chunks(MAX_ARMS_PER_STATEMENT) {
+        let mut arms = chunk.iter().enumerate().map(|(i, id)| {
+            let rows = message::Entity::find()
+                .select_only()
+                .expr(Expr::cust("1"))
+                .filter(Column::ConversationId.eq(*id))
+                .filter(filter.condition())
+                .limit(count_probe(limit))
+                .into_query();
+            Query::select()
+                .expr_as(Expr::val(*id), Alias::new("conversation_id"))
+                .expr_as(Expr::col(Asterisk).count(), Alias::new("n"))
+                .from_subquery(rows, Alias::new(format!("thread{i}")))
+                .to_owned()
+        });
+        let Some(mut statement) = arms.next() else {
+            continue;
+        };
+        statement.unions(arms.map(|arm| (UnionType::All, arm)));
+        let rows = db
+            .query_all_raw(run::page_statement(db.get_database_backend(), &statement))
             .await?;
-        for r in rows {
-            counts.insert(r.conversation_id, r.n as u64);
+        for row in rows {
+            let id: i64 = row.try_get_by_index(0)?;
+            let found: i64 = row.try_get_by_index(1)?;
+            counts.insert(id, Count::up_to(u64::try_from(found).unwrap_or(0), limit));
         }
     }
     Ok(counts)
@@ -292,4 +307,14 @@ pub async fn count_unassigned(db: &impl ConnectionTrait) -> Result<u64> {
     let n = run::count(db, select.into_query()).await?;
     let n = n.ok_or_else(|| Error::Internal("COUNT returned no row".into()))?;
     Ok(n as u64)
+}
+
+/// How many messages are unassigned, counted up to `limit` ([`Count`]): what
+/// `unassignedMessages.totalCount` reads (an operator's exact figure is [`count_unassigned`]).
+pub async fn count_unassigned_up_to(db: &impl ConnectionTrait, limit: u64) -> Result<Count> {
+    let select = message::Entity::find()
+        .select_only()
+        .expr(Expr::cust("1"))
+        .filter(MessageScope::Unassigned.condition());
+    Ok(run::count_up_to(db, select.into_query(), limit).await?)
 }

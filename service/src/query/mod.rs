@@ -16,13 +16,14 @@ mod search;
 pub(crate) use conversations::filter_address;
 pub use conversations::{
     ConversationFilter, InboxState, conversation_page, conversation_page_with_state,
-    conversations_by_ids, count_conversations, counted_scope, find_conversation,
-    find_conversation_by_participants, list_conversations, list_conversations_with_state,
+    conversations_by_ids, count_conversations, count_reads_counters, counted_scope,
+    find_conversation, find_conversation_by_participants, list_conversations,
+    list_conversations_with_state,
 };
 pub use messages::{
-    MessageFilter, MessageScope, count_messages_batch, count_unassigned, find_message,
-    list_messages, list_messages_batch, message_batch_pages, message_page, messages_after_sequence,
-    messages_after_sequence_page, messages_by_ids,
+    MessageFilter, MessageScope, count_messages_batch, count_unassigned, count_unassigned_up_to,
+    find_message, list_messages, list_messages_batch, message_batch_pages, message_page,
+    messages_after_sequence, messages_after_sequence_page, messages_by_ids,
 };
 pub use run::page_statement;
 pub use search::{
@@ -117,6 +118,47 @@ impl Window {
             before,
         })
     }
+}
+
+/// A `totalCount`: how many items a list holds, and whether that is all of them.
+///
+/// Counts read from counters (the conversation counters, a thread's `message_count`) are
+/// exact at any size. Counts of matching rows stop at a limit
+/// ([`crate::settings::Limits::max_count_rows`]): when more rows match, `n` is the limit
+/// and `exact` is false (at least `n` match).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Count {
+    /// How many were counted.
+    pub n: u64,
+    /// Whether `n` is the whole count; false when counting stopped at the limit.
+    pub exact: bool,
+}
+
+impl Count {
+    /// An exact count of `n`.
+    pub fn exact(n: u64) -> Count {
+        Count { n, exact: true }
+    }
+
+    /// A count of rows read with one row past `limit` (`LIMIT limit + 1`): `found` of
+    /// them came back.
+    pub(crate) fn up_to(found: u64, limit: u64) -> Count {
+        if found > limit {
+            Count {
+                n: limit,
+                exact: false,
+            }
+        } else {
+            Count::exact(found)
+        }
+    }
+}
+
+/// The `LIMIT` of a count that stops past `limit` rows: one more, so that "exactly the
+/// limit" and "more" can be told apart; kept within a signed 64-bit integer, which both
+/// engines take as a `LIMIT`.
+pub(crate) fn count_probe(limit: u64) -> u64 {
+    std::cmp::min(limit, i64::MAX as u64 - 1) + 1
 }
 
 /// One page of a list, in list order.

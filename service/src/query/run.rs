@@ -12,7 +12,8 @@
 use std::fmt::Write;
 
 use sea_orm::sea_query::{
-    PostgresQueryBuilder, QueryBuilder, SelectStatement, SqlWriter, SqliteQueryBuilder, Value,
+    Alias, Asterisk, Expr, ExprTrait, PostgresQueryBuilder, Query, QueryBuilder, SelectStatement,
+    SqlWriter, SqliteQueryBuilder, Value,
 };
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 
@@ -124,6 +125,26 @@ pub(crate) async fn count(
         .await?
         .map(|row| row.try_get_by_index(0))
         .transpose()
+}
+
+/// Counts the rows `select` returns, reading at most one past `limit` of them: `SELECT
+/// count(*) FROM (select LIMIT limit + 1)`, so the database stops after that many matching
+/// rows whatever the filter (see [`super::Count`]). `select` should select a constant.
+pub(crate) async fn count_up_to(
+    db: &impl ConnectionTrait,
+    mut select: SelectStatement,
+    limit: u64,
+) -> Result<super::Count, DbErr> {
+    select.limit(super::count_probe(limit));
+    let outer = Query::select()
+        .expr_as(Expr::col(Asterisk).count(), Alias::new("n"))
+        .from_subquery(select, Alias::new("counted"))
+        .to_owned();
+    let found = count(db, outer).await?.unwrap_or(0);
+    Ok(super::Count::up_to(
+        u64::try_from(found).unwrap_or(0),
+        limit,
+    ))
 }
 
 /// Runs `select`, whose first column is an id ([`page_statement`]), and reads the ids.

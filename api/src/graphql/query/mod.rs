@@ -106,6 +106,7 @@ impl QueryRoot {
             page,
             filter,
             prefetched,
+            count: Default::default(),
         })
     }
 
@@ -293,6 +294,7 @@ impl QueryRoot {
             page,
             parent: None,
             total: MessageTotal::Unassigned,
+            count: Default::default(),
         })
     }
 }

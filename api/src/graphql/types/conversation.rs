@@ -159,6 +159,7 @@ impl Conversation {
                 message_count: self.0.message_count,
                 filter,
             },
+            count: Default::default(),
         })
     }
 
@@ -209,6 +210,31 @@ pub struct ConversationConnection {
     pub(crate) page: Page<conversation::Model>,
     pub(crate) prefetched: Option<Arc<Prefetched>>,
     pub(crate) filter: ConversationFilter,
+    /// The count, once `totalCount` or `totalCountIsExact` asked for it (one count for both).
+    pub(crate) count: tokio::sync::OnceCell<query::Count>,
+}
+
+impl ConversationConnection {
+    /// How many conversations match, counted once per connection.
+    async fn count(&self, ctx: &Context<'_>) -> Result<query::Count> {
+        self.count
+            .get_or_try_init(|| async {
+                let db = ctx.data::<DatabaseConnection>()?;
+                let config = ctx.data::<AppConfig>()?;
+                let viewer = ctx.data::<Viewer>()?;
+                query::count_conversations(
+                    db,
+                    viewer,
+                    config.settings.default_region,
+                    &self.filter,
+                    config.settings.limits.max_count_rows,
+                )
+                .await
+                .gql(ctx)
+            })
+            .await
+            .copied()
+    }
 }
 
 /// A page of conversations, most recent activity first.
@@ -235,16 +261,22 @@ impl ConversationConnection {
         page_info(&self.page, query::conversation_cursor)
     }
 
-    /// How many conversations match the filter, across all pages. Exact. With no filter, a
+    /// How many conversations match the filter, across all pages. With no filter, a
     /// `channel` or a `participant` filter alone, and for a principal acting for one inbox,
-    /// it is read from counters kept with every write (constant time at any size); other
-    /// filters count the matching rows.
+    /// it is read from counters kept with every write: exact at any size, in constant time,
+    /// priced as any field. Other filters count the matching rows, at most the server's
+    /// `--max-count-rows` (10,000 by default): when more match, this is that limit, a lower
+    /// bound, and `totalCountIsExact` is false. Such a count adds the limit / 10 (1,000 by
+    /// default) to the operation's price, once per connection.
     async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
-        let db = ctx.data::<DatabaseConnection>()?;
-        let config = ctx.data::<AppConfig>()?;
-        let viewer = ctx.data::<Viewer>()?;
-        query::count_conversations(db, viewer, config.settings.default_region, &self.filter)
-            .await
-            .gql(ctx)
+        Ok(self.count(ctx).await?.n)
+    }
+
+    /// Whether `totalCount` is exact: true when it was read from counters, or when counting
+    /// found at most `--max-count-rows` matching rows; false when counting stopped at that
+    /// limit (then at least `totalCount` conversations match). Shares its count with
+    /// `totalCount`: asking for both counts (and is priced) once.
+    async fn total_count_is_exact(&self, ctx: &Context<'_>) -> Result<bool> {
+        Ok(self.count(ctx).await?.exact)
     }
 }

@@ -12,6 +12,7 @@ use super::page_info::{PageInfo, page_info};
 use super::plain::{MessageEdges, MessageNodes};
 use super::snippet::snippet_length;
 use super::state::{self, DeliveryStatus, DeliveryStatusEvent};
+use crate::config::AppConfig;
 use crate::graphql::error::{ServiceResultExt, gql_err};
 use crate::graphql::ids::{NodeType, encode_id};
 use crate::graphql::loaders::{ConversationLoader, MessageLoader, ThreadCountLoader};
@@ -249,6 +250,43 @@ pub struct MessageConnection {
     /// The conversation of every message on the page, when it is one thread.
     pub(crate) parent: Option<conversation::Model>,
     pub(crate) total: MessageTotal,
+    /// The count, once `totalCount` or `totalCountIsExact` asked for it (one count for both).
+    pub(crate) count: tokio::sync::OnceCell<query::Count>,
+}
+
+impl MessageConnection {
+    /// How many messages the list holds, counted once per connection.
+    async fn count(&self, ctx: &Context<'_>) -> Result<query::Count> {
+        self.count
+            .get_or_try_init(|| async {
+                match &self.total {
+                    MessageTotal::Thread {
+                        message_count,
+                        filter,
+                        ..
+                    } if filter.is_empty() => Ok(query::Count::exact(*message_count as u64)),
+                    MessageTotal::Thread {
+                        conversation_id,
+                        filter,
+                        ..
+                    } => {
+                        let loader = ctx.data::<DataLoader<ThreadCountLoader>>()?;
+                        let n = loader
+                            .load_one((*conversation_id, *filter))
+                            .await
+                            .map_err(|e| gql_err(ctx, &e))?;
+                        Ok(n.unwrap_or(query::Count::exact(0)))
+                    }
+                    MessageTotal::Unassigned => {
+                        let db = ctx.data::<DatabaseConnection>()?;
+                        let limit = ctx.data::<AppConfig>()?.settings.limits.max_count_rows;
+                        query::count_unassigned_up_to(db, limit).await.gql(ctx)
+                    }
+                }
+            })
+            .await
+            .copied()
+    }
 }
 
 /// A page of messages, oldest first.
@@ -275,30 +313,21 @@ impl MessageConnection {
         page_info(&self.page, query::message_cursor)
     }
 
-    /// How many messages the list holds under its filter, across all pages.
+    /// How many messages the list holds under its filter, across all pages. A thread
+    /// without a filter is exact at any size (its conversation's `messageCount`), priced
+    /// as any field. A thread with a filter, and `unassignedMessages`, count the matching
+    /// rows, at most the server's `--max-count-rows` (10,000 by default): when more match,
+    /// this is that limit, a lower bound, and `totalCountIsExact` is false. Such a count
+    /// adds the limit / 10 (1,000 by default) to the operation's price, once per connection.
     async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
-        match &self.total {
-            MessageTotal::Thread {
-                message_count,
-                filter,
-                ..
-            } if filter.is_empty() => Ok(*message_count as u64),
-            MessageTotal::Thread {
-                conversation_id,
-                filter,
-                ..
-            } => {
-                let loader = ctx.data::<DataLoader<ThreadCountLoader>>()?;
-                let n = loader
-                    .load_one((*conversation_id, *filter))
-                    .await
-                    .map_err(|e| gql_err(ctx, &e))?;
-                Ok(n.unwrap_or(0))
-            }
-            MessageTotal::Unassigned => {
-                let db = ctx.data::<DatabaseConnection>()?;
-                query::count_unassigned(db).await.gql(ctx)
-            }
-        }
+        Ok(self.count(ctx).await?.n)
+    }
+
+    /// Whether `totalCount` is exact: true for a thread without a filter, or when counting
+    /// found at most `--max-count-rows` matching rows; false when counting stopped at that
+    /// limit (then at least `totalCount` messages match). Shares its count with
+    /// `totalCount`: asking for both counts (and is priced) once.
+    async fn total_count_is_exact(&self, ctx: &Context<'_>) -> Result<bool> {
+        Ok(self.count(ctx).await?.exact)
     }
 }
