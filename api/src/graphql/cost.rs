@@ -746,6 +746,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn row_counts_are_priced_by_the_configured_count_limit() {
+        let limits = Limits {
+            max_count_rows: 95,
+            ..Limits::default()
+        };
+        // conversations (field + object) + totalCount + the count: 95 rows / 10, rounded up.
+        assert_eq!(
+            cost(
+                limits,
+                r#"{ conversations(filter: { activeSince: "2026-01-01T00:00:00Z" }) { totalCount } }"#
+            )
+            .await,
+            json!(2 + 1 + 10)
+        );
+        // Both count fields share one count; a counter-backed count adds nothing.
+        assert_eq!(
+            cost(
+                limits,
+                "{ unassignedMessages { totalCount totalCountIsExact } }"
+            )
+            .await,
+            json!(2 + 2 + 10)
+        );
+        assert_eq!(
+            cost(
+                limits,
+                "{ conversations(filter: { channel: SMS }) { totalCount totalCountIsExact } }"
+            )
+            .await,
+            json!(2 + 2)
+        );
+        // A count not selected is not priced.
+        assert_eq!(
+            cost(limits, "{ unassignedMessages(first: 1) { nodes { id } } }").await,
+            json!(2 + 1 + 2)
+        );
+        assert_eq!(super::row_count_price(&Limits::default()), 1000);
+    }
+
+    #[tokio::test]
     async fn introspection_is_reported_but_not_priced() {
         let config = AppConfig::default();
         let db = crate::database::connect_migrated("sqlite::memory:", &Default::default())
