@@ -9,6 +9,7 @@ can be measured too) on an existing PostgreSQL database, and times sequential re
   address        conversations(filter: {participant: ADDRESS}) { totalCount }   (counter)
   address-rows   the same with activeSince 1970                                 (rows)
   inbox          conversations { totalCount } as a principal whose one inbox is ADDRESS (counter)
+  recent-rows    with --recent-since T: activeSince T                          (rows)
 
 With --exact, each view also asks for `totalCountIsExact` (servers with --max-count-rows) and
 the table shows it; --max-count-rows passes that option to the server.
@@ -61,6 +62,8 @@ def main():
     ap.add_argument("--exact", action="store_true", help="also ask for totalCountIsExact ('+' after a lower bound)")
     ap.add_argument("--max-count-rows", type=int, help="the server's --max-count-rows")
     ap.add_argument("--views", help="comma-separated views to run (default: all)")
+    ap.add_argument("--recent-since", help="also time `recent-rows`: activeSince this instant (RFC 3339), "
+                    "a filter that matches fewer rows than the count limit")
     args = ap.parse_args()
 
     secret = tempfile.NamedTemporaryFile("w", delete=False)
@@ -98,6 +101,9 @@ def main():
              f'{{ conversations(filter: {{participant: "{args.address}", {since}}}) {{ {sel} }} }}', admin),
             ("inbox", f"{{ conversations {{ {sel} }} }}", inbox),
         ]
+        if args.recent_since:
+            views.append(("recent-rows",
+                          f'{{ conversations(filter: {{activeSince: "{args.recent_since}"}}) {{ {sel} }} }}', admin))
         if args.views:
             wanted = args.views.split(",")
             views = [v for v in views if v[0] in wanted]
