@@ -73,7 +73,7 @@ def main():
     url = f"http://127.0.0.1:{port}/graphql"
     server = subprocess.Popen(
         [args.parley_bin, "--database-url", args.database_url, "serve", "--bind", f"127.0.0.1:{port}",
-         "--jwt-secret-file", secret.name]
+         "--jwt-secret-file", secret.name, "--rate-limit", "0"]
         + (["--max-count-rows", str(args.max_count_rows)] if args.max_count_rows else []),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -117,7 +117,7 @@ def main():
                 t = time.perf_counter()
                 n = post(url, query, tok, args.exact)
                 times.append((time.perf_counter() - t) * 1000)
-                if isinstance(n, str):
+                if isinstance(n, str) and n.startswith("error"):
                     break
             times.sort()
             p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
