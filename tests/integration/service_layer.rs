@@ -813,6 +813,74 @@ async fn fresh_sqlite_pools_see_every_index_the_migrations_made() {
     }
 }
 
+/// SQLite checkpoints the WAL off the commit path (`service::db`): a task beside the
+/// writers copies it every half second, so it never reaches the 10,000 pages at which
+/// SQLite would checkpoint inside a commit (the safety net set on every pooled connection).
+/// 16,000 pages are written in 800 commits over about two seconds: without that task the
+/// WAL file would grow to the safety net's 10,000 pages (40 MiB) before anything copied it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_checkpoints_the_wal_beside_the_writers() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let t = TestDb::sqlite().await;
+    let row =
+        t.db.query_one_raw(Statement::from_string(
+            t.db.get_database_backend(),
+            "PRAGMA wal_autocheckpoint",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.try_get_by_index::<i64>(0).unwrap(),
+        i64::from(service::db::WAL_AUTOCHECKPOINT_PAGES)
+    );
+    let mut wal =
+        t.db.get_sqlite_connection_pool()
+            .connect_options()
+            .get_filename()
+            .as_os_str()
+            .to_owned();
+    wal.push("-wal");
+    t.db.execute_unprepared("CREATE TABLE scratch (b BLOB NOT NULL)")
+        .await
+        .unwrap();
+    let mut largest = 0;
+    for _ in 0..800 {
+        let txn = service::db::begin_write(&t.db).await.unwrap();
+        // 80 KB: 20 pages of 4 KiB.
+        txn.execute_unprepared("INSERT INTO scratch VALUES (randomblob(80000))")
+            .await
+            .unwrap();
+        txn.commit().await.unwrap();
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert!(
+        largest < 24 << 20,
+        "the WAL grew to {largest} bytes: nothing checkpointed it beside the writers"
+    );
+    assert_eq!(t.count("scratch").await, 800);
+    t.cleanup().await;
+}
+
+/// The FTS5 index merges its segments 16 at a time (migration `m20261202_000004`), the
+/// most FTS5 allows: fewer rewrites of each word in the commits of `recordMessage`.
+#[tokio::test]
+async fn sqlite_search_index_merges_sixteen_segments_at_a_time() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let t = TestDb::sqlite().await;
+    let row =
+        t.db.query_one_raw(Statement::from_string(
+            t.db.get_database_backend(),
+            "SELECT v FROM messages_fts_config WHERE k = 'automerge'",
+        ))
+        .await
+        .unwrap()
+        .expect("automerge is configured");
+    assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), 16);
+    t.cleanup().await;
+}
+
 /// A stored channel that is none of parley's is a failed read, never a guessed channel
 /// (a guess would give the conversation a wrong key).
 async fn unknown_stored_channel_is_an_error_not_a_guess(t: &TestDb) {
