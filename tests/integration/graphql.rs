@@ -1194,7 +1194,11 @@ async fn a_document_seen_before_answers_as_the_first_time(t: &TestDb) {
     // is the typed validation error.
     for (n, price) in [(2, 15), (50, 255), (7, 40)] {
         let r = send(&warm, &(THREAD, None, json!({ "id": id, "n": n }))).await;
-        assert_eq!(r.json["extensions"]["cost"]["requested"], json!(price), "{n}");
+        assert_eq!(
+            r.json["extensions"]["cost"]["requested"],
+            json!(price),
+            "{n}"
+        );
         assert_eq!(
             r.json["data"]["conversation"]["messages"]["nodes"]
                 .as_array()
