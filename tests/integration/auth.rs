@@ -788,7 +788,72 @@ async fn cors_allows_the_listed_origin_only(t: &TestDb) {
     );
 }
 
+/// The middleware wraps the routes as one stack (`api::router`): answers made at every depth
+/// of it (the handler, the auth guard, the body limit) and by the routes' own fallbacks (an
+/// unknown path, a method a route does not take) all pass its outer layers: the client's
+/// request id is echoed, and an allowed origin gets its CORS header.
+async fn every_answer_passes_the_whole_middleware(t: &TestDb) {
+    let app = secured(t, RateLimits::off());
+    let token = alice(Algorithm::ES256);
+    let query = || Body::from(json!({ "query": "{ conversations { totalCount } }" }).to_string());
+    let json_post = |token: Option<&str>| {
+        with_token(Request::post("/graphql"), token)
+            .header(header::CONTENT_TYPE, "application/json")
+    };
+    let cases = vec![
+        (
+            "handled",
+            json_post(Some(&token)).body(query()),
+            StatusCode::OK,
+        ),
+        (
+            "no token",
+            json_post(None).body(query()),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "unknown path",
+            with_token(Request::get("/nowhere"), Some(&token)).body(Body::empty()),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "wrong method",
+            with_token(Request::delete("/graphql"), Some(&token)).body(Body::empty()),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            "body over the limit",
+            json_post(Some(&token))
+                .header(header::CONTENT_LENGTH, 64 << 20)
+                .body(Body::from(vec![b' '; 64 << 20])),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ];
+    for (what, request, status) in cases {
+        let request = {
+            let mut r = request.unwrap();
+            r.headers_mut()
+                .insert(header::ORIGIN, "https://app.example.com".parse().unwrap());
+            r.headers_mut()
+                .insert("x-request-id", "edge-7".parse().unwrap());
+            r
+        };
+        let reply = send(&app, request).await;
+        assert_eq!(reply.status, status, "{what}: {}", reply.text);
+        assert_eq!(reply.headers["x-request-id"], "edge-7", "{what}");
+        assert_eq!(
+            reply.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example.com",
+            "{what}"
+        );
+    }
+    // Without a client id, one is made and echoed.
+    let reply = send(&app, json_post(Some(&token)).body(query()).unwrap()).await;
+    assert!(!reply.headers["x-request-id"].is_empty());
+}
+
 on_both_engines!(
+    every_answer_passes_the_whole_middleware,
     every_endpoint_answers_every_token_as_the_table_says,
     admin_only_fields_are_forbidden_to_others,
     an_inbound_write_must_be_addressed_to_an_inbox,

@@ -970,18 +970,49 @@ async fn every_operation_reports_its_cost_and_runs_once(t: &TestDb) {
 
 /// Validated documents are remembered by their text (`api::graphql::cost::DocumentCache`):
 /// a document sent again, with the same or other variables and operation names, must get
-/// exactly the answer (data, errors, codes, cost) a server that never saw it gives.
+/// exactly the answer (data, errors, codes, cost) a server that never saw it gives. A
+/// remembered document with variables skips the probe and only has its variables' values
+/// checked (`api::graphql::variables`): each bad value below comes after good ones, so it
+/// meets the remembered document, and must be refused with the probe's very errors, and
+/// each good one priced by its own page sizes.
 async fn a_document_seen_before_answers_as_the_first_time(t: &TestDb) {
     let warm = t.app(AppConfig::default());
+    // The record document with variables, remembered: its bad inputs below are checked
+    // against the cached document.
     for minute in 0..3 {
         let mut vars = sms("+12016661234", "+18045551234", "hi", "OUTBOUND", minute);
         vars["input"]["providerMessageId"] = json!(format!("seen-{minute}"));
         record(&warm, vars).await;
     }
+    let id = warm
+        .data("{ conversations(first: 1) { nodes { id } } }", json!({}))
+        .await["conversations"]["nodes"][0]["id"]
+        .clone();
     const PAGE: &str =
         "query Page($n: Int) { conversations(first: $n) { nodes { id messageCount } } }";
     const TWO: &str = "query A { conversations(first: 1) { nodes { id } } } \
                        query B { conversations(last: 1) { nodes { messageCount snippet } } }";
+    const THREAD: &str = "query T($id: ID!, $n: Int) { conversation(id: $id) { \
+                          messages(last: $n) { nodes { id body sentAt direction } } } }";
+    // Variables in a list, an input object with an enum, a directive and a fragment.
+    const MANY: &str = "query M($ids: [ID!]!, $f: ConversationFilter, $with: Boolean!, $n: Int) { \
+                        nodes(ids: $ids) { id } \
+                        conversations(first: 2, filter: $f) { nodes { ...F @include(if: $with) } } } \
+                        fragment F on Conversation { id messages(first: $n) { nodes { id } } }";
+    // A variable used only in the operation that is not selected is not checked.
+    const OTHER: &str = "query A($n: Int) { conversations(first: $n) { nodes { id } } } \
+                         query B { conversations(last: 1) { nodes { id } } }";
+    let many = |ids: Value, f: Value, with: Value, n: Value| json!({ "ids": ids, "f": f, "with": with, "n": n });
+    let good_input = || {
+        let mut vars = sms("+12016661234", "+18045551234", "hi", "OUTBOUND", 9);
+        vars["input"]["providerMessageId"] = json!("seen-0");
+        vars
+    };
+    let bad_input = |edit: &dyn Fn(&mut Value)| {
+        let mut vars = good_input();
+        edit(&mut vars["input"]);
+        vars
+    };
     let cases: Vec<(&str, Option<&str>, Value)> = vec![
         (
             "{ conversations(first: 2) { nodes { participants messageCount } } }",
@@ -1014,6 +1045,128 @@ async fn a_document_seen_before_answers_as_the_first_time(t: &TestDb) {
             None,
             json!({}),
         ),
+        (THREAD, None, json!({ "id": id, "n": 2 })),
+        // Priced by this request's page size, not the remembered one's.
+        (THREAD, None, json!({ "id": id, "n": 50 })),
+        (THREAD, None, json!({ "id": id })),
+        (THREAD, None, json!({ "id": null, "n": 2 })),
+        (THREAD, None, json!({ "id": true, "n": 2 })),
+        (THREAD, None, json!({ "id": { "a": 1 }, "n": 2 })),
+        (THREAD, None, json!({ "id": [id], "n": 2 })),
+        (THREAD, None, json!({ "id": 12, "n": 2 })),
+        (THREAD, None, json!({ "id": "bogus", "n": 2 })),
+        (THREAD, None, json!({ "id": id, "n": "two" })),
+        (THREAD, None, json!({ "id": id, "n": 2.5 })),
+        (THREAD, None, json!({ "id": id, "n": 3_000_000_000u64 })),
+        (THREAD, None, json!({ "id": id, "n": 5000 })),
+        (THREAD, None, json!({ "n": 2 })),
+        (THREAD, None, json!({ "id": null, "n": "two" })),
+        (
+            MANY,
+            None,
+            many(
+                json!([id]),
+                json!({ "channel": "SMS" }),
+                json!(true),
+                json!(1),
+            ),
+        ),
+        (
+            MANY,
+            None,
+            many(json!([id]), json!(null), json!(false), json!(null)),
+        ),
+        (
+            MANY,
+            None,
+            many(json!([id, null]), json!(null), json!(true), json!(1)),
+        ),
+        (
+            MANY,
+            None,
+            many(json!([id, 7, {}]), json!(null), json!(true), json!(1)),
+        ),
+        (
+            MANY,
+            None,
+            many(json!(id), json!(null), json!(true), json!(1)),
+        ),
+        (
+            MANY,
+            None,
+            many(
+                json!([id]),
+                json!({ "channel": "FAX" }),
+                json!(true),
+                json!(1),
+            ),
+        ),
+        (
+            MANY,
+            None,
+            many(json!([id]), json!({ "channel": 3 }), json!(true), json!(1)),
+        ),
+        (
+            MANY,
+            None,
+            many(json!([id]), json!({ "nope": 1 }), json!(true), json!(1)),
+        ),
+        (
+            MANY,
+            None,
+            many(json!([id]), json!("SMS"), json!(true), json!(1)),
+        ),
+        (
+            MANY,
+            None,
+            many(
+                json!([id]),
+                json!({ "activeSince": "yesterday" }),
+                json!(true),
+                json!(1),
+            ),
+        ),
+        (
+            MANY,
+            None,
+            many(json!([id]), json!(null), json!("yes"), json!(1)),
+        ),
+        (
+            MANY,
+            None,
+            many(json!([id]), json!(null), json!(null), json!(1)),
+        ),
+        (
+            MANY,
+            None,
+            many(json!([id]), json!(null), json!(true), json!("one")),
+        ),
+        // Two bad values: both errors, in the order validation reports them.
+        (
+            MANY,
+            None,
+            many(
+                json!([null]),
+                json!({ "channel": "FAX" }),
+                json!(1),
+                json!("one"),
+            ),
+        ),
+        (OTHER, Some("A"), json!({ "n": 1 })),
+        (OTHER, Some("B"), json!({ "n": "one" })),
+        (OTHER, Some("A"), json!({ "n": "one" })),
+        (RECORD, None, bad_input(&|i| i["channel"] = json!("FAX"))),
+        (RECORD, None, bad_input(&|i| i["direction"] = json!(null))),
+        (RECORD, None, bad_input(&|i| i["to"] = json!([null]))),
+        (RECORD, None, bad_input(&|i| i["extra"] = json!(1))),
+        (
+            RECORD,
+            None,
+            bad_input(&|i| {
+                i.as_object_mut().unwrap().remove("from");
+            }),
+        ),
+        (RECORD, None, json!({ "input": "text" })),
     ];
     let send = |app: &TestApp, (query, op, vars): &(&str, Option<&str>, Value)| {
         let body = json!({ "query": query, "operationName": op, "variables": vars });
@@ -1032,11 +1185,34 @@ async fn a_document_seen_before_answers_as_the_first_time(t: &TestDb) {
         assert_eq!(again.json, cold.json, "{case:?}: {:#}", again.json);
     }
     // And the variable cases once more after the document was remembered with good values.
-    for case in cases.iter().filter(|c| c.0 == PAGE) {
+    for case in cases.iter().filter(|c| c.0.contains('$')) {
         let again = send(&warm, case).await;
         let cold = send(&t.app(AppConfig::default()), case).await;
         assert_eq!(again.json, cold.json, "{case:?}");
     }
+    // The remembered thread is priced by each request's page size (5n + 5), and a bad id
+    // is the typed validation error.
+    for (n, price) in [(2, 15), (50, 255), (7, 40)] {
+        let r = send(&warm, &(THREAD, None, json!({ "id": id, "n": n }))).await;
+        assert_eq!(
+            r.json["extensions"]["cost"]["requested"],
+            json!(price),
+            "{n}"
+        );
+        assert_eq!(
+            r.json["data"]["conversation"]["messages"]["nodes"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3.min(n)
+        );
+    }
+    let r = send(&warm, &(THREAD, None, json!({ "id": null, "n": 2 }))).await;
+    assert_eq!(error_code(&r.json), "BAD_USER_INPUT", "{:#}", r.json);
+    assert_eq!(
+        r.json["errors"][0]["message"],
+        "Invalid value for argument \"id\", expected type \"ID\""
+    );
     let ok = send(&warm, &cases[0]).await;
     assert_eq!(
         ok.json["data"]["conversations"]["nodes"]

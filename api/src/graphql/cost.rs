@@ -40,9 +40,11 @@
 //! The next request with the same text reuses the parsed document (no parse), and when the
 //! document uses no variables, nothing of its validation can differ from the first time, so
 //! the probe is skipped altogether: only the price (cheap, and it reads the variables) and
-//! the `Int` range check run again. A document with variables still goes through the probe
-//! each time, since validation checks the variables' values. Refused documents are never
-//! remembered, so every error is produced exactly as before.
+//! the `Int` range check run again. A document with variables skips the probe too: the only
+//! part of validation its variables can change (each argument that uses them, substituted
+//! and checked against the argument's type) runs again per request, with the same errors
+//! ([`super::variables`]). Refused documents are never remembered, so every error is
+//! produced exactly as before.
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -54,7 +56,8 @@ use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
 };
 use async_graphql::{
-    ErrorExtensionValues, InputType, Name, ObjectType, Request, Response, Schema, ServerError,
+    ErrorExtensionValues, InputType, Name, ObjectType, Request, Response, Schema, SchemaEnv,
+    ServerError,
     ServerResult, SubscriptionType, ValidationResult, Value, Variables,
 };
 use service::normalize::Region;
@@ -62,6 +65,7 @@ use service::{Limits, Viewer};
 
 use super::shape::{self, Shape};
 use super::types::filter::{ConversationFilter, MessageFilter};
+use super::variables::{InputTypes, VariableChecks};
 use crate::config::AppConfig;
 use crate::error::code;
 
@@ -72,6 +76,8 @@ struct Prepared {
     document: Option<ExecutableDocument>,
     /// Complexity and depth.
     validation: Option<ValidationResult>,
+    /// The schema that validated it (its registry types the variables' checks).
+    env: Option<SchemaEnv>,
 }
 
 /// Where the probe leaves what it kept: put in the probe request's data.
@@ -122,7 +128,10 @@ impl Extension for ProbeExtension {
     ) -> Result<ValidationResult, Vec<ServerError>> {
         let result = next.run(ctx).await?;
         if let Some(slot) = ctx.data_opt::<Slot>() {
-            slot.with(|p| p.validation = Some(result));
+            slot.with(|p| {
+                p.validation = Some(result);
+                p.env = Some(ctx.schema_env.clone());
+            });
         }
         Ok(result)
     }
@@ -145,6 +154,9 @@ pub const DOCUMENT_CACHE_SIZE: usize = 512;
 pub struct DocumentCache {
     known: Mutex<lru::LruCache<u64, Arc<Known>>>,
     hasher: std::collections::hash_map::RandomState,
+    /// The probe schema's input types, for the variables' checks (copied the first time a
+    /// document is remembered).
+    inputs: std::sync::OnceLock<Arc<InputTypes>>,
 }
 
 impl Default for DocumentCache {
@@ -154,6 +166,7 @@ impl Default for DocumentCache {
                 std::num::NonZeroUsize::new(DOCUMENT_CACHE_SIZE).expect("non-zero"),
             )),
             hasher: Default::default(),
+            inputs: Default::default(),
         }
     }
 }
@@ -165,8 +178,9 @@ struct Known {
     document: ExecutableDocument,
     /// The selection depth validation measured.
     depth: usize,
-    /// Whether the text may use variables (then each request's values are validated).
-    variables: bool,
+    /// The arguments whose values use variables, checked against each request's values
+    /// (`None`: the schema was not kept, so the probe validates every request).
+    checks: Option<VariableChecks>,
 }
 
 impl DocumentCache {
@@ -229,10 +243,11 @@ where
         .zip(key)
         .and_then(|(c, key)| c.get(key, &request.query, request.operation_name.as_deref()));
     if let Some(known) = &known
-        && !known.variables
+        && let Some(checks) = &known.checks
     {
-        // Validated before with this very text and no variables: only the price (the
-        // budget may differ) and the checks of our own run again.
+        // Validated before with this very text: only the price (the budget may differ),
+        // the variables' values where arguments use them, and the checks of our own run
+        // again, in the order the probe's run would report them.
         cost.requested = price(
             shape::parley(|| probe.sdl()),
             &known.document,
@@ -243,6 +258,12 @@ where
         );
         if cost.requested > cost.maximum {
             return Err(over_budget(cost));
+        }
+        if !checks.is_empty() {
+            let errors = checks.run(&request.variables);
+            if !errors.is_empty() {
+                return Err(Response::from_errors(errors));
+            }
         }
         cost.depth = known.depth;
         if let Err(err) = check(&known.document, &request) {
@@ -295,6 +316,17 @@ where
         if known.is_none()
             && let (Some(cache), Some(key)) = (cache, key)
         {
+            let checks = prepared.env.map(|env| {
+                let inputs = cache
+                    .inputs
+                    .get_or_init(|| Arc::new(InputTypes::of(&env.registry)));
+                VariableChecks::of(
+                    &env.registry,
+                    inputs.clone(),
+                    &document,
+                    request.operation_name.as_deref(),
+                )
+            });
             cache.put(
                 key,
                 Known {
@@ -302,7 +334,7 @@ where
                     operation_name: request.operation_name.clone(),
                     document: document.clone(),
                     depth: cost.depth,
-                    variables: request.query.contains('$'),
+                    checks,
                 },
             );
         }

@@ -17,3 +17,4 @@ pub mod shape;
 pub mod state_loaders;
 pub mod subscription;
 pub mod types;
+pub mod variables;

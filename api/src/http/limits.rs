@@ -98,9 +98,15 @@ pub fn layer(app: Router, limits: &ConnLimits) -> Router {
         timeout: limits.body_read_timeout,
         min_rate: limits.body_min_rate,
     };
-    app.layer(from_fn_with_state(body, body_deadline))
-        .layer(from_fn_with_state(gate, admit))
-        .layer(from_fn_with_state(limits.max_response_bytes, cap_response))
+    // One service around the router, not a layer boxed around each route (see
+    // `super::router`); outermost first.
+    Router::new().fallback_service(
+        tower::ServiceBuilder::new()
+            .layer(from_fn_with_state(limits.max_response_bytes, cap_response))
+            .layer(from_fn_with_state(gate, admit))
+            .layer(from_fn_with_state(body, body_deadline))
+            .service(app),
+    )
 }
 
 /// Counts a request or connection refused by one of these limits in

@@ -18,6 +18,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use service::DatabaseConnection;
+use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -29,10 +30,14 @@ use crate::request_id::{NextRequestId, request_id};
 use crate::state::AppState;
 
 /// The whole HTTP surface.
+///
+/// The middleware wraps the routes once, as one service ([`wrap`]), not each route with
+/// `Router::layer`: that boxes every layer around every route, and axum clones the boxed
+/// route (each layer a boxed clone) and boxes each layer's future on every request.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_request_bytes;
     let security = state.security.clone();
-    Router::new()
+    let routes = Router::new()
         .route(
             "/graphql",
             get(graphql::graphql_get).post(graphql::graphql_post),
@@ -43,23 +48,14 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::rest::routes())
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::auth::guard::guard,
-        ))
-        .with_state(state)
-        // The async-graphql extractor reads the raw body stream, so axum's default limit
-        // does not apply to it: the tower-http layer caps every body before parsing.
-        .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyLimitLayer::new(max_body))
-        .layer(axum::middleware::from_fn_with_state(
-            max_body,
-            crate::rest::json_payload_too_large,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            max_body,
-            limits::graphql_payload_too_large,
-        ))
+        .with_state(state.clone());
+    // Outermost first. The `map_*` steps give each layer the request and response bodies
+    // it takes (`Router::layer` converts them around every layer).
+    let stack = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(NextRequestId::default()))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(crate::auth::cors(&security.cors_origins))
+        .map_response(IntoResponse::into_response)
         // Failures are logged where they are classified (UNAVAILABLE, INTERNAL), with the
         // request id; a second, generic line per 5xx would only be noise during an outage.
         .layer(
@@ -67,9 +63,41 @@ pub fn router(state: AppState) -> Router {
                 .make_span_with(request_span)
                 .on_failure(()),
         )
-        .layer(crate::auth::cors(&security.cors_origins))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(NextRequestId::default()))
+        .layer(axum::middleware::from_fn_with_state(
+            max_body,
+            limits::graphql_payload_too_large,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            max_body,
+            crate::rest::json_payload_too_large,
+        ))
+        .map_response(IntoResponse::into_response)
+        // The async-graphql extractor reads the raw body stream, so axum's default limit
+        // does not apply to it: the tower-http layer caps every body before parsing.
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .map_request(|request: axum::extract::Request<_>| request.map(axum::body::Body::new))
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::auth::guard::guard,
+        ))
+        .service(routes);
+    wrap(stack)
+}
+
+/// `service` (the routes behind their middleware) as a [`Router`] that sends it every
+/// request.
+fn wrap<S>(service: S) -> Router
+where
+    S: tower::Service<axum::extract::Request, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: IntoResponse + 'static,
+    S::Future: Send + 'static,
+{
+    Router::new().fallback_service(service)
 }
 
 /// Every request runs in an `info` span that carries its request id, so each event logged

@@ -147,7 +147,7 @@ pub fn message_page(
     filter: &MessageFilter,
     window: &Window,
 ) -> Select<message::Entity> {
-    let mut select = visible(message::Entity::find(), viewer).filter(scope.condition());
+    let mut select = visible(find_messages(), viewer).filter(scope.condition());
     if !filter.is_empty() {
         select = select.filter(filter.condition());
     }
@@ -166,6 +166,14 @@ pub fn message_page(
         ListOrder::Ascending,
         window,
     )
+}
+
+/// `message::Entity::find()`, built once and cloned (SeaORM builds it column by column;
+/// a clone copies the result).
+fn find_messages() -> Select<message::Entity> {
+    static SELECT: std::sync::LazyLock<Select<message::Entity>> =
+        std::sync::LazyLock::new(message::Entity::find);
+    SELECT.clone()
 }
 
 /// A page of the messages `viewer` sees, oldest first (ties: lower id first). Unassigned
@@ -317,4 +325,24 @@ pub async fn count_unassigned_up_to(db: &impl ConnectionTrait, limit: u64) -> Re
         .expr(Expr::cust("1"))
         .filter(MessageScope::Unassigned.condition());
     Ok(run::count_up_to(db, select.into_query(), limit).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{DbBackend, EntityTrait, QueryTrait};
+
+    use super::*;
+
+    /// The cloned template builds exactly the statement a fresh `Entity::find()` builds.
+    #[test]
+    fn the_cached_select_is_the_fresh_one() {
+        for backend in [DbBackend::Postgres, DbBackend::Sqlite] {
+            for _ in 0..2 {
+                assert_eq!(
+                    find_messages().build(backend).to_string(),
+                    message::Entity::find().build(backend).to_string()
+                );
+            }
+        }
+    }
 }
