@@ -863,21 +863,25 @@ async fn sqlite_checkpoints_the_wal_beside_the_writers() {
     t.cleanup().await;
 }
 
-/// The FTS5 index merges its segments 16 at a time (migration `m20261202_000004`), the
-/// most FTS5 allows: fewer rewrites of each word in the commits of `recordMessage`.
+/// The FTS5 index merges its segments 8 at a time, and leaves crisis merges (all of a level
+/// at once, inside a commit) to levels of 64 (migration `m20261202_000004`): fewer
+/// rewrites of each word in the commits of `recordMessage`, and no cascade of merges in one
+/// commit after a bulk build.
 #[tokio::test]
-async fn sqlite_search_index_merges_sixteen_segments_at_a_time() {
+async fn sqlite_search_index_merges_in_steps_of_eight() {
     use sea_orm::{ConnectionTrait, Statement};
     let t = TestDb::sqlite().await;
-    let row =
-        t.db.query_one_raw(Statement::from_string(
-            t.db.get_database_backend(),
-            "SELECT v FROM messages_fts_config WHERE k = 'automerge'",
-        ))
-        .await
-        .unwrap()
-        .expect("automerge is configured");
-    assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), 16);
+    for (key, value) in [("automerge", 8), ("crisismerge", 64)] {
+        let row =
+            t.db.query_one_raw(Statement::from_string(
+                t.db.get_database_backend(),
+                format!("SELECT v FROM messages_fts_config WHERE k = '{key}'"),
+            ))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{key} is configured"));
+        assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), value, "{key}");
+    }
     t.cleanup().await;
 }
 
