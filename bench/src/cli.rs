@@ -132,6 +132,10 @@ pub struct Args {
     /// (with, without, without, with), for the index's cost on the record path.
     #[arg(long)]
     pub search_record: bool,
+    /// Rounds of the --search-record comparison, each with, without, without, with (after
+    /// one settling run with the index, not counted).
+    #[arg(long, default_value_t = 1)]
+    pub search_record_rounds: u32,
     /// Measure only parley against PostGraphile 4 (the peer) on one seeded PostgreSQL
     /// database: list, edges and thread saturated with --concurrency clients, req/s and
     /// server CPU per request side by side. Needs Node.js (skipped with a note without it)

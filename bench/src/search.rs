@@ -137,6 +137,9 @@ pub struct SearchRow {
 pub struct RecordRow {
     /// Whether the search index was there.
     pub with_index: bool,
+    /// The settling run before the measured ones (not in the comparison).
+    #[serde(default)]
+    pub settling: bool,
     /// What the run measured.
     pub stats: Stats,
 }
@@ -180,6 +183,7 @@ pub async fn run(args: &Args, engines: &[Engine]) -> anyhow::Result<()> {
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "record": args.search_record,
+            "record_rounds": args.search_record_rounds,
             "pool_size": args.pool_size,
             "server_env": args.server_env,
         }),
@@ -366,11 +370,19 @@ async fn measure(args: &Args, db: &BenchDb) -> anyhow::Result<EngineRun> {
             }
         }
         if args.search_record {
-            // With, without, without, with: one drop, one rebuild.
-            for (k, with_index) in [true, false, false, true].into_iter().enumerate() {
-                if k == 1 {
+            // A settling run first, with the index, not counted: the first writes after
+            // the bulk build meet cold pages and the index's first merges (a transient of
+            // seconds, which fell on the first "with" run alone and biased the comparison).
+            // Then per round: with, without, without, with (one drop, one rebuild).
+            let order = [true, false, false, true];
+            let runs = std::iter::once((None, true)).chain(
+                (0..args.search_record_rounds.max(1))
+                    .flat_map(|_| order.into_iter().enumerate().map(|(k, w)| (Some(k), w))),
+            );
+            for (i, (k, with_index)) in runs.enumerate() {
+                if k == Some(1) {
                     set_index(&conn, engine, false).await?;
-                } else if k == 3 {
+                } else if k == Some(3) {
                     let t = Instant::now();
                     set_index(&conn, engine, true).await?;
                     eprintln!(
@@ -384,16 +396,17 @@ async fn measure(args: &Args, db: &BenchDb) -> anyhow::Result<EngineRun> {
                     hot: None,
                 };
                 if !warmup.is_zero() {
-                    let mut w = Workload::new(mix, n, &format!("r{k}w"), 7);
+                    let mut w = Workload::new(mix, n, &format!("r{i}w"), 7);
                     load::run(&client, &url, &mut w, mode, warmup).await;
                 }
-                let mut w = Workload::new(mix, n, &format!("r{k}"), 11);
+                let mut w = Workload::new(mix, n, &format!("r{i}"), 11);
                 let stats = load::run(&client, &url, &mut w, mode, duration).await;
                 eprintln!(
-                    "{} record {} the search index at {}: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, {} errors",
+                    "{} record {} the search index at {}{}: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, {} errors",
                     engine.name(),
                     if with_index { "with" } else { "without" },
                     mode.label(),
+                    if k.is_none() { " (settling, not counted)" } else { "" },
                     stats.p50_ms,
                     stats.p95_ms,
                     stats.p99_ms,
@@ -402,7 +415,11 @@ async fn measure(args: &Args, db: &BenchDb) -> anyhow::Result<EngineRun> {
                 if let Some(e) = &stats.first_error {
                     eprintln!("  first error: {e}");
                 }
-                run.record.push(RecordRow { with_index, stats });
+                run.record.push(RecordRow {
+                    with_index,
+                    settling: k.is_none(),
+                    stats,
+                });
             }
         }
         anyhow::Ok(())
@@ -735,9 +752,14 @@ pub fn markdown(r: &SearchReport) -> String {
                 let t = &x.stats;
                 let _ = writeln!(
                     s,
-                    "| {} | {} the index | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms |",
+                    "| {} | {} the index{} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms |",
                     e.engine.name(),
                     if x.with_index { "with" } else { "without" },
+                    if x.settling {
+                        " (settling, not counted)"
+                    } else {
+                        ""
+                    },
                     t.requests,
                     t.errors,
                     t.p50_ms,
@@ -749,7 +771,7 @@ pub fn markdown(r: &SearchReport) -> String {
                 let v: Vec<f64> = e
                     .record
                     .iter()
-                    .filter(|x| x.with_index == with)
+                    .filter(|x| x.with_index == with && !x.settling)
                     .map(|x| x.stats.p95_ms)
                     .collect();
                 (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
