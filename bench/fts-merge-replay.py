@@ -28,13 +28,20 @@ WORDS = (
     "zephyr refund parcel ship late"
 ).split()
 
+# (name, FTS5 settings, pages of a 'merge' step run in its own transaction every 50 commits:
+# merging off the commits, as a task beside the writers would)
 SETTINGS = [
     ("no index", None),
     ("defaults (4, 16)", []),
     ("automerge 8, crisismerge 64", [("automerge", 8), ("crisismerge", 64)]),
     ("automerge 16, crisismerge 64", [("automerge", 16), ("crisismerge", 64)]),
     ("automerge 16, crisismerge 16", [("automerge", 16)]),
+    ("automerge 0, crisismerge 64, 'merge' 200 every 50 commits", [("automerge", 0), ("crisismerge", 64)]),
 ]
+
+#: Pages of the 'merge' step of the settings whose automerge is 0.
+MERGE_STEP = 200
+MERGE_EVERY = 50
 
 
 def connect(path):
@@ -95,11 +102,12 @@ def build(path, src, settings):
     return c, built
 
 
-def replay(c, commits):
+def replay(c, commits, merge_steps):
     base = c.execute("SELECT max(message_id) FROM message_texts").fetchone()[0]
     r = random.Random(2)
     words = "alpha bravo order refund parcel zephyr tango victor".split()
     took = []
+    steps = []
     for i in range(commits):
         text = " ".join(r.choice(words) + str(r.randint(0, 99999)) for _ in range(12))
         started = time.thread_time()
@@ -107,7 +115,16 @@ def replay(c, commits):
         c.execute("INSERT INTO message_texts VALUES (?, ?)", (base + 1 + i, text))
         c.execute("COMMIT")
         took.append((time.thread_time() - started) * 1e6)
+        if merge_steps and i % MERGE_EVERY == MERGE_EVERY - 1:
+            started = time.thread_time()
+            c.execute("BEGIN IMMEDIATE")
+            c.execute(
+                f"INSERT INTO messages_fts (messages_fts, rank) VALUES ('merge', {MERGE_STEP})"
+            )
+            c.execute("COMMIT")
+            steps.append((time.thread_time() - started) * 1e6)
     took.sort()
+    steps.sort()
     started = time.perf_counter()
     for word in ("order", "zephyr", "alpha", "refund"):
         for _ in range(20):
@@ -117,7 +134,10 @@ def replay(c, commits):
                 (word,),
             ).fetchall()
     query_ms = (time.perf_counter() - started) / 80 * 1e3
-    return took, query_ms
+    segments = 0
+    if merge_steps is not None:
+        segments = c.execute("SELECT count(DISTINCT segid) FROM messages_fts_idx").fetchone()[0]
+    return took, query_ms, steps, segments
 
 
 def main():
@@ -125,23 +145,38 @@ def main():
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--commits", type=int, default=10_000)
     p.add_argument("--dir", default="/tmp/fts-replay")
+    p.add_argument("--only", help="run only the settings whose name contains this")
     a = p.parse_args()
     os.makedirs(a.dir, exist_ok=True)
     src = os.path.join(a.dir, f"texts-{a.rows}.sqlite")
     source(src, a.rows)
     print(f"SQLite {sqlite3.sqlite_version}, {a.rows:,} texts, {a.commits:,} one-text commits")
-    print("| setting | build s | mean µs | p50 | p95 | p99 | max µs | query ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| setting | build s | mean µs | p50 | p95 | p99 | max µs | query ms | segments "
+        "| merge steps p50 / p95 / max µs |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for name, settings in SETTINGS:
+        if a.only and a.only not in name:
+            continue
         path = os.path.join(a.dir, "replay.sqlite")
         c, built = build(path, src, settings)
-        took, query_ms = replay(c, a.commits)
+        off_commit = settings is not None and ("automerge", 0) in settings
+        took, query_ms, steps, segments = replay(
+            c, a.commits, off_commit if settings is not None else None
+        )
         c.close()
         n = len(took)
         q = lambda f: took[min(n - 1, int(n * f))]
+        k = len(steps)
+        step = (
+            f"{steps[k // 2]:,.0f} / {steps[min(k - 1, int(k * 0.95))]:,.0f} / {steps[-1]:,.0f}"
+            if steps
+            else ""
+        )
         print(
             f"| {name} | {built:.1f} | {sum(took) / n:.0f} | {q(0.5):.0f} | {q(0.95):.0f} | "
-            f"{q(0.99):.0f} | {took[-1]:,.0f} | {query_ms:.2f} |",
+            f"{q(0.99):.0f} | {took[-1]:,.0f} | {query_ms:.2f} | {segments or ''} | {step} |",
             flush=True,
         )
         fresh(path)
