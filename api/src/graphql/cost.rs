@@ -57,8 +57,7 @@ use async_graphql::parser::types::{
 };
 use async_graphql::{
     ErrorExtensionValues, InputType, Name, ObjectType, Request, Response, Schema, SchemaEnv,
-    ServerError,
-    ServerResult, SubscriptionType, ValidationResult, Value, Variables,
+    ServerError, ServerResult, SubscriptionType, ValidationResult, Value, Variables,
 };
 use service::normalize::Region;
 use service::{Limits, Viewer};
