@@ -36,10 +36,11 @@ SETTINGS = [
     ("automerge 8, crisismerge 64", [("automerge", 8), ("crisismerge", 64)]),
     ("automerge 16, crisismerge 64", [("automerge", 16), ("crisismerge", 64)]),
     ("automerge 16, crisismerge 16", [("automerge", 16)]),
-    ("automerge 0, crisismerge 64, 'merge' 200 every 50 commits", [("automerge", 0), ("crisismerge", 64)]),
+    ("automerge 0, crisismerge 64, 'merge' steps", [("automerge", 0), ("crisismerge", 64)]),
 ]
 
-#: Pages of the 'merge' step of the settings whose automerge is 0.
+#: Pages of the 'merge' step of the settings whose automerge is 0, and commits between steps
+#: (--merge-step, --merge-every).
 MERGE_STEP = 200
 MERGE_EVERY = 50
 
@@ -141,12 +142,16 @@ def replay(c, commits, merge_steps):
 
 
 def main():
+    global MERGE_STEP, MERGE_EVERY
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--commits", type=int, default=10_000)
     p.add_argument("--dir", default="/tmp/fts-replay")
     p.add_argument("--only", help="run only the settings whose name contains this")
+    p.add_argument("--merge-step", type=int, default=MERGE_STEP, help="pages of a 'merge' step")
+    p.add_argument("--merge-every", type=int, default=MERGE_EVERY, help="commits between steps")
     a = p.parse_args()
+    MERGE_STEP, MERGE_EVERY = a.merge_step, a.merge_every
     os.makedirs(a.dir, exist_ok=True)
     src = os.path.join(a.dir, f"texts-{a.rows}.sqlite")
     source(src, a.rows)
