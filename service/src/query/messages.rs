@@ -277,13 +277,18 @@ pub async fn count_messages_batch(
         .collect();
     for chunk in conversation_ids.chunks(MAX_ARMS_PER_STATEMENT) {
         let mut arms = chunk.iter().enumerate().map(|(i, id)| {
-            let rows = message::Entity::find()
-                .select_only()
+            // A bare select of `1`, not `Entity::find().select_only()`, which builds every
+            // column's expression before dropping them: once per arm, up to 100 a statement.
+            let rows = Query::select()
                 .expr(Expr::cust("1"))
-                .filter(Column::ConversationId.eq(*id))
-                .filter(filter.condition())
+                .from(message::Entity)
+                .cond_where(
+                    Condition::all()
+                        .add(Column::ConversationId.eq(*id))
+                        .add(filter.condition()),
+                )
                 .limit(count_probe(limit))
-                .into_query();
+                .to_owned();
             Query::select()
                 .expr_as(Expr::val(*id), Alias::new("conversation_id"))
                 .expr_as(Expr::col(Asterisk).count(), Alias::new("n"))
