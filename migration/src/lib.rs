@@ -13,6 +13,7 @@ mod m20261201_000004_conversation_counts;
 mod m20261202_000001_search_keys;
 mod m20261202_000003_message_txid;
 mod m20261202_000004_search_merge;
+mod m20261202_000005_search_merge_off_commits;
 
 /// Runs parley's migrations in order.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_search_keys::Migration),
             Box::new(m20261202_000003_message_txid::Migration),
             Box::new(m20261202_000004_search_merge::Migration),
+            Box::new(m20261202_000005_search_merge_off_commits::Migration),
         ]
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -98,8 +98,15 @@ pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 /// How often, at most, a commit starts a checkpoint off its path (see [`Shared::after_commit`]).
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
-/// What this process shares per SQLite database file: its turn to write, and its
-/// checkpoints.
+/// Commits between two steps of merging the search index's segments (see
+/// [`Shared::after_commit`]).
+pub const MERGE_EVERY_COMMITS: u32 = 10;
+
+/// Pages of merged index that one step writes, roughly (FTS5's `'merge'` command).
+pub const MERGE_STEP_PAGES: u32 = 32;
+
+/// What this process shares per SQLite database file: its turn to write, its checkpoints,
+/// and the merging of the search index.
 #[derive(Default)]
 struct Shared {
     turn: Arc<Mutex<()>>,
@@ -107,6 +114,10 @@ struct Shared {
     checkpointing: AtomicBool,
     /// When the last checkpoint started.
     last_checkpoint: std::sync::Mutex<Option<Instant>>,
+    /// Commits since the search index was last merged a step.
+    unmerged_commits: AtomicU32,
+    /// A task is merging the search index.
+    merging: AtomicBool,
 }
 
 impl Shared {
@@ -121,7 +132,17 @@ impl Shared {
     /// (75-90 ms for 1,200 pages here), and every writer queued behind it waits as long. The
     /// search index writes about eight pages a message, so at 100 messages a second that
     /// happened every 1.3 s and delayed about eight requests each time.
+    ///
+    /// Every [`MERGE_EVERY_COMMITS`] commits it also starts merging the search index a step
+    /// (see [`Shared::merge_index`]).
     fn after_commit(self: &Arc<Self>, db: &DatabaseConnection) {
+        if self.unmerged_commits.fetch_add(1, Ordering::AcqRel) + 1 >= MERGE_EVERY_COMMITS
+            && !self.merging.swap(true, Ordering::AcqRel)
+        {
+            let db = db.clone();
+            let shared = Arc::clone(self);
+            tokio::spawn(async move { shared.merge_index(&db).await });
+        }
         {
             let mut last = self
                 .last_checkpoint
@@ -151,6 +172,82 @@ impl Shared {
             }
         });
     }
+}
+
+impl Shared {
+    /// Merges the FTS5 search index's segments, a step of about [`MERGE_STEP_PAGES`] pages
+    /// for every [`MERGE_EVERY_COMMITS`] commits since the last step, each step a
+    /// transaction of its own in this process's turn to write, so writers queue between
+    /// steps rather than behind all of them. It stops early when a step finds nothing to
+    /// merge (fewer than `usermerge`, 4, segments on every level).
+    ///
+    /// The index does not merge inside the commits that write it (`automerge` 0, migration
+    /// `m20261202_000005`): there, after every 64 leaf pages written, one `recordMessage`
+    /// commit merged 64 pages per level of the index while every writer behind it waited,
+    /// stalls of tens of milliseconds that grew with the index. Here the same work is done
+    /// in steps of a few milliseconds between the commits. Without any merging the index
+    /// would keep up to 64 segments a level (`crisismerge`), and every search would read
+    /// them all.
+    async fn merge_index(&self, db: &DatabaseConnection) {
+        while self
+            .unmerged_commits
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                n.checked_sub(MERGE_EVERY_COMMITS)
+            })
+            .is_ok()
+        {
+            match self.merge_step(db).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Nothing to merge until more segments are written.
+                    self.unmerged_commits.store(0, Ordering::Release);
+                    break;
+                }
+                Err(e) => {
+                    // A database without the index (not migrated yet), or a busy file: the
+                    // next commits try again, and FTS5's crisis merge bounds the segments
+                    // meanwhile.
+                    tracing::debug!(error = %e, "merging the search index failed");
+                    self.unmerged_commits.store(0, Ordering::Release);
+                    break;
+                }
+            }
+        }
+        self.merging.store(false, Ordering::Release);
+    }
+
+    /// One step of [`Shared::merge_index`]; `false` when it found nothing to merge.
+    async fn merge_step(&self, db: &DatabaseConnection) -> Result<bool, DbErr> {
+        let _turn = write_turn(self).await;
+        let txn = db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await?;
+        let before = total_changes(&txn).await?;
+        txn.execute_unprepared(&format!(
+            "INSERT INTO messages_fts (messages_fts, rank) VALUES ('merge', {MERGE_STEP_PAGES})"
+        ))
+        .await?;
+        // FTS5: a 'merge' that changed fewer than two rows did nothing.
+        let merged = total_changes(&txn).await? - before >= 2;
+        txn.commit().await?;
+        Ok(merged)
+    }
+}
+
+/// SQLite's count of rows changed on `txn`'s connection since it opened.
+async fn total_changes(txn: &DatabaseTransaction) -> Result<i64, DbErr> {
+    let row = txn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT total_changes()".to_owned(),
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("SELECT total_changes() returned no row".to_owned()))?;
+    row.try_get_by_index::<i64>(0)
+        .map_err(|e| DbErr::Custom(e.to_string()))
 }
 
 /// A passive checkpoint of `db`'s WAL; `false` when the database is not in WAL mode (in

@@ -863,15 +863,15 @@ async fn sqlite_checkpoints_the_wal_beside_the_writers() {
     t.cleanup().await;
 }
 
-/// The FTS5 index merges its segments 8 at a time, and leaves crisis merges (all of a level
-/// at once, inside a commit) to levels of 64 (migration `m20261202_000004`): fewer
-/// rewrites of each word in the commits of `recordMessage`, and no cascade of merges in one
-/// commit after a bulk build.
+/// The FTS5 index never merges inside the commits that write it (`automerge` 0, migration
+/// `m20261202_000005`), and leaves crisis merges (all of a level at once, inside a commit)
+/// to levels of 64 (`m20261202_000004`): a process writing without parley's merging task
+/// still keeps the index bounded.
 #[tokio::test]
-async fn sqlite_search_index_merges_in_steps_of_eight() {
+async fn sqlite_search_index_does_not_merge_inside_commits() {
     use sea_orm::{ConnectionTrait, Statement};
     let t = TestDb::sqlite().await;
-    for (key, value) in [("automerge", 8), ("crisismerge", 64)] {
+    for (key, value) in [("automerge", 0), ("crisismerge", 64)] {
         let row =
             t.db.query_one_raw(Statement::from_string(
                 t.db.get_database_backend(),
@@ -882,6 +882,69 @@ async fn sqlite_search_index_merges_in_steps_of_eight() {
             .unwrap_or_else(|| panic!("{key} is configured"));
         assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), value, "{key}");
     }
+    t.cleanup().await;
+}
+
+/// The search index is merged beside the writers (`service::db`, a step every
+/// `MERGE_EVERY_COMMITS` commits): after 500 one-message commits it holds a few segments,
+/// where FTS5 left alone with `automerge` 0 would keep up to 64 a level (about 60 here),
+/// and every search would read them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_search_index_is_merged_beside_the_writers() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let t = TestDb::sqlite().await;
+    let s = Settings::default();
+    for i in 0..500 {
+        let to = format!("+1201666{:04}", i % 50);
+        let body = format!("order {i} refund word{i} zephyr");
+        record_message(
+            &t.db,
+            &s,
+            sms(Direction::Inbound, "+18045551234", &to, &body, i % 60),
+        )
+        .await
+        .unwrap();
+    }
+    let segments = || async {
+        t.db.query_one_raw(Statement::from_string(
+            t.db.get_database_backend(),
+            "SELECT count(DISTINCT segid) FROM messages_fts_idx",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap()
+    };
+    // The last step may still be running.
+    let mut count = segments().await;
+    for _ in 0..50 {
+        if count <= 12 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        count = segments().await;
+    }
+    assert!(
+        count <= 12,
+        "the index holds {count} segments after 500 commits: nothing merged it beside the writers"
+    );
+    // The merged index is whole: FTS5's own check against the messages, and every message
+    // found.
+    t.db.execute_unprepared("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')")
+        .await
+        .unwrap();
+    let found =
+        t.db.query_one_raw(Statement::from_string(
+            t.db.get_database_backend(),
+            "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'zephyr'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap();
+    assert_eq!(found, 500);
     t.cleanup().await;
 }
 
