@@ -152,6 +152,18 @@ pub struct Args {
     /// How many times the --peer run measures each shape on each server (alternating).
     #[arg(long, default_value_t = 1)]
     pub peer_rounds: usize,
+    /// The --peer run's peer: this binary instead of PostGraphile, started as parley is
+    /// (`BIN serve` with parley's environment and --server-env, plus --peer-env) and sent
+    /// parley's own three documents (e.g. `target/release/parley-floor`, the stack's floor).
+    #[arg(long, value_name = "BIN")]
+    pub peer_bin: Option<PathBuf>,
+    /// Extra `KEY=VALUE` environment for --peer-bin (repeatable), e.g.
+    /// `PARLEY_FLOOR_MODE=json`.
+    #[arg(long = "peer-env", value_name = "KEY=VALUE")]
+    pub peer_env: Vec<String>,
+    /// The peer's name in the report [default: PostGraphile, or --peer-bin's file name].
+    #[arg(long)]
+    pub peer_name: Option<String>,
 }
 
 /// A storage engine.

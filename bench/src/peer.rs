@@ -6,6 +6,9 @@
 //! PostGraphile is pinned in `bench/peer/package.json` and `package-lock.json`; without
 //! Node.js the run is skipped with a note (not an error), and when PostGraphile is not
 //! installed yet the runner installs it with `npm ci` (from the lock file).
+//!
+//! With `--peer-bin`, the peer is another binary that serves parley's schema (started as
+//! parley is and sent parley's documents) instead: `parley-floor`, the stack's floor.
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,13 +21,16 @@ use crate::db::SeedSpec;
 use crate::load::{self, Mode};
 use crate::report::{PeerRow, PeerSide, Report};
 use crate::run::{log_tail, prepare, start_server};
-use crate::server::Server;
+use crate::server::{Server, ServerSpec};
 use crate::workload::{Mix, ReadShape, Workload};
 
 /// Runs the comparison (or records why it was skipped).
 pub async fn run(args: &Args, client: &reqwest::Client, report: &mut Report) -> anyhow::Result<()> {
     if args.database_url.is_none() {
         bail!("--peer needs --database-url (PostGraphile serves PostgreSQL only)");
+    }
+    if let Some(bin) = &args.peer_bin {
+        return run_bin(args, bin, client, report).await;
     }
     let node_version = Command::new(&args.node_bin)
         .arg("--version")
@@ -85,7 +91,11 @@ pub async fn run(args: &Args, client: &reqwest::Client, report: &mut Report) -> 
                 return Err(e);
             }
         };
-        let measured = measure(args, client, &parley, &peer, report).await;
+        let sides = Sides {
+            peer_name: "PostGraphile",
+            peer_mix: Mix::Peer,
+        };
+        let measured = measure(args, client, &parley, &peer, sides, report).await;
         if measured.is_err() || report.errors() > 0 {
             eprintln!("last lines of parley's log:\n{}", log_tail(&parley.log, 20));
             eprintln!(
@@ -100,6 +110,90 @@ pub async fn run(args: &Args, client: &reqwest::Client, report: &mut Report) -> 
     .await;
     db.drop(args.keep_db).await?;
     outcome
+}
+
+/// The `--peer-bin` run: parley against another binary started as parley is, both sent
+/// parley's documents.
+async fn run_bin(
+    args: &Args,
+    bin: &Path,
+    client: &reqwest::Client,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let name = args.peer_name.clone().unwrap_or_else(|| {
+        bin.file_name()
+            .map_or_else(|| bin.display().to_string(), |n| n.to_string_lossy().into())
+    });
+    report.notes.push(format!(
+        "{name} is {} started as parley is{}, sent parley's documents; parley {} with its default settings{}.",
+        bin.display(),
+        if args.peer_env.is_empty() {
+            String::new()
+        } else {
+            format!(" with {}", args.peer_env.join(" "))
+        },
+        args.parley_bin().display(),
+        args.pool_size
+            .map_or(String::new(), |n| format!(" and a pool of {n}")),
+    ));
+    report.peer_name = Some(name.clone());
+    let spec = SeedSpec {
+        conversations: args.scale,
+        messages: args.messages,
+    };
+    let db = prepare(args, Engine::Postgres, spec, "p", report).await?;
+    let outcome = async {
+        let logs = tempfile::Builder::new()
+            .prefix("parley-bench-logs-")
+            .tempdir()?;
+        let parley = start_server(args, client, &db, &logs, "server").await?;
+        let env: Vec<String> = args
+            .server_env
+            .iter()
+            .chain(&args.peer_env)
+            .cloned()
+            .collect();
+        let peer = Server::start(
+            ServerSpec {
+                bin,
+                database_url: &db.url,
+                pool_size: args.pool_size,
+                env: &env,
+                log: logs.path().join("peer.log"),
+            },
+            client,
+        )
+        .await;
+        let peer = match peer {
+            Ok(peer) => peer,
+            Err(e) => {
+                parley.stop().await?;
+                return Err(e);
+            }
+        };
+        let sides = Sides {
+            peer_name: &name,
+            peer_mix: ReadShape::parley_mix,
+        };
+        let measured = measure(args, client, &parley, &peer, sides, report).await;
+        if measured.is_err() || report.errors() > 0 {
+            eprintln!("last lines of parley's log:\n{}", log_tail(&parley.log, 20));
+            eprintln!("last lines of {name}'s log:\n{}", log_tail(&peer.log, 20));
+        }
+        parley.stop().await?;
+        peer.stop().await?;
+        measured
+    }
+    .await;
+    db.drop(args.keep_db).await?;
+    outcome
+}
+
+/// Who the peer is: its name, and the mix it is sent for each shape.
+#[derive(Clone, Copy)]
+struct Sides<'a> {
+    peer_name: &'a str,
+    peer_mix: fn(ReadShape) -> Mix,
 }
 
 /// The pool each server gets: `--pool-size`, or parley's default (16).
@@ -138,8 +232,13 @@ async fn measure(
     client: &reqwest::Client,
     parley: &Server,
     peer: &Server,
+    sides: Sides<'_>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
+    let Sides {
+        peer_name,
+        peer_mix,
+    } = sides;
     for shape in ReadShape::ALL {
         let want = match shape {
             ReadShape::Thread => args.messages.min(50),
@@ -147,7 +246,7 @@ async fn measure(
         } as usize;
         for (name, server, mix) in [
             ("parley", parley, shape.parley_mix()),
-            ("PostGraphile", peer, Mix::Peer(shape)),
+            (peer_name, peer, peer_mix(shape)),
         ] {
             let rows = rows_in_answer(client, server, mix, args.scale).await?;
             if rows != want {
@@ -167,7 +266,7 @@ async fn measure(
             // Alternate which server goes first, round by round.
             let mut order = [
                 ("parley", parley, shape.parley_mix()),
-                ("PostGraphile", peer, Mix::Peer(shape)),
+                (peer_name, peer, peer_mix(shape)),
             ];
             if round % 2 == 0 {
                 order.reverse();
@@ -216,7 +315,7 @@ async fn measure(
                 shape,
                 round,
                 parley: take("parley"),
-                peer: take("PostGraphile"),
+                peer: take(peer_name),
             });
         }
     }

@@ -68,7 +68,8 @@ pub struct ScalingRow {
     pub peak_rss_mib: Option<f64>,
 }
 
-/// One shape of the `--peer` run: parley and PostGraphile on the same database.
+/// One shape of the `--peer` run: parley and its peer (PostGraphile, or `--peer-bin`) on the
+/// same database.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PeerRow {
     /// Which read.
@@ -77,7 +78,7 @@ pub struct PeerRow {
     pub round: usize,
     /// parley.
     pub parley: PeerSide,
-    /// PostGraphile.
+    /// The peer.
     pub peer: PeerSide,
 }
 
@@ -126,6 +127,9 @@ pub struct Report {
     /// The `--peer` comparison.
     #[serde(default)]
     pub peer: Vec<PeerRow>,
+    /// The peer's name (PostGraphile when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_name: Option<String>,
     /// Notes for the reader (e.g. a part skipped).
     #[serde(default)]
     pub notes: Vec<String>,
@@ -239,9 +243,11 @@ impl Report {
             out.push('\n');
         }
         if !self.peer.is_empty() {
-            out.push_str(
-                "| shape | round | parley req/s | PostGraphile req/s | parley / PostGraphile | parley CPU µs/req | PostGraphile CPU µs/req | PostGraphile / parley CPU | errors |\n\
-                 |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            let peer = self.peer_name.as_deref().unwrap_or("PostGraphile");
+            let _ = writeln!(
+                out,
+                "| shape | round | parley req/s | {peer} req/s | parley / {peer} | parley CPU µs/req | {peer} CPU µs/req | {peer} / parley CPU | errors |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|---:|",
             );
             for p in &self.peer {
                 let (a, b) = (&p.parley, &p.peer);
