@@ -9,6 +9,7 @@ pub mod error;
 pub mod graphiql;
 pub mod graphql;
 pub mod http;
+pub mod middleware;
 pub mod observability;
 pub mod ops;
 pub mod request_id;

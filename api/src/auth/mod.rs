@@ -1,6 +1,6 @@
 //! Identity and access at the HTTP edge: who is asking ([`jwt`]: bearer tokens), provider
 //! webhooks ([`webhook`]: signatures), the start-up policy (development mode on loopback
-//! only), and the one middleware ([`guard::guard`]) that puts a [`Principal`] on every request
+//! only), and the one middleware ([`guard::Guard`]) that puts a [`Principal`] on every request
 //! or answers `UNAUTHENTICATED` / `FORBIDDEN`. What a principal may see is decided in
 //! `service::access`.
 

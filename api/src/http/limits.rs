@@ -7,26 +7,29 @@
 //! Errors are GraphQL-shaped (`{"errors": [{"message", "extensions": {"code"}}]}`), or the
 //! REST shape (`{"code", "message"}`) on `/api/` paths.
 
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use async_graphql::{ErrorExtensionValues, ServerError};
 use async_graphql_axum::GraphQLResponse;
-use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
 use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tokio::sync::Semaphore;
+use pin_project_lite::pin_project;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tower::{Service, ServiceExt as _};
 
 use crate::error::code::PAYLOAD_TOO_LARGE;
+use crate::middleware::{Answer, Finish, Finisher, Finishing};
 
 /// `extensions.code` of a request shed because the server is at its limits (503, with
 /// `Retry-After`); safe to retry after that many seconds. The same code as a saturated
@@ -85,28 +88,32 @@ impl Default for ConnLimits {
     }
 }
 
-/// `app` behind the request-level limits: the response cap outermost, then admission
-/// (in-flight cap, queue, shedding), then the body deadline.
-pub fn layer(app: Router, limits: &ConnLimits) -> Router {
+/// `S` behind the request-level limits, outermost first: the response cap, admission,
+/// the body deadline.
+pub type Bounded<S> = CapResponse<Admit<CutSlowBodies<S>>>;
+
+/// `app` behind the request-level limits (see [`Bounded`]).
+pub fn layer<S>(app: S, limits: &ConnLimits) -> Bounded<S> {
     let gate = Arc::new(Gate {
         permits: Arc::new(Semaphore::new(limits.max_in_flight)),
         queued: AtomicUsize::new(0),
         max_queued: limits.max_queued,
         queue_timeout: limits.queue_timeout,
     });
-    let body = BodyDeadline {
+    let settings = BodyDeadline {
         timeout: limits.body_read_timeout,
         min_rate: limits.body_min_rate,
     };
-    // One service around the router, not a layer boxed around each route (see
-    // `super::router`); outermost first.
-    Router::new().fallback_service(
-        tower::ServiceBuilder::new()
-            .layer(from_fn_with_state(limits.max_response_bytes, cap_response))
-            .layer(from_fn_with_state(gate, admit))
-            .layer(from_fn_with_state(body, body_deadline))
-            .service(app),
-    )
+    CapResponse {
+        inner: Admit {
+            inner: CutSlowBodies {
+                inner: app,
+                settings,
+            },
+            gate,
+        },
+        max: limits.max_response_bytes,
+    }
 }
 
 /// Counts a request or connection refused by one of these limits in
@@ -120,6 +127,23 @@ fn is_rest(path: &str) -> bool {
     path.starts_with("/api/")
 }
 
+/// Which error shape a request's answer takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Graphql,
+    Rest,
+}
+
+impl Endpoint {
+    fn of(path: &str) -> Endpoint {
+        if is_rest(path) {
+            Endpoint::Rest
+        } else {
+            Endpoint::Graphql
+        }
+    }
+}
+
 /// An error in the shape of the endpoint at `path`.
 pub(crate) fn error_response(
     path: &str,
@@ -127,7 +151,17 @@ pub(crate) fn error_response(
     code: &'static str,
     message: String,
 ) -> Response {
-    if is_rest(path) {
+    endpoint_error(Endpoint::of(path), status, code, message)
+}
+
+/// An error in the shape of `endpoint`.
+fn endpoint_error(
+    endpoint: Endpoint,
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+) -> Response {
+    if endpoint == Endpoint::Rest {
         let body = serde_json::json!({ "code": code, "message": message });
         (status, axum::Json(body)).into_response()
     } else {
@@ -183,33 +217,82 @@ impl Drop for Queued<'_> {
 /// in the queue (up to `queue_timeout`) when fewer than `max_queued` wait, and is shed with
 /// 503 `OVERLOADED` and `Retry-After` when not. The turn is held until the handler has
 /// answered, so it covers reading the request body.
-async fn admit(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
-    if is_exempt(request.uri().path()) {
-        return next.run(request).await;
+#[derive(Clone)]
+pub struct Admit<S> {
+    inner: S,
+    gate: Arc<Gate>,
+}
+
+impl<S> Service<Request> for Admit<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answer<Finishing<S::Future, Turn>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
-    let permit = match gate.permits.clone().try_acquire_owned() {
-        Ok(permit) => permit,
-        Err(_) => {
-            if gate.queued.fetch_add(1, Ordering::SeqCst) >= gate.max_queued {
-                gate.queued.fetch_sub(1, Ordering::SeqCst);
-                count("queue_full");
-                return overloaded(request.uri().path(), "too many requests waiting");
-            }
-            let _place = Queued(&gate.queued);
-            match tokio::time::timeout(gate.queue_timeout, gate.permits.clone().acquire_owned())
-                .await
-            {
-                Ok(Ok(permit)) => permit,
-                _ => {
-                    count("queue_timeout");
-                    return overloaded(request.uri().path(), "the request waited too long");
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let turn = if is_exempt(request.uri().path()) {
+            Turn { _permit: None }
+        } else {
+            match self.gate.permits.clone().try_acquire_owned() {
+                Ok(permit) => Turn {
+                    _permit: Some(permit),
+                },
+                Err(_) => {
+                    let gate = self.gate.clone();
+                    let inner = self.inner.clone();
+                    return Answer::boxed(async move {
+                        let permit = match wait_for_turn(&gate).await {
+                            Ok(permit) => permit,
+                            Err(why) => return overloaded(request.uri().path(), why),
+                        };
+                        let Ok(response) = inner.oneshot(request).await;
+                        drop(permit);
+                        response
+                    });
                 }
             }
+        };
+        Answer::Inner {
+            future: Finishing::new(self.inner.call(request), turn),
         }
-    };
-    let response = next.run(request).await;
-    drop(permit);
-    response
+    }
+}
+
+/// A turn under the in-flight cap (none for the exempt paths), given back once the inner
+/// service has answered (or its answer is dropped).
+pub struct Turn {
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Finish for Turn {
+    fn finish(self, response: Response) -> Response {
+        drop(self);
+        response
+    }
+}
+
+/// A turn after waiting in the queue, or why the request is shed.
+async fn wait_for_turn(gate: &Gate) -> Result<OwnedSemaphorePermit, &'static str> {
+    if gate.queued.fetch_add(1, Ordering::SeqCst) >= gate.max_queued {
+        gate.queued.fetch_sub(1, Ordering::SeqCst);
+        count("queue_full");
+        return Err("too many requests waiting");
+    }
+    let _place = Queued(&gate.queued);
+    match tokio::time::timeout(gate.queue_timeout, gate.permits.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => {
+            count("queue_timeout");
+            Err("the request waited too long")
+        }
+    }
 }
 
 /// The body deadline's settings.
@@ -222,44 +305,74 @@ struct BodyDeadline {
 /// Wraps the request body in a [`DeadlineBody`]; when it expired, the handler's answer
 /// (whatever reading the cut body made it say) is replaced by 408 `REQUEST_TIMEOUT` and
 /// the connection is closed.
-async fn body_deadline(
-    State(settings): State<BodyDeadline>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let path = request.uri().path().to_owned();
-    let expired = Arc::new(AtomicBool::new(false));
-    let request = request.map(|body| {
-        Body::new(DeadlineBody {
-            inner: body,
-            settings,
-            started: None,
-            received: 0,
-            sleep: None,
-            expired: expired.clone(),
-        })
-    });
-    let response = next.run(request).await;
-    if !expired.load(Ordering::SeqCst) {
-        return response;
+#[derive(Clone)]
+pub struct CutSlowBodies<S> {
+    inner: S,
+    settings: BodyDeadline,
+}
+
+impl<S> Service<Request> for CutSlowBodies<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Finishing<S::Future, Expiry>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
-    count("body_timeout");
-    let mut timeout = error_response(
-        &path,
-        StatusCode::REQUEST_TIMEOUT,
-        REQUEST_TIMEOUT,
-        format!(
-            "the request body arrived too slowly (it may take {} s plus one second per {} bytes \
-             received); send it faster or in one piece",
-            settings.timeout.as_secs_f64(),
-            settings.min_rate
-        ),
-    );
-    keep_request_id(response.headers(), timeout.headers_mut());
-    timeout
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    timeout
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let expiry = Expiry {
+            expired: Arc::new(AtomicBool::new(false)),
+            settings: self.settings,
+            endpoint: Endpoint::of(request.uri().path()),
+        };
+        let request = request.map(|body| {
+            Body::new(DeadlineBody {
+                inner: body,
+                settings: self.settings,
+                started: None,
+                received: 0,
+                sleep: None,
+                expired: expiry.expired.clone(),
+            })
+        });
+        Finishing::new(self.inner.call(request), expiry)
+    }
+}
+
+/// Whether a request's body was cut, and the 408 that then replaces its answer.
+pub struct Expiry {
+    expired: Arc<AtomicBool>,
+    settings: BodyDeadline,
+    endpoint: Endpoint,
+}
+
+impl Finish for Expiry {
+    fn finish(self, response: Response) -> Response {
+        if !self.expired.load(Ordering::SeqCst) {
+            return response;
+        }
+        count("body_timeout");
+        let mut timeout = endpoint_error(
+            self.endpoint,
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+            format!(
+                "the request body arrived too slowly (it may take {} s plus one second per {} \
+                 bytes received); send it faster or in one piece",
+                self.settings.timeout.as_secs_f64(),
+                self.settings.min_rate
+            ),
+        );
+        keep_request_id(response.headers(), timeout.headers_mut());
+        timeout
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        timeout
+    }
 }
 
 /// Copies the `x-request-id` of the answer being replaced.
@@ -370,26 +483,88 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// with `data: null` on GraphQL, as for any execution error; 400 on REST), so a client
 /// never receives a truncated body. Static assets, the GraphiQL page and metrics are not
 /// results and pass as they are.
-async fn cap_response(State(max): State<usize>, request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_owned();
-    let response = next.run(request).await;
+#[derive(Clone)]
+pub struct CapResponse<S> {
+    inner: S,
+    max: usize,
+}
+
+impl<S> Service<Request> for CapResponse<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Capping<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        Capping {
+            endpoint: Endpoint::of(request.uri().path()),
+            inner: self.inner.call(request),
+            max: self.max,
+            buffering: None,
+        }
+    }
+}
+
+pin_project! {
+    /// The answer of [`CapResponse`]'s inner service, checked against the cap (and
+    /// buffered first when its length is unknown).
+    pub struct Capping<F> {
+        #[pin]
+        inner: F,
+        max: usize,
+        endpoint: Endpoint,
+        buffering: Option<BoxFuture<'static, Response>>,
+    }
+}
+
+impl<F> Future for Capping<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(buffering) = this.buffering.as_mut() {
+            return buffering.as_mut().poll(cx).map(Ok);
+        }
+        let Ok(response) = ready!(this.inner.poll(cx));
+        match cap(response, *this.max, *this.endpoint) {
+            Ok(response) => Poll::Ready(Ok(response)),
+            Err(buffering) => this.buffering.insert(buffering).as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
+/// `response` within `max` bytes: as it is, or the `RESPONSE_TOO_LARGE` error; `Err` when
+/// its length is unknown, with the future that buffers it (up to the cap) to decide.
+fn cap(
+    response: Response,
+    max: usize,
+    endpoint: Endpoint,
+) -> Result<Response, BoxFuture<'static, Response>> {
     if !is_json(response.headers()) {
-        return response;
+        return Ok(response);
     }
     let hint = http_body::Body::size_hint(response.body());
     if hint.upper().is_some_and(|upper| upper <= max as u64) {
-        return response;
+        return Ok(response);
     }
     let (parts, body) = response.into_parts();
-    let too_large = |headers: &HeaderMap| {
+    let too_large = move |headers: &HeaderMap| {
         count("response_too_large");
-        let status = if is_rest(&path) {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::OK
+        let status = match endpoint {
+            Endpoint::Rest => StatusCode::BAD_REQUEST,
+            Endpoint::Graphql => StatusCode::OK,
         };
-        let mut response = error_response(
-            &path,
+        let mut response = endpoint_error(
+            endpoint,
             status,
             RESPONSE_TOO_LARGE,
             format!(
@@ -402,51 +577,58 @@ async fn cap_response(State(max): State<usize>, request: Request, next: Next) ->
         response
     };
     if hint.lower() > max as u64 {
-        return too_large(&parts.headers);
+        return Ok(too_large(&parts.headers));
     }
     // A body of unknown length: buffer it up to the cap to decide.
-    match Limited::new(body, max).collect().await {
-        Ok(collected) => Response::from_parts(parts, Body::from(collected.to_bytes())),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => too_large(&parts.headers),
-        Err(e) => {
-            tracing::warn!(error = %e, "the response body failed while being sent");
-            error_response(
-                &path,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                crate::error::code::INTERNAL,
-                "the response failed while being produced; retry".to_owned(),
-            )
+    Err(Box::pin(async move {
+        match Limited::new(body, max).collect().await {
+            Ok(collected) => Response::from_parts(parts, Body::from(collected.to_bytes())),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => too_large(&parts.headers),
+            Err(e) => {
+                tracing::warn!(error = %e, "the response body failed while being sent");
+                endpoint_error(
+                    endpoint,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    crate::error::code::INTERNAL,
+                    "the response failed while being produced; retry".to_owned(),
+                )
+            }
         }
-    }
+    }))
 }
 
 /// Middleware for the router, outside its body-limit layer (like
-/// [`crate::rest::json_payload_too_large`] for `/api/`): the layer refuses a body whose
+/// [`crate::rest::JsonPayloadTooLarge`] for `/api/`): the layer refuses a body whose
 /// `content-length` is over the limit with a plain-text 413; elsewhere (`/graphql`) this
 /// gives that answer the GraphQL shape with `PAYLOAD_TOO_LARGE`, as a body that outgrows
-/// the limit while streaming gets.
-pub async fn graphql_payload_too_large(
-    State(limit): State<usize>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let path = request.uri().path().to_owned();
-    let response = next.run(request).await;
-    if is_rest(&path)
-        || response.status() != StatusCode::PAYLOAD_TOO_LARGE
-        || is_json(response.headers())
-    {
-        return response;
+/// the limit while streaming gets. The limit is its value.
+#[derive(Debug, Clone, Copy)]
+pub struct GraphqlPayloadTooLarge(pub usize);
+
+impl Finisher for GraphqlPayloadTooLarge {
+    type Finish = Option<GraphqlPayloadTooLarge>;
+
+    fn start(&self, request: &Request) -> Self::Finish {
+        (!is_rest(request.uri().path())).then_some(*self)
     }
-    error_response(
-        &path,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        PAYLOAD_TOO_LARGE,
-        format!(
-            "the request body is over the server's limit of {limit} bytes; send less \
-             (PARLEY_MAX_REQUEST_BYTES)"
-        ),
-    )
+}
+
+impl Finish for GraphqlPayloadTooLarge {
+    fn finish(self, response: Response) -> Response {
+        if response.status() != StatusCode::PAYLOAD_TOO_LARGE || is_json(response.headers()) {
+            return response;
+        }
+        let limit = self.0;
+        endpoint_error(
+            Endpoint::Graphql,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is over the server's limit of {limit} bytes; send less \
+                 (PARLEY_MAX_REQUEST_BYTES)"
+            ),
+        )
+    }
 }
 
 #[cfg(test)]

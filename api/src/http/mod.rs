@@ -26,6 +26,7 @@ use tower_http::trace::TraceLayer;
 pub use self::graphql::{MediaType, Params, Rejection, negotiate, read_params, require_json_body};
 pub use self::operation::{check_nesting, check_tokens};
 
+use crate::middleware::FinishLayer;
 use crate::request_id::{NextRequestId, request_id};
 use crate::state::AppState;
 
@@ -48,7 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::rest::routes())
-        .with_state(state.clone());
+        .with_state(state);
     // Outermost first. The `map_*` steps give each layer the request and response bodies
     // it takes (`Router::layer` converts them around every layer).
     let stack = ServiceBuilder::new()
@@ -63,24 +64,15 @@ pub fn router(state: AppState) -> Router {
                 .make_span_with(request_span)
                 .on_failure(()),
         )
-        .layer(axum::middleware::from_fn_with_state(
-            max_body,
-            limits::graphql_payload_too_large,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            max_body,
-            crate::rest::json_payload_too_large,
-        ))
+        .layer(FinishLayer(limits::GraphqlPayloadTooLarge(max_body)))
+        .layer(FinishLayer(crate::rest::JsonPayloadTooLarge(max_body)))
         .map_response(IntoResponse::into_response)
         // The async-graphql extractor reads the raw body stream, so axum's default limit
         // does not apply to it: the tower-http layer caps every body before parsing.
         .layer(RequestBodyLimitLayer::new(max_body))
         .map_request(|request: axum::extract::Request<_>| request.map(axum::body::Body::new))
         .layer(DefaultBodyLimit::disable())
-        .layer(axum::middleware::from_fn_with_state(
-            state,
-            crate::auth::guard::guard,
-        ))
+        .layer(crate::auth::guard::layer(security))
         .service(routes);
     wrap(stack)
 }

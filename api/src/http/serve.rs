@@ -179,7 +179,7 @@ impl Drop for IpSlot {
 
 /// One accepted connection and what it holds until it ends.
 struct Connection {
-    app: Router,
+    app: limits::Bounded<Router>,
     limits: ConnLimits,
     stop: watch::Receiver<bool>,
     hold: ConnectionHold,

@@ -16,9 +16,8 @@ mod read;
 mod status;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use service::{Channel, Direction};
@@ -28,6 +27,7 @@ use self::extract::is_json;
 use self::ingress::ingress;
 use self::read::{conversation_messages, conversations};
 use self::status::status_webhook;
+use crate::middleware::{Finish, Finisher};
 use crate::state::AppState;
 
 /// The REST routes (`/api/...`).
@@ -62,20 +62,27 @@ pub fn routes() -> Router<AppState> {
         .route("/api/{*path}", any(not_found))
 }
 
-/// Middleware for the router, outside its body-limit layer, with the limit as state. That
+/// Middleware for the router, outside its body-limit layer; the limit is its value. That
 /// layer refuses a body whose `content-length` is over the limit before any handler runs,
 /// with a plain-text 413; on `/api/` paths this gives that answer the REST error shape.
-pub async fn json_payload_too_large(
-    State(limit): State<usize>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let rest = request.uri().path().starts_with("/api/");
-    let response = next.run(request).await;
-    if rest && response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json(response.headers()) {
-        return too_large(limit).into_response();
+#[derive(Debug, Clone, Copy)]
+pub struct JsonPayloadTooLarge(pub usize);
+
+impl Finisher for JsonPayloadTooLarge {
+    type Finish = Option<JsonPayloadTooLarge>;
+
+    fn start(&self, request: &Request) -> Self::Finish {
+        request.uri().path().starts_with("/api/").then_some(*self)
     }
-    response
+}
+
+impl Finish for JsonPayloadTooLarge {
+    fn finish(self, response: Response) -> Response {
+        if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json(response.headers()) {
+            return too_large(self.0).into_response();
+        }
+        response
+    }
 }
 
 #[cfg(test)]
@@ -85,6 +92,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
+    use crate::middleware::FinishLayer;
 
     #[tokio::test]
     async fn the_limit_layers_own_413_gets_the_rest_shape_on_api_paths() {
@@ -94,10 +102,7 @@ mod tests {
             .route("/api/x", post(|| async { "ok" }))
             .route("/graphql", post(|| async { "ok" }))
             .layer(tower_http::limit::RequestBodyLimitLayer::new(8))
-            .layer(axum::middleware::from_fn_with_state(
-                8,
-                json_payload_too_large,
-            ));
+            .layer(FinishLayer(JsonPayloadTooLarge(8)));
         let send = |path: &str| {
             let request = axum::http::Request::post(path)
                 .header(header::CONTENT_TYPE, "application/json")
