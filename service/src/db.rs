@@ -100,10 +100,14 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// Commits between two steps of merging the search index's segments (see
 /// [`Shared::after_commit`]).
-pub const MERGE_EVERY_COMMITS: u32 = 10;
+pub const MERGE_EVERY_COMMITS: u32 = 5;
 
 /// Pages of merged index that one step writes, roughly (FTS5's `'merge'` command).
-pub const MERGE_STEP_PAGES: u32 = 32;
+///
+/// Replayed over a 1M-message index (`bench/fts-merge-replay.py --commits 30000`), steps of
+/// 16 pages every 5 commits took 1.2 ms at p95 in the turn to write, against 9.5-10 ms for
+/// 32 pages every 10 commits; both kept the index at 8 segments.
+pub const MERGE_STEP_PAGES: u32 = 16;
 
 /// What this process shares per SQLite database file: its turn to write, its checkpoints,
 /// and the merging of the search index.
@@ -185,7 +189,7 @@ impl Shared {
     /// `m20261202_000005`): there, after every 64 leaf pages written, one `recordMessage`
     /// commit merged 64 pages per level of the index while every writer behind it waited,
     /// stalls of tens of milliseconds that grew with the index. Here the same work is done
-    /// in steps of a few milliseconds between the commits. Without any merging the index
+    /// in steps of about a millisecond (p95) between the commits. Without any merging the index
     /// would keep up to 64 segments a level (`crisismerge`), and every search would read
     /// them all.
     async fn merge_index(&self, db: &DatabaseConnection) {
