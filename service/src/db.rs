@@ -122,6 +122,9 @@ struct Shared {
     unmerged_commits: AtomicU32,
     /// A task is merging the search index.
     merging: AtomicBool,
+    /// The database is not in WAL mode (in memory): nothing is ever checkpointed, and
+    /// `checkpointing` stays set.
+    no_wal: AtomicBool,
 }
 
 impl Shared {
@@ -173,6 +176,8 @@ impl Shared {
                 let _turn = write_turn(&shared).await;
                 checkpoint(&db).await;
                 shared.checkpointing.store(false, Ordering::Release);
+            } else {
+                shared.no_wal.store(true, Ordering::Release);
             }
         });
     }
@@ -252,6 +257,19 @@ async fn total_changes(txn: &DatabaseTransaction) -> Result<i64, DbErr> {
         .ok_or_else(|| DbErr::Custom("SELECT total_changes() returned no row".to_owned()))?;
     row.try_get_by_index::<i64>(0)
         .map_err(|e| DbErr::Custom(e.to_string()))
+}
+
+/// Waits until no checkpoint or search index merge started by this process's commits on
+/// `db`'s SQLite file is running; returns at once on PostgreSQL. Those tasks run beside the
+/// writers on `db`'s pool, so a test or benchmark that counts the statements one request
+/// runs waits for them first.
+pub async fn background_work_done(db: &DatabaseConnection) {
+    let Some(shared) = shared(db) else { return };
+    while (shared.checkpointing.load(Ordering::Acquire) && !shared.no_wal.load(Ordering::Acquire))
+        || shared.merging.load(Ordering::Acquire)
+    {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// A passive checkpoint of `db`'s WAL; `false` when the database is not in WAL mode (in
