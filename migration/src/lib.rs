@@ -14,6 +14,7 @@ mod m20261202_000001_search_keys;
 mod m20261202_000003_message_txid;
 mod m20261202_000004_search_merge;
 mod m20261202_000005_search_merge_off_commits;
+mod m20261202_000006_backfilled_headers;
 
 /// Runs parley's migrations in order.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000003_message_txid::Migration),
             Box::new(m20261202_000004_search_merge::Migration),
             Box::new(m20261202_000005_search_merge_off_commits::Migration),
+            Box::new(m20261202_000006_backfilled_headers::Migration),
         ]
     }
 }

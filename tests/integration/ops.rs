@@ -101,7 +101,81 @@ on_both_engines!(
     verify_finds_injected_drift_and_repair_removes_it,
     verify_command_exits_1_on_drift_and_0_without,
     import_reports_imported_duplicates_and_rejected_lines,
+    backfill_moves_email_headers_with_their_message,
 );
+
+/// An unassigned email's headers follow it into the conversation backfill attaches it to:
+/// the conversation's subject (and `In-Reply-To` threading) read them by conversation.
+async fn backfill_moves_email_headers_with_their_message(t: &TestDb) {
+    use service::headers::{EmailHeaders, subjects};
+    use service::record::record_message_with;
+    let s = Settings::default();
+    let email = NewMessage {
+        channel: Channel::Email,
+        kind: None,
+        direction: Direction::Inbound,
+        from: "not an address".into(),
+        to: vec!["ops@example.com".into()],
+        body: "hello".into(),
+        attachments: vec![],
+        provider_message_id: None,
+        sent_at: Some(Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap()),
+    };
+    let headers = EmailHeaders {
+        subject: Some("Re: Invoice 12".into()),
+        message_id: Some("<a.1@mail.example.com>".into()),
+        ..Default::default()
+    };
+    let r = record_message_with(&t.db, &s, email, headers)
+        .await
+        .unwrap();
+    assert!(r.conversation.is_none(), "stored unassigned");
+    let id = r.message.id;
+    // The operator corrects the legacy row's address, then backfills.
+    t.db.execute_unprepared(&format!(
+        "UPDATE messages SET from_raw = 'customer@example.com' WHERE id = {id}"
+    ))
+    .await
+    .unwrap();
+    let report = backfill_conversations(&t.db, &s, 100, false, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.attached, 1);
+    let conversation = |sql: String| async move {
+        t.db.query_one_raw(Statement::from_string(t.db.get_database_backend(), sql))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get_by_index::<Option<i64>>(0)
+            .unwrap()
+    };
+    let attached = conversation(format!(
+        "SELECT conversation_id FROM messages WHERE id = {id}"
+    ))
+    .await
+    .expect("attached");
+    let headers = format!("SELECT conversation_id FROM message_headers WHERE message_id = {id}");
+    assert_eq!(conversation(headers).await, Some(attached));
+    assert_eq!(
+        subjects(&t.db, &[attached]).await.unwrap().get(&attached),
+        Some(&"Invoice 12".to_owned())
+    );
+
+    // A row left behind by a backfill before this was mended is repaired by migration
+    // m20261202_000006 (its `down` changes nothing).
+    t.db.execute_unprepared(&format!(
+        "UPDATE message_headers SET conversation_id = NULL WHERE message_id = {id}"
+    ))
+    .await
+    .unwrap();
+    {
+        use migration::{Migrator, MigratorTrait};
+        Migrator::down(&t.db, Some(1)).await.unwrap();
+        Migrator::up(&t.db, None).await.unwrap();
+    }
+    let headers = format!("SELECT conversation_id FROM message_headers WHERE message_id = {id}");
+    assert_eq!(conversation(headers).await, Some(attached));
+}
 
 async fn backfill_attaches_legacy_messages_exactly_and_twice_changes_nothing(t: &TestDb) {
     let s = Settings::default();

@@ -292,16 +292,19 @@ pub(crate) async fn attach_messages(
             .bind(to.clone());
     })
     .await?;
-    // The search text's copy of the conversation follows the message (whichever writer
-    // attached it).
+    // The copies of the conversation kept beside the message follow it (whichever writer
+    // attached it): the search text's, and the email headers' (threading and subjects
+    // read the conversation from there).
     let ids: Vec<i64> = rows.iter().map(|(mid, ..)| *mid).collect();
-    for chunk in ids.chunks(super::rows_per_statement(1)) {
-        let mut sql = Sql::new(
-            "UPDATE message_texts SET conversation_id = (SELECT m.conversation_id \
-             FROM messages m WHERE m.id = message_texts.message_id) WHERE ",
-        );
-        push_in_conversations(&mut sql, "message_id", chunk);
-        conn.execute_raw(sql.build(db::backend(conn))).await?;
+    for table in ["message_texts", "message_headers"] {
+        for chunk in ids.chunks(super::rows_per_statement(1)) {
+            let mut sql = Sql::new(&format!(
+                "UPDATE {table} SET conversation_id = (SELECT m.conversation_id \
+                 FROM messages m WHERE m.id = {table}.message_id) WHERE "
+            ));
+            push_in_conversations(&mut sql, "message_id", chunk);
+            conn.execute_raw(sql.build(db::backend(conn))).await?;
+        }
     }
     Ok(())
 }
