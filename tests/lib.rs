@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -233,6 +233,15 @@ impl TestDb {
             .iter()
             .map(|row| row.try_get("", "id").expect("id"))
             .collect()
+    }
+
+    /// Zeroes `counter`, a statement counter (a metric callback on a clone of this
+    /// database), once the SQLite checkpoint and index merge tasks that earlier writes
+    /// started are done: their statements run on the same pool and are not the next
+    /// request's.
+    pub async fn count_statements_from_zero(&self, counter: &AtomicUsize) {
+        service::db::background_work_done(&self.db).await;
+        counter.store(0, Ordering::SeqCst);
     }
 
     /// Counts rows of `table`.

@@ -65,51 +65,28 @@ pub async fn run(args: &Args, client: &reqwest::Client, report: &mut Report) -> 
             .map_or(String::new(), |n| format!(" and a pool of {n}")),
     ));
 
-    let spec = SeedSpec {
-        conversations: args.scale,
-        messages: args.messages,
+    let sides = Sides {
+        peer_name: "PostGraphile",
+        peer_mix: Mix::Peer,
     };
-    let db = prepare(args, Engine::Postgres, spec, "p", report).await?;
-    let outcome = async {
-        let logs = tempfile::Builder::new()
-            .prefix("parley-bench-logs-")
-            .tempdir()?;
-        let parley = start_server(args, client, &db, &logs, "server").await?;
-        let peer = match Server::start_postgraphile(
-            &args.node_bin,
-            &args.peer_dir,
-            &db.url,
-            pool_size(args),
-            logs.path().join("postgraphile.log"),
-            client,
-        )
-        .await
-        {
-            Ok(peer) => peer,
-            Err(e) => {
-                parley.stop().await?;
-                return Err(e);
-            }
-        };
-        let sides = Sides {
-            peer_name: "PostGraphile",
-            peer_mix: Mix::Peer,
-        };
-        let measured = measure(args, client, &parley, &peer, sides, report).await;
-        if measured.is_err() || report.errors() > 0 {
-            eprintln!("last lines of parley's log:\n{}", log_tail(&parley.log, 20));
-            eprintln!(
-                "last lines of PostGraphile's log:\n{}",
-                log_tail(&peer.log, 20)
-            );
-        }
-        parley.stop().await?;
-        peer.stop().await?;
-        measured
-    }
-    .await;
-    db.drop(args.keep_db).await?;
-    outcome
+    against(
+        args,
+        client,
+        report,
+        sides,
+        async |url: &str, logs: &Path| {
+            Server::start_postgraphile(
+                &args.node_bin,
+                &args.peer_dir,
+                url,
+                pool_size(args),
+                logs.join("postgraphile.log"),
+                client,
+            )
+            .await
+        },
+    )
+    .await
 }
 
 /// The `--peer-bin` run: parley against another binary started as parley is, both sent
@@ -137,6 +114,48 @@ async fn run_bin(
             .map_or(String::new(), |n| format!(" and a pool of {n}")),
     ));
     report.peer_name = Some(name.clone());
+    let env: Vec<String> = args
+        .server_env
+        .iter()
+        .chain(&args.peer_env)
+        .cloned()
+        .collect();
+    let sides = Sides {
+        peer_name: &name,
+        peer_mix: ReadShape::parley_mix,
+    };
+    against(
+        args,
+        client,
+        report,
+        sides,
+        async |url: &str, logs: &Path| {
+            Server::start(
+                ServerSpec {
+                    bin,
+                    database_url: url,
+                    pool_size: args.pool_size,
+                    env: &env,
+                    log: logs.join("peer.log"),
+                },
+                client,
+            )
+            .await
+        },
+    )
+    .await
+}
+
+/// Seeds a PostgreSQL database, starts parley and the peer (`start_peer`, given the
+/// database's URL and the directory for logs), measures both, stops both (printing the
+/// tails of their logs after a failure or errors) and drops the database.
+async fn against(
+    args: &Args,
+    client: &reqwest::Client,
+    report: &mut Report,
+    sides: Sides<'_>,
+    start_peer: impl AsyncFnOnce(&str, &Path) -> anyhow::Result<Server>,
+) -> anyhow::Result<()> {
     let spec = SeedSpec {
         conversations: args.scale,
         messages: args.messages,
@@ -147,38 +166,21 @@ async fn run_bin(
             .prefix("parley-bench-logs-")
             .tempdir()?;
         let parley = start_server(args, client, &db, &logs, "server").await?;
-        let env: Vec<String> = args
-            .server_env
-            .iter()
-            .chain(&args.peer_env)
-            .cloned()
-            .collect();
-        let peer = Server::start(
-            ServerSpec {
-                bin,
-                database_url: &db.url,
-                pool_size: args.pool_size,
-                env: &env,
-                log: logs.path().join("peer.log"),
-            },
-            client,
-        )
-        .await;
-        let peer = match peer {
+        let peer = match start_peer(&db.url, logs.path()).await {
             Ok(peer) => peer,
             Err(e) => {
                 parley.stop().await?;
                 return Err(e);
             }
         };
-        let sides = Sides {
-            peer_name: &name,
-            peer_mix: ReadShape::parley_mix,
-        };
         let measured = measure(args, client, &parley, &peer, sides, report).await;
         if measured.is_err() || report.errors() > 0 {
             eprintln!("last lines of parley's log:\n{}", log_tail(&parley.log, 20));
-            eprintln!("last lines of {name}'s log:\n{}", log_tail(&peer.log, 20));
+            eprintln!(
+                "last lines of {}'s log:\n{}",
+                sides.peer_name,
+                log_tail(&peer.log, 20)
+            );
         }
         parley.stop().await?;
         peer.stop().await?;

@@ -122,8 +122,7 @@ struct Shared {
     unmerged_commits: AtomicU32,
     /// A task is merging the search index.
     merging: AtomicBool,
-    /// The database is not in WAL mode (in memory): nothing is ever checkpointed, and
-    /// `checkpointing` stays set.
+    /// The database is not in WAL mode (in memory): there is nothing to checkpoint, ever.
     no_wal: AtomicBool,
 }
 
@@ -155,7 +154,8 @@ impl Shared {
                 .last_checkpoint
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if last.is_some_and(|at| at.elapsed() < CHECKPOINT_EVERY)
+            if self.no_wal.load(Ordering::Acquire)
+                || last.is_some_and(|at| at.elapsed() < CHECKPOINT_EVERY)
                 || self.checkpointing.swap(true, Ordering::AcqRel)
             {
                 return;
@@ -175,10 +175,10 @@ impl Shared {
                 // own checkpoint at WAL_AUTOCHECKPOINT_PAGES.
                 let _turn = write_turn(&shared).await;
                 checkpoint(&db).await;
-                shared.checkpointing.store(false, Ordering::Release);
             } else {
                 shared.no_wal.store(true, Ordering::Release);
             }
+            shared.checkpointing.store(false, Ordering::Release);
         });
     }
 }
@@ -228,12 +228,7 @@ impl Shared {
     /// One step of [`Shared::merge_index`]; `false` when it found nothing to merge.
     async fn merge_step(&self, db: &DatabaseConnection) -> Result<bool, DbErr> {
         let _turn = write_turn(self).await;
-        let txn = db
-            .begin_with_options(TransactionOptions {
-                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                ..Default::default()
-            })
-            .await?;
+        let txn = begin_immediate(db).await?;
         let before = total_changes(&txn).await?;
         txn.execute_unprepared(&format!(
             "INSERT INTO messages_fts (messages_fts, rank) VALUES ('merge', {MERGE_STEP_PAGES})"
@@ -265,9 +260,7 @@ async fn total_changes(txn: &DatabaseTransaction) -> Result<i64, DbErr> {
 /// runs waits for them first.
 pub async fn background_work_done(db: &DatabaseConnection) {
     let Some(shared) = shared(db) else { return };
-    while (shared.checkpointing.load(Ordering::Acquire) && !shared.no_wal.load(Ordering::Acquire))
-        || shared.merging.load(Ordering::Acquire)
-    {
+    while shared.checkpointing.load(Ordering::Acquire) || shared.merging.load(Ordering::Acquire) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -337,17 +330,22 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTxn, DbErr> {
         Some(shared) => Some(write_turn(shared).await),
         None => None,
     };
-    let txn = db
-        .begin_with_options(TransactionOptions {
-            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-            ..Default::default()
-        })
-        .await?;
+    let txn = begin_immediate(db).await?;
     Ok(WriteTxn {
         txn,
         _turn: turn,
         sqlite: shared.map(|shared| (db.clone(), shared)),
     })
+}
+
+/// A transaction that takes SQLite's write lock up front (`BEGIN IMMEDIATE`); a plain one
+/// on PostgreSQL.
+async fn begin_immediate(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
 }
 
 /// A write transaction holding this process's turn to write until it commits, rolls back

@@ -636,10 +636,7 @@ async fn nested_fields_cost_a_constant_number_of_statements(t: &TestDb) {
                 .await;
             }
         }
-        // Statements of the checkpoint and index merge tasks the writes above started
-        // are not the request's.
-        service::db::background_work_done(&t.db).await;
-        counter.store(0, Ordering::SeqCst);
+        t.count_statements_from_zero(&counter).await;
         let d = app.data(&query(page), json!({})).await;
         let nodes = d["conversations"]["nodes"].as_array().unwrap();
         assert_eq!(nodes.len(), page);
@@ -841,10 +838,7 @@ async fn sibling_lookups_share_one_statement_per_loader() {
     let q = "query($ids: [ID!]!) { nodes(ids: $ids) { ... on Message { body conversation { messageCount } } } }";
     let mut statements = Vec::new();
     for n in [3, 30] {
-        // Statements of the checkpoint and index merge tasks the writes above started
-        // are not the request's.
-        service::db::background_work_done(&t.db).await;
-        counter.store(0, Ordering::SeqCst);
+        t.count_statements_from_zero(&counter).await;
         let d = app.data(q, json!({ "ids": ids[..n] })).await;
         assert_eq!(d["nodes"].as_array().unwrap().len(), n);
         assert!(
@@ -887,10 +881,7 @@ async fn one_conversation_with_its_thread_costs_three_statements() {
         .await["conversation"]["id"]
             .clone();
     }
-    // Statements of the checkpoint and index merge tasks the writes above started
-    // are not the request's.
-    service::db::background_work_done(&t.db).await;
-    counter.store(0, Ordering::SeqCst);
+    t.count_statements_from_zero(&counter).await;
     let d = app
         .data(
             "query($id: ID!) { conversation(id: $id) { lastMessage { body } messages(last: 3) { nodes { body conversation { id } } } } }",

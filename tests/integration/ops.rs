@@ -155,7 +155,7 @@ async fn backfill_moves_email_headers_with_their_message(t: &TestDb) {
     .await
     .expect("attached");
     let headers = format!("SELECT conversation_id FROM message_headers WHERE message_id = {id}");
-    assert_eq!(conversation(headers).await, Some(attached));
+    assert_eq!(conversation(headers.clone()).await, Some(attached));
     assert_eq!(
         subjects(&t.db, &[attached]).await.unwrap().get(&attached),
         Some(&"Invoice 12".to_owned())
@@ -173,7 +173,6 @@ async fn backfill_moves_email_headers_with_their_message(t: &TestDb) {
         Migrator::down(&t.db, Some(1)).await.unwrap();
         Migrator::up(&t.db, None).await.unwrap();
     }
-    let headers = format!("SELECT conversation_id FROM message_headers WHERE message_id = {id}");
     assert_eq!(conversation(headers).await, Some(attached));
 }
 

@@ -1081,10 +1081,7 @@ async fn a_page_of_50_with_state_costs_a_constant_number_of_statements(t: &TestD
             .unwrap();
             record(&app, sms("INBOUND", &contact, ALICE, None, 2)).await;
         }
-        // Statements of the checkpoint and index merge tasks the writes above started
-        // are not the request's.
-        service::db::background_work_done(&t.db).await;
-        counter.store(0, Ordering::SeqCst);
+        t.count_statements_from_zero(&counter).await;
         let d = app.data(&query(n), json!({})).await;
         let nodes = d["conversations"]["nodes"].as_array().unwrap();
         assert_eq!(nodes.len(), n);
