@@ -16,6 +16,7 @@ mod burst;
 mod cli;
 mod db;
 mod load;
+mod machine;
 mod peer;
 mod pgbench;
 mod report;

@@ -1,7 +1,9 @@
 //! The `--peer` run: parley against PostGraphile 4 (a Node.js GraphQL server over the same
 //! PostgreSQL tables), both started by the runner on one seeded database, the three read
 //! shapes of the performance issue saturated with the same clients, one server at a time.
-//! Reported side by side: throughput and each server process's CPU time per request.
+//! Reported side by side: throughput and each server process's CPU time per request, and
+//! the whole machine's CPU per request by part (PostgreSQL, the generator), with the bound
+//! that puts on any server's throughput here ([`crate::machine`]).
 //!
 //! PostGraphile is pinned in `bench/peer/package.json` and `package-lock.json`; without
 //! Node.js the run is skipped with a note (not an error), and when PostGraphile is not
@@ -19,6 +21,7 @@ use tokio::process::Command;
 use crate::cli::{Args, Engine};
 use crate::db::SeedSpec;
 use crate::load::{self, Mode};
+use crate::machine;
 use crate::report::{PeerRow, PeerSide, Report};
 use crate::run::{log_tail, prepare, start_server};
 use crate::server::{Server, ServerSpec};
@@ -280,12 +283,16 @@ async fn measure(
                     load::run(client, &url, &mut w, mode, warmup).await;
                 }
                 let cpu_before = server.cpu_seconds();
+                let machine_before = machine::snapshot();
                 let mut w = Workload::new(mix, args.scale, "peer", 11);
                 let stats = load::run(client, &url, &mut w, mode, duration).await;
                 let server_cpu_us = cpu_before
                     .zip(server.cpu_seconds())
                     .filter(|_| stats.requests > 0)
                     .map(|(a, b)| (b - a) * 1e6 / stats.requests as f64);
+                let machine = machine_before
+                    .zip(machine::snapshot())
+                    .and_then(|(a, b)| a.share_until(&b, stats.requests));
                 eprintln!(
                     "peer round {round} {} {name}: {:.0} req/s, p50 {:.2} ms, p95 {:.2} ms, {} errors, server CPU {} µs/request",
                     shape.name(),
@@ -303,6 +310,7 @@ async fn measure(
                     PeerSide {
                         stats,
                         server_cpu_us,
+                        machine,
                     },
                 ));
             }

@@ -89,6 +89,9 @@ pub struct PeerSide {
     pub stats: Stats,
     /// The server process's CPU time per request answered, µs.
     pub server_cpu_us: Option<f64>,
+    /// The whole machine's CPU per request in the same run, by part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<crate::machine::MachineShare>,
 }
 
 /// A seed, for the record.
@@ -276,6 +279,7 @@ impl Report {
                 );
             }
             out.push('\n');
+            self.render_machine_shares(&mut out, peer);
         }
         for note in &self.notes {
             let _ = writeln!(out, "Note: {note}\n");
@@ -289,6 +293,41 @@ impl Report {
             out.push('\n');
         }
         out
+    }
+
+    /// The `--peer` runs' CPU per request on the whole machine, by part, and the bound the
+    /// rest puts on any server's throughput here (see [`crate::machine`]).
+    fn render_machine_shares(&self, out: &mut String, peer: &str) {
+        if self.peer.iter().all(|p| p.parley.machine.is_none()) {
+            return;
+        }
+        out.push_str(
+            "The machine's CPU per request in the same runs, µs (machine = every core's busy time; \
+             other = what is left of it: the kernel's network work, other processes), and the most \
+             requests a second these cores allow for everything but the server:\n\n\
+             | shape | round | server | req/s | server | PostgreSQL | generator | other | machine | bound with a server of 0 µs |\n\
+             |---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for p in &self.peer {
+            for (name, side) in [("parley", &p.parley), (peer, &p.peer)] {
+                let (Some(m), Some(server)) = (side.machine, side.server_cpu_us) else {
+                    continue;
+                };
+                let other = m.machine_cpu_us - server - m.postgres_cpu_us - m.client_cpu_us;
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {name} | {:.0} | {server:.0} | {:.0} | {:.0} | {other:.0} | {:.0} | {} |",
+                    p.shape.name(),
+                    p.round,
+                    side.stats.throughput,
+                    m.postgres_cpu_us,
+                    m.client_cpu_us,
+                    m.machine_cpu_us,
+                    opt(m.ceiling(server), 0),
+                );
+            }
+        }
+        out.push('\n');
     }
 
     /// Each target of SPEC section 10 this report can judge: (met, what was measured).

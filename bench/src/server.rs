@@ -198,13 +198,7 @@ impl Server {
     /// seconds, from `/proc/PID/stat` (fields 14 and 15, in clock ticks of 1/100 s: Linux's
     /// `USER_HZ` is 100 on every architecture it reports to user space).
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        // The command name (field 2) may hold spaces; the fields after it follow its `)`.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: u64 = fields.get(11)?.parse().ok()?;
-        let stime: u64 = fields.get(12)?.parse().ok()?;
-        Some((utime + stime) as f64 / 100.0)
+        crate::machine::process_seconds(&self.pid.to_string())
     }
 
     /// The server's own count and total seconds of GraphQL requests so far, from its
