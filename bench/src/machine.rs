@@ -1,6 +1,7 @@
 //! Where a saturated run's CPU went on the whole machine, from `/proc`: the machine's busy
 //! time (`/proc/stat`), PostgreSQL's processes (every process named `postgres`: the
-//! postmaster, its backends and workers), and this generator itself.
+//! postmaster, its backends and workers; a backend that exits during a run takes its time
+//! with it, so it is missing from the figure), and this generator itself.
 //!
 //! A server that shares the machine with its database and its load generator cannot answer
 //! faster than the machine's cores allow for the rest: with `C` cores and `R` µs of other CPU
@@ -8,13 +9,12 @@
 //! itself. The `--peer` run reports that bound beside each server's throughput.
 
 /// CPU seconds used so far, by part of the machine.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CpuSnapshot {
     /// Every core's non-idle time (user, nice, system, irq, softirq, steal).
     machine: f64,
-    /// PostgreSQL's processes (those alive now; a backend that exits between two snapshots
-    /// takes its time with it).
-    postgres: f64,
+    /// PostgreSQL's processes alive now, by pid: what each has used so far.
+    postgres: std::collections::HashMap<u32, f64>,
     /// This process.
     client: f64,
 }
@@ -58,19 +58,17 @@ pub fn snapshot() -> Option<CpuSnapshot> {
         .iter()
         .filter_map(|&i| f.get(i))
         .sum::<u64>();
-    let mut postgres = 0.0;
+    let mut postgres = std::collections::HashMap::new();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
         if std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .is_ok_and(|c| c.trim() == "postgres")
+            && let Some(seconds) = process_seconds(&pid.to_string())
         {
-            postgres += process_seconds(pid).unwrap_or(0.0);
+            postgres.insert(pid, seconds);
         }
     }
     Some(CpuSnapshot {
@@ -82,13 +80,19 @@ pub fn snapshot() -> Option<CpuSnapshot> {
 
 /// User + system seconds of process `pid` (all its threads), from `/proc/PID/stat`.
 pub fn process_seconds(pid: &str) -> Option<f64> {
+    process_times(pid).map(|(user, system)| user + system)
+}
+
+/// User and system (kernel) seconds of process `pid` (all its threads), from
+/// `/proc/PID/stat` (fields 14 and 15).
+pub fn process_times(pid: &str) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; the fields after it follow its `)`.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / TICKS)
+    Some((utime as f64 / TICKS, stime as f64 / TICKS))
 }
 
 impl CpuSnapshot {
@@ -98,9 +102,17 @@ impl CpuSnapshot {
             return None;
         }
         let per = |a: f64, b: f64| (b - a).max(0.0) * 1e6 / requests as f64;
+        // Per process: one that started since counts whole; one that exited took its
+        // time with it (backends of a closed pool), so it is left out, not subtracted.
+        let postgres: f64 = later
+            .postgres
+            .iter()
+            .map(|(pid, b)| b - self.postgres.get(pid).copied().unwrap_or(0.0))
+            .filter(|d| *d > 0.0)
+            .sum();
         Some(MachineShare {
             machine_cpu_us: per(self.machine, later.machine),
-            postgres_cpu_us: per(self.postgres, later.postgres),
+            postgres_cpu_us: postgres * 1e6 / requests as f64,
             client_cpu_us: per(self.client, later.client),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })

@@ -283,11 +283,16 @@ async fn measure(
                     load::run(client, &url, &mut w, mode, warmup).await;
                 }
                 let cpu_before = server.cpu_seconds();
+                let kernel_before = server.kernel_cpu_seconds();
                 let machine_before = machine::snapshot();
                 let mut w = Workload::new(mix, args.scale, "peer", 11);
                 let stats = load::run(client, &url, &mut w, mode, duration).await;
                 let server_cpu_us = cpu_before
                     .zip(server.cpu_seconds())
+                    .filter(|_| stats.requests > 0)
+                    .map(|(a, b)| (b - a) * 1e6 / stats.requests as f64);
+                let server_kernel_cpu_us = kernel_before
+                    .zip(server.kernel_cpu_seconds())
                     .filter(|_| stats.requests > 0)
                     .map(|(a, b)| (b - a) * 1e6 / stats.requests as f64);
                 let machine = machine_before
@@ -310,6 +315,7 @@ async fn measure(
                     PeerSide {
                         stats,
                         server_cpu_us,
+                        server_kernel_cpu_us,
                         machine,
                     },
                 ));

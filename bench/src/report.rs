@@ -89,6 +89,9 @@ pub struct PeerSide {
     pub stats: Stats,
     /// The server process's CPU time per request answered, µs.
     pub server_cpu_us: Option<f64>,
+    /// The kernel's part of `server_cpu_us` (system time), µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_kernel_cpu_us: Option<f64>,
     /// The whole machine's CPU per request in the same run, by part.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<crate::machine::MachineShare>,
@@ -305,8 +308,8 @@ impl Report {
             "The machine's CPU per request in the same runs, µs (machine = every core's busy time; \
              other = what is left of it: the kernel's network work, other processes), and the most \
              requests a second these cores allow for everything but the server:\n\n\
-             | shape | round | server | req/s | server | PostgreSQL | generator | other | machine | bound with a server of 0 µs |\n\
-             |---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+             | shape | round | server | req/s | server | of it kernel | PostgreSQL | generator | other | machine | bound with a server of 0 µs |\n\
+             |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for p in &self.peer {
             for (name, side) in [("parley", &p.parley), (peer, &p.peer)] {
@@ -316,10 +319,11 @@ impl Report {
                 let other = m.machine_cpu_us - server - m.postgres_cpu_us - m.client_cpu_us;
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {name} | {:.0} | {server:.0} | {:.0} | {:.0} | {other:.0} | {:.0} | {} |",
+                    "| {} | {} | {name} | {:.0} | {server:.0} | {} | {:.0} | {:.0} | {other:.0} | {:.0} | {} |",
                     p.shape.name(),
                     p.round,
                     side.stats.throughput,
+                    opt(side.server_kernel_cpu_us, 0),
                     m.postgres_cpu_us,
                     m.client_cpu_us,
                     m.machine_cpu_us,

@@ -201,6 +201,12 @@ impl Server {
         crate::machine::process_seconds(&self.pid.to_string())
     }
 
+    /// The kernel's part of [`Server::cpu_seconds`] (system time: its syscalls, the
+    /// network stack's work on its sockets).
+    pub fn kernel_cpu_seconds(&self) -> Option<f64> {
+        crate::machine::process_times(&self.pid.to_string()).map(|(_, system)| system)
+    }
+
     /// The server's own count and total seconds of GraphQL requests so far, from its
     /// `/metrics` (`parley_graphql_request_duration_seconds`: parse to answer, inside the
     /// handler), to split a run's latency into the server's part and the rest (HTTP, the
