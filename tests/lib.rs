@@ -235,8 +235,8 @@ impl TestDb {
             .collect()
     }
 
-    /// Zeroes `counter`, a statement counter (a metric callback on a clone of this
-    /// database), once the SQLite checkpoint and index merge tasks that earlier writes
+    /// Zeroes `counter`, a statement counter ([`service::db::counting`] on this database),
+    /// once the SQLite checkpoint and index merge tasks that earlier writes
     /// started are done: their statements run on the same pool and are not the next
     /// request's.
     pub async fn count_statements_from_zero(&self, counter: &AtomicUsize) {

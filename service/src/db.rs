@@ -427,3 +427,59 @@ pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
 pub fn backend(db: &impl ConnectionTrait) -> DbBackend {
     db.get_database_backend()
 }
+
+/// Statement counters attached to pools by [`counting`], by [`pool_id`]; [`COUNTING`] says
+/// whether there are any, so the read side pays one relaxed load per statement when none is.
+static COUNTERS: std::sync::RwLock<Vec<(usize, Arc<std::sync::atomic::AtomicUsize>)>> =
+    std::sync::RwLock::new(Vec::new());
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+/// A clone of `db` that adds one to `counter` for every statement run through it: SeaORM's
+/// (by its metric callback, on this clone only) and those the read side runs on the sqlx pool
+/// directly ([`crate::query::Reader`]; on any clone of the pool, as long as the guard lives).
+/// For tests and benchmarks that hold a request to a number of statements: call
+/// [`background_work_done`] before reading or zeroing `counter`.
+pub fn counting(
+    db: &DatabaseConnection,
+    counter: Arc<std::sync::atomic::AtomicUsize>,
+) -> (DatabaseConnection, CountingGuard) {
+    let mut clone = db.clone();
+    let c = counter.clone();
+    clone.set_metric_callback(move |_| {
+        c.fetch_add(1, Ordering::SeqCst);
+    });
+    let pool = pool_id(db);
+    let mut counters = COUNTERS.write().unwrap_or_else(|e| e.into_inner());
+    counters.push((pool, counter.clone()));
+    COUNTING.store(true, Ordering::Release);
+    (clone, CountingGuard { pool, counter })
+}
+
+/// Detaches a [`counting`] counter from its pool when dropped.
+#[must_use = "the counter stops counting direct statements when the guard is dropped"]
+pub struct CountingGuard {
+    pool: usize,
+    counter: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for CountingGuard {
+    fn drop(&mut self) {
+        let mut counters = COUNTERS.write().unwrap_or_else(|e| e.into_inner());
+        counters.retain(|(p, c)| !(*p == self.pool && Arc::ptr_eq(c, &self.counter)));
+        COUNTING.store(!counters.is_empty(), Ordering::Release);
+    }
+}
+
+/// Counts one statement the read side ran directly on the pool `pool` ([`pool_id`]).
+pub(crate) fn direct_statement_ran(pool: impl FnOnce() -> usize) {
+    if !COUNTING.load(Ordering::Relaxed) {
+        return;
+    }
+    let pool = pool();
+    let counters = COUNTERS.read().unwrap_or_else(|e| e.into_inner());
+    for (p, c) in counters.iter() {
+        if *p == pool {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}

@@ -118,7 +118,7 @@ pub fn check_inbox(
 /// The conversation `principal` may see, for a state change; `NotFound` otherwise (an
 /// invisible id answers like an unknown one).
 async fn visible_conversation(
-    db: &impl ConnectionTrait,
+    db: &impl query::Reader,
     principal: &Principal,
     conversation_id: i64,
 ) -> Result<conversation::Model> {

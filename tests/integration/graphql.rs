@@ -26,18 +26,14 @@ fn sms(from: &str, to: &str, body: &str, direction: &str, minute: u32) -> Value 
     }})
 }
 
-/// An app over `t` whose database counts every statement it runs.
-fn counting_app(t: &TestDb) -> (TestApp, Arc<AtomicUsize>) {
+/// An app over `t` whose database counts every statement it runs (while the guard lives).
+fn counting_app(t: &TestDb) -> (TestApp, Arc<AtomicUsize>, service::db::CountingGuard) {
     let counter = Arc::new(AtomicUsize::new(0));
-    let mut db = t.db.clone();
-    let c = counter.clone();
-    db.set_metric_callback(move |_| {
-        c.fetch_add(1, Ordering::SeqCst);
-    });
+    let (db, guard) = service::db::counting(&t.db, counter.clone());
     let app = TestApp {
         router: api::router(api::AppState::new(db, AppConfig::default())),
     };
-    (app, counter)
+    (app, counter, guard)
 }
 
 async fn record(app: &TestApp, vars: Value) -> Value {
@@ -612,7 +608,7 @@ async fn bad_input_gets_typed_errors(t: &TestDb) {
 }
 
 async fn nested_fields_cost_a_constant_number_of_statements(t: &TestDb) {
-    let (app, counter) = counting_app(t);
+    let (app, counter, _counting) = counting_app(t);
     let query = |n: usize| {
         format!(
             "{{ conversations(first: {n}) {{ nodes {{ lastMessage {{ body }} messages(last: 3) {{ totalCount nodes {{ body conversation {{ id }} }} }} }} }} }}"
@@ -819,7 +815,7 @@ async fn two_server_processes_on_one_postgres_create_one_conversation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sibling_lookups_share_one_statement_per_loader() {
     let t = TestDb::sqlite().await;
-    let (app, counter) = counting_app(&t);
+    let (app, counter, _counting) = counting_app(&t);
     let mut ids = Vec::new();
     for i in 0..30u32 {
         let r = record(
@@ -865,7 +861,7 @@ async fn sibling_lookups_share_one_statement_per_loader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_conversation_with_its_thread_costs_three_statements() {
     let t = TestDb::sqlite().await;
-    let (app, counter) = counting_app(&t);
+    let (app, counter, _counting) = counting_app(&t);
     let mut id = Value::Null;
     for i in 0..8u32 {
         id = record(

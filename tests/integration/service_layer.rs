@@ -972,8 +972,9 @@ async fn unknown_stored_channel_is_an_error_not_a_guess(t: &TestDb) {
 
 /// The read side decodes its pages' rows by position (and builds a conversation's
 /// `participants` from `participants_key`): every listing and lookup answers exactly the
-/// models SeaORM's own by-name decoding reads from the same rows, NULLs, JSON, enums and
-/// timestamps with fractions included.
+/// models SeaORM's own by-name decoding reads from the same rows, NULLs, JSON, enums,
+/// non-ASCII text and timestamps with fractions included (on PostgreSQL, through the
+/// decoders' binary fast paths).
 async fn pages_decode_rows_as_seaorm_does(t: &TestDb) {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
     use service::{conversation, message};
@@ -1005,7 +1006,13 @@ async fn pages_decode_rows_as_seaorm_does(t: &TestDb) {
         ),
         mms,
         email,
-        sms(Direction::Inbound, "not-a-number", "+12016661234", "odd", 7),
+        sms(
+            Direction::Inbound,
+            "not-a-number",
+            "+12016661234",
+            "odd: ünïcödé ✓ 📨",
+            7,
+        ),
         sms(
             Direction::Outbound,
             "+12016661234",

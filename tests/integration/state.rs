@@ -1043,11 +1043,7 @@ async fn a_page_of_50_with_state_costs_a_constant_number_of_statements(t: &TestD
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let counter = Arc::new(AtomicUsize::new(0));
-    let mut db = t.db.clone();
-    let c = counter.clone();
-    db.set_metric_callback(move |_| {
-        c.fetch_add(1, Ordering::SeqCst);
-    });
+    let (db, _counting) = service::db::counting(&t.db, counter.clone());
     let app = TestApp {
         router: api::router(api::AppState::new(db, AppConfig::default())),
     };

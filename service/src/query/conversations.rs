@@ -5,13 +5,10 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query, SelectStatement};
-use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, QueryTrait,
-    Select,
-};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect, QueryTrait, Select};
 
 use super::rows::{self, FromRow};
-use super::{Count, ListOrder, MAX_IDS_PER_STATEMENT, Page, Window, keyset_page, run};
+use super::{Count, ListOrder, MAX_IDS_PER_STATEMENT, Page, Reader, Window, keyset_page, run};
 use crate::access::Viewer;
 use crate::error::{Error, Result};
 use crate::normalize::{self, Region};
@@ -50,7 +47,7 @@ pub struct ConversationFilter {
 /// A conversation by id; `None` when there is none or `viewer` may not see it (the same
 /// answer, so an id's existence does not leak).
 pub async fn find_conversation(
-    db: &impl ConnectionTrait,
+    db: &impl Reader,
     viewer: &Viewer,
     id: i64,
 ) -> Result<Option<conversation::Model>> {
@@ -61,13 +58,16 @@ pub async fn find_conversation(
 /// `conversations` as the read side selects it: every column but `participants`, which the
 /// decoder builds from `participants_key` (see [`rows`]). Built once and cloned: SeaORM
 /// builds `Entity::find()` column by column and then this column list (about 30,000
-/// instructions, a tenth of a thread request), a clone copies the result.
+/// instructions, a tenth of a thread request); the template holds the list as one piece
+/// of text ([`run::columns_prebuilt`]), which a clone copies and a build writes as it is.
 fn conversations() -> Select<conversation::Entity> {
     static SELECT: std::sync::LazyLock<Select<conversation::Entity>> =
         std::sync::LazyLock::new(|| {
-            conversation::Entity::find()
-                .select_only()
-                .columns(rows::CONVERSATION_READ)
+            run::columns_prebuilt(
+                conversation::Entity::find()
+                    .select_only()
+                    .columns(rows::CONVERSATION_READ),
+            )
         });
     SELECT.clone()
 }
@@ -83,7 +83,7 @@ fn visible(select: Select<conversation::Entity>, viewer: &Viewer) -> Select<conv
 /// Conversations by ids (for batching loaders); missing ids, and those `viewer` may not
 /// see, are absent. One statement per [`MAX_IDS_PER_STATEMENT`] ids.
 pub async fn conversations_by_ids(
-    db: &impl ConnectionTrait,
+    db: &impl Reader,
     viewer: &Viewer,
     ids: &[i64],
 ) -> Result<HashMap<i64, conversation::Model>> {
@@ -101,7 +101,7 @@ pub async fn conversations_by_ids(
 /// if it exists and `viewer` may see it. Rejects addresses that do not normalize, naming
 /// `participants[i]`.
 pub async fn find_conversation_by_participants(
-    db: &impl ConnectionTrait,
+    db: &impl Reader,
     viewer: &Viewer,
     region: Region,
     channel: Channel,
@@ -252,7 +252,7 @@ pub fn conversation_page(
 /// A page of the conversations `viewer` sees, most recent activity first (ties: higher id
 /// first).
 pub async fn list_conversations(
-    db: &impl ConnectionTrait,
+    db: &impl Reader,
     viewer: &Viewer,
     region: Region,
     filter: &ConversationFilter,
@@ -271,7 +271,7 @@ pub async fn list_conversations(
 /// state's primary key, so a page with its states is one statement and one index probe
 /// per row. `None` where the inbox has no state row (nothing read, nothing archived).
 pub async fn list_conversations_with_state(
-    db: &impl ConnectionTrait,
+    db: &impl Reader,
     viewer: &Viewer,
     region: Region,
     filter: &ConversationFilter,
@@ -384,7 +384,7 @@ impl FromRow for WithState {
 /// this count ([`counted_scope`]), exact at any size; otherwise by counting the matching
 /// rows, at most `limit` of them ([`Count`]: past `limit`, `limit` and not exact).
 pub async fn count_conversations(
-    db: &impl ConnectionTrait,
+    db: &impl Reader,
     viewer: &Viewer,
     region: Region,
     filter: &ConversationFilter,
@@ -468,7 +468,7 @@ pub fn counted_scope(
 }
 
 /// The sum of `scope`'s slots in `conversation_counts` (0 when it has none).
-async fn counted(db: &impl ConnectionTrait, scope: String) -> Result<u64> {
+async fn counted(db: &impl Reader, scope: String) -> Result<u64> {
     // CAST: PostgreSQL's sum of bigint is numeric.
     let mut sql =
         Sql::new("SELECT CAST(sum(n) AS bigint) AS n FROM conversation_counts WHERE scope = ");

@@ -5,13 +5,12 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, Query, SelectStatement, UnionType};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait, Select,
+    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select,
 };
 
 use super::{
-    Count, ListOrder, MAX_ARMS_PER_STATEMENT, MAX_IDS_PER_STATEMENT, Page, Window, count_probe,
-    keyset_page, run,
+    Count, ListOrder, MAX_ARMS_PER_STATEMENT, MAX_IDS_PER_STATEMENT, Page, Reader, Window,
+    count_probe, keyset_page, run,
 };
 use crate::access::Viewer;
 use crate::error::{Error, Result};
@@ -69,7 +68,7 @@ impl MessageScope {
 /// A message by id; `None` when there is none or `viewer` may not see it (the same answer,
 /// so an id's existence does not leak).
 pub async fn find_message(
-    db: &impl ConnectionTrait,
+    db: &impl Reader,
     viewer: &Viewer,
     id: i64,
 ) -> Result<Option<message::Model>> {
@@ -91,7 +90,7 @@ fn visible(select: Select<message::Entity>, viewer: &Viewer) -> Select<message::
 /// Messages by ids (for batching loaders); missing ids, and those `viewer` may not see, are
 /// absent. One statement per [`MAX_IDS_PER_STATEMENT`] ids.
 pub async fn messages_by_ids(
-    db: &impl ConnectionTrait,
+    db: &impl Reader,
     viewer: &Viewer,
     ids: &[i64],
 ) -> Result<HashMap<i64, message::Model>> {
@@ -125,7 +124,7 @@ pub fn messages_after_sequence_page(
 /// `sequence`), in sequence order, restricted to what `viewer` sees: what a live
 /// subscriber resuming after `after` missed.
 pub async fn messages_after_sequence(
-    db: &impl ConnectionTrait,
+    db: &impl Reader,
     viewer: &Viewer,
     conversation_id: i64,
     after: i64,
@@ -168,11 +167,11 @@ pub fn message_page(
     )
 }
 
-/// `message::Entity::find()`, built once and cloned (SeaORM builds it column by column;
-/// a clone copies the result).
+/// `message::Entity::find()`, built once and cloned (SeaORM builds it column by column),
+/// its column list held as one piece of text ([`run::columns_prebuilt`]).
 fn find_messages() -> Select<message::Entity> {
     static SELECT: std::sync::LazyLock<Select<message::Entity>> =
-        std::sync::LazyLock::new(message::Entity::find);
+        std::sync::LazyLock::new(|| run::columns_prebuilt(message::Entity::find()));
     SELECT.clone()
 }
 
@@ -180,7 +179,7 @@ fn find_messages() -> Select<message::Entity> {
 /// messages belong to no conversation, so only a viewer who sees everything may list them
 /// (`FORBIDDEN` naming `unassignedMessages` otherwise).
 pub async fn list_messages(
-    db: &impl ConnectionTrait,
+    db: &impl Reader,
     viewer: &Viewer,
     scope: MessageScope,
     filter: &MessageFilter,
@@ -230,7 +229,7 @@ pub fn message_batch_pages(
 /// [`MAX_ARMS_PER_STATEMENT`] conversations (see [`message_batch_pages`]). The ids must be
 /// of conversations the caller already found visible (a page, a lookup).
 pub async fn list_messages_batch(
-    db: &impl ConnectionTrait,
+    db: &impl Reader,
     conversation_ids: &[i64],
     filter: &MessageFilter,
     window: &Window,
@@ -266,7 +265,7 @@ pub async fn list_messages_batch(
 /// 1)`, a range of the thread's index each), so no thread is read past `limit` matches.
 /// The ids must be of conversations the caller already found visible.
 pub async fn count_messages_batch(
-    db: &impl ConnectionTrait,
+    db: &impl Reader,
     conversation_ids: &[i64],
     filter: &MessageFilter,
     limit: u64,
@@ -312,7 +311,7 @@ pub async fn count_messages_batch(
 }
 
 /// How many messages are unassigned (for operators and admins: see [`list_messages`]).
-pub async fn count_unassigned(db: &impl ConnectionTrait) -> Result<u64> {
+pub async fn count_unassigned(db: &impl Reader) -> Result<u64> {
     let select = message::Entity::find()
         .select_only()
         .column_as(Expr::col(Asterisk).count(), "n")
@@ -324,7 +323,7 @@ pub async fn count_unassigned(db: &impl ConnectionTrait) -> Result<u64> {
 
 /// How many messages are unassigned, counted up to `limit` ([`Count`]): what
 /// `unassignedMessages.totalCount` reads (an operator's exact figure is [`count_unassigned`]).
-pub async fn count_unassigned_up_to(db: &impl ConnectionTrait, limit: u64) -> Result<Count> {
+pub async fn count_unassigned_up_to(db: &impl Reader, limit: u64) -> Result<Count> {
     let select = message::Entity::find()
         .select_only()
         .expr(Expr::cust("1"))

@@ -79,58 +79,130 @@ fn decode_err(i: usize, e: impl std::fmt::Display) -> DbErr {
     DbErr::Type(format!("column {i}: {e}"))
 }
 
-macro_rules! columns_of {
-    ($row:ty) => {
-        impl Columns for $row {
-            fn int(&self, i: usize) -> Result<i64, DbErr> {
-                self.try_get(i).map_err(|e| decode_err(i, e))
-            }
-            fn opt_int(&self, i: usize) -> Result<Option<i64>, DbErr> {
-                self.try_get(i).map_err(|e| decode_err(i, e))
-            }
-            fn boolean(&self, i: usize) -> Result<bool, DbErr> {
-                self.try_get(i).map_err(|e| decode_err(i, e))
-            }
-            fn text(&self, i: usize) -> Result<String, DbErr> {
-                self.try_get(i).map_err(|e| decode_err(i, e))
-            }
-            fn opt_text(&self, i: usize) -> Result<Option<String>, DbErr> {
-                self.try_get(i).map_err(|e| decode_err(i, e))
-            }
-            fn parsed<T>(
-                &self,
-                i: usize,
-                parse: fn(&str) -> Result<T, String>,
-            ) -> Result<T, DbErr> {
-                let s: &str = self.try_get(i).map_err(|e| decode_err(i, e))?;
-                parse(s).map_err(|e| decode_err(i, e))
-            }
-            fn json(&self, i: usize) -> Result<Json, DbErr> {
-                self.try_get(i).map_err(|e| decode_err(i, e))
-            }
-            fn opt_json(&self, i: usize) -> Result<Option<Json>, DbErr> {
-                self.try_get(i).map_err(|e| decode_err(i, e))
-            }
-        }
-    };
+impl Columns for SqliteRow {
+    fn int(&self, i: usize) -> Result<i64, DbErr> {
+        self.try_get(i).map_err(|e| decode_err(i, e))
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, DbErr> {
+        self.try_get(i).map_err(|e| decode_err(i, e))
+    }
+    fn boolean(&self, i: usize) -> Result<bool, DbErr> {
+        self.try_get(i).map_err(|e| decode_err(i, e))
+    }
+    fn text(&self, i: usize) -> Result<String, DbErr> {
+        self.try_get(i).map_err(|e| decode_err(i, e))
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, DbErr> {
+        self.try_get(i).map_err(|e| decode_err(i, e))
+    }
+    fn parsed<T>(&self, i: usize, parse: fn(&str) -> Result<T, String>) -> Result<T, DbErr> {
+        let s: &str = self.try_get(i).map_err(|e| decode_err(i, e))?;
+        parse(s).map_err(|e| decode_err(i, e))
+    }
+    fn json(&self, i: usize) -> Result<Json, DbErr> {
+        self.try_get(i).map_err(|e| decode_err(i, e))
+    }
+    fn opt_json(&self, i: usize) -> Result<Option<Json>, DbErr> {
+        self.try_get(i).map_err(|e| decode_err(i, e))
+    }
 }
 
-columns_of!(PgRow);
-columns_of!(SqliteRow);
+/// PostgreSQL's fixed type oids (`pg_type.dat`) of the column types the read side decodes.
+mod pg_oid {
+    pub const BOOL: u32 = 16;
+    pub const INT8: u32 = 20;
+    pub const TEXT: u32 = 25;
+    pub const VARCHAR: u32 = 1043;
+    pub const TIMESTAMPTZ: u32 = 1184;
+}
+
+/// Column `i`'s bytes, when the value is not NULL, came in binary format and has one of the
+/// types `oids`; `None` leaves the column to sqlx's checked decode, which reads a NULL and
+/// explains a mismatch.
+///
+/// sqlx's `try_get` checks a column's type against every type the Rust type accepts, each
+/// comparison a match over `PgType` (`&str` accepts five: about 250 instructions a text
+/// column), and decodes through its error plumbing; a page of 50 conversations reads 550
+/// columns, 50 messages 800. Comparing the oid is one match.
+fn pg_bytes<'r>(row: &'r PgRow, i: usize, oids: &[u32]) -> Option<&'r [u8]> {
+    use sea_orm::sqlx::ValueRef as _;
+    use sea_orm::sqlx::postgres::PgValueFormat;
+    let raw = row.try_get_raw(i).ok()?;
+    if raw.is_null() || raw.format() != PgValueFormat::Binary {
+        return None;
+    }
+    let oid = raw.type_info().oid()?.0;
+    if !oids.contains(&oid) {
+        return None;
+    }
+    raw.as_bytes().ok()
+}
+
+/// A `bigint` column's value, read from its 8 big-endian bytes.
+fn pg_int(row: &PgRow, i: usize) -> Option<i64> {
+    let bytes = pg_bytes(row, i, &[pg_oid::INT8])?;
+    Some(i64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// A `text` or `varchar` column's value (binary format is the UTF-8 text itself).
+fn pg_str(row: &PgRow, i: usize) -> Option<&str> {
+    std::str::from_utf8(pg_bytes(row, i, &[pg_oid::TEXT, pg_oid::VARCHAR])?).ok()
+}
+
+impl Columns for PgRow {
+    fn int(&self, i: usize) -> Result<i64, DbErr> {
+        match pg_int(self, i) {
+            Some(n) => Ok(n),
+            None => self.try_get(i).map_err(|e| decode_err(i, e)),
+        }
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, DbErr> {
+        match pg_int(self, i) {
+            Some(n) => Ok(Some(n)),
+            None => self.try_get(i).map_err(|e| decode_err(i, e)),
+        }
+    }
+    fn boolean(&self, i: usize) -> Result<bool, DbErr> {
+        match pg_bytes(self, i, &[pg_oid::BOOL]) {
+            Some([b]) => Ok(*b != 0),
+            _ => self.try_get(i).map_err(|e| decode_err(i, e)),
+        }
+    }
+    fn text(&self, i: usize) -> Result<String, DbErr> {
+        match pg_str(self, i) {
+            Some(s) => Ok(s.to_owned()),
+            None => self.try_get(i).map_err(|e| decode_err(i, e)),
+        }
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, DbErr> {
+        match pg_str(self, i) {
+            Some(s) => Ok(Some(s.to_owned())),
+            None => self.try_get(i).map_err(|e| decode_err(i, e)),
+        }
+    }
+    fn parsed<T>(&self, i: usize, parse: fn(&str) -> Result<T, String>) -> Result<T, DbErr> {
+        let s = match pg_str(self, i) {
+            Some(s) => s,
+            None => self.try_get(i).map_err(|e| decode_err(i, e))?,
+        };
+        parse(s).map_err(|e| decode_err(i, e))
+    }
+    fn json(&self, i: usize) -> Result<Json, DbErr> {
+        self.try_get(i).map_err(|e| decode_err(i, e))
+    }
+    fn opt_json(&self, i: usize) -> Result<Option<Json>, DbErr> {
+        self.try_get(i).map_err(|e| decode_err(i, e))
+    }
+}
 
 impl Timestamps for PgRow {
     /// A `timestamptz` in binary format is microseconds since 2000-01-01 UTC, big-endian;
     /// read directly (sqlx adds a `chrono::Duration` to a `NaiveDateTime`, about 400
     /// instructions). Any other value goes through sqlx.
     fn time(&self, i: usize) -> Result<DateTime<Utc>, DbErr> {
-        use sea_orm::sqlx::postgres::{PgValueFormat, Postgres};
-        use sea_orm::sqlx::{Type, ValueRef as _};
         const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
-        let raw = self.try_get_raw(i).map_err(|e| decode_err(i, e))?;
-        if !raw.is_null()
-            && raw.format() == PgValueFormat::Binary
-            && <DateTime<Utc> as Type<Postgres>>::compatible(&raw.type_info())
-            && let Ok(bytes) = <[u8; 8]>::try_from(raw.as_bytes().unwrap_or_default())
+        if let Some(bytes) = pg_bytes(self, i, &[pg_oid::TIMESTAMPTZ])
+            && let Ok(bytes) = <[u8; 8]>::try_from(bytes)
             && let Some(at) = i64::from_be_bytes(bytes)
                 .checked_add(POSTGRES_EPOCH_MICROS)
                 .and_then(DateTime::from_timestamp_micros)

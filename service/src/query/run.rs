@@ -15,9 +15,156 @@ use sea_orm::sea_query::{
     Alias, Asterisk, Expr, ExprTrait, PostgresQueryBuilder, Query, QueryBuilder, SelectStatement,
     SqlWriter, SqliteQueryBuilder, Value,
 };
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use std::sync::Arc;
+
+use sea_orm::sqlx::{self, PgPool, SqlitePool};
+use sea_orm::{
+    ConnAcquireErr, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, QueryResult, QuerySelect, QueryTrait, RuntimeErr, Select, Statement,
+};
+use sea_query_sqlx::SqlxValues;
 
 use super::rows::{FromRow, check_columns};
+
+/// A connection the read side's statements run on.
+///
+/// On a pool (a [`DatabaseConnection`]) they run on sqlx directly: SeaORM's
+/// `query_all_raw`/`query_one_raw` run the same sqlx calls, but as boxed trait futures in a
+/// tracing span, which cost about 20,000 instructions a statement (a thread request runs
+/// two), and rows come back as the same [`QueryResult`]s. In a transaction they run through
+/// SeaORM. Statements run directly are counted by [`crate::db::counting`], as SeaORM's are
+/// by its metric callback.
+pub trait Reader: ConnectionTrait + Sync {
+    /// The sqlx pool to run on directly; `None` runs through SeaORM.
+    fn pool(&self) -> Option<Pool<'_>> {
+        None
+    }
+}
+
+/// The sqlx pool behind a [`DatabaseConnection`].
+#[derive(Clone, Copy)]
+pub enum Pool<'a> {
+    /// PostgreSQL.
+    Postgres(&'a PgPool),
+    /// SQLite.
+    Sqlite(&'a SqlitePool),
+}
+
+impl Reader for DatabaseConnection {
+    fn pool(&self) -> Option<Pool<'_>> {
+        match self.get_database_backend() {
+            DbBackend::Postgres => Some(Pool::Postgres(self.get_postgres_connection_pool())),
+            DbBackend::Sqlite => Some(Pool::Sqlite(self.get_sqlite_connection_pool())),
+            _ => None,
+        }
+    }
+}
+
+impl Reader for DatabaseTransaction {}
+
+impl Pool<'_> {
+    /// The identity [`crate::db::pool_id`] gives the pool.
+    fn id(self) -> usize {
+        match self {
+            Pool::Postgres(p) => std::ptr::from_ref(p.options()) as usize,
+            Pool::Sqlite(p) => std::ptr::from_ref(p.options()) as usize,
+        }
+    }
+
+    /// Runs `statement` and returns its rows (at most one when `one`), as SeaORM's
+    /// `query_all_raw` would: the same acquire, the same errors.
+    async fn fetch(self, statement: Statement, one: bool) -> Result<Vec<QueryResult>, DbErr> {
+        crate::db::direct_statement_ran(|| self.id());
+        let values = SqlxValues(statement.values.unwrap_or(sea_orm::Values(Vec::new())));
+        let sql = sqlx::AssertSqlSafe(statement.sql);
+        match self {
+            Pool::Postgres(pool) => {
+                let mut conn = pool.acquire().await.map_err(acquire_err)?;
+                let query = sqlx::query_with(sql, values);
+                let rows = if one {
+                    query.fetch_optional(&mut *conn).await.map(Vec::from_iter)
+                } else {
+                    query.fetch_all(&mut *conn).await
+                };
+                Ok(rows
+                    .map_err(query_err)?
+                    .into_iter()
+                    .map(Into::into)
+                    .collect())
+            }
+            Pool::Sqlite(pool) => {
+                let mut conn = pool.acquire().await.map_err(acquire_err)?;
+                let query = sqlx::query_with(sql, values);
+                let rows = if one {
+                    query.fetch_optional(&mut *conn).await.map(Vec::from_iter)
+                } else {
+                    query.fetch_all(&mut *conn).await
+                };
+                Ok(rows
+                    .map_err(query_err)?
+                    .into_iter()
+                    .map(Into::into)
+                    .collect())
+            }
+        }
+    }
+}
+
+/// What SeaORM makes of a failed acquire (its `sqlx_conn_acquire_err`, private to it): the
+/// service tells a pool timeout from a broken database by it.
+fn acquire_err(e: sqlx::Error) -> DbErr {
+    match e {
+        sqlx::Error::PoolTimedOut => DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+        sqlx::Error::PoolClosed => DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
+        e => DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e))),
+    }
+}
+
+/// What SeaORM makes of a failed query (its `sqlx_error_to_query_err`).
+fn query_err(e: sqlx::Error) -> DbErr {
+    DbErr::Query(RuntimeErr::SqlxError(Arc::new(e)))
+}
+
+/// `statement`'s rows, on the pool when there is one ([`Reader`]).
+///
+/// The fetch is boxed: its future (sqlx's acquire and fetch) is large, and held inline it
+/// would grow every future that awaits a read, up to async-graphql's root field future,
+/// which the executor moves into a box for every field of every request.
+async fn rows(db: &impl Reader, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
+    match db.pool() {
+        Some(pool) => Box::pin(pool.fetch(statement, false)).await,
+        None => db.query_all_raw(statement).await,
+    }
+}
+
+/// `statement`'s first row, on the pool when there is one ([`Reader`]; boxed, as in
+/// [`rows`]).
+async fn row(db: &impl Reader, statement: Statement) -> Result<Option<QueryResult>, DbErr> {
+    match db.pool() {
+        Some(pool) => Ok(Box::pin(pool.fetch(statement, true)).await?.pop()),
+        None => db.query_one_raw(statement).await,
+    }
+}
+
+/// `select` with its column list written once, as one piece of SQL text: what a read-side
+/// template is made from.
+///
+/// A select that lists each column (SeaORM's `Entity::find()` lists them all) costs, for
+/// every statement made from it, a clone of each column's expression and then their
+/// building, quoted identifier by identifier: about 30,000 instructions for a page of
+/// messages (16 columns) and 13,000 for a conversation lookup. The same text taken from
+/// one build of `select` is copied instead. PostgreSQL and SQLite quote identifiers alike
+/// (`"table"."column"`), so the text holds on both (the templates' tests compare the whole
+/// statement with a fresh build on each).
+pub(crate) fn columns_prebuilt<E: EntityTrait>(select: Select<E>) -> Select<E> {
+    let built = select.build(DbBackend::Postgres).sql;
+    let list = built
+        .strip_prefix("SELECT ")
+        .and_then(|rest| rest.split_once(" FROM "))
+        .map(|(list, _)| list.to_owned())
+        .expect("a plain SELECT ... FROM");
+    select.select_only().expr(Expr::cust(list))
+}
 
 /// `select` as it runs on `backend`: every `LIMIT` (the only `u64` values of the read
 /// side's statements) written as a literal, every other value bound. What the listing
@@ -90,11 +237,11 @@ impl SqlWriter for InlineLimits {
 /// Runs `select` ([`page_statement`]) and decodes each row as `M`, by position (see
 /// [`super::rows`]).
 pub(crate) async fn all<M: FromRow>(
-    db: &impl ConnectionTrait,
+    db: &impl Reader,
     select: SelectStatement,
 ) -> Result<Vec<M>, DbErr> {
     let statement = page_statement(db.get_database_backend(), &select);
-    let rows = db.query_all_raw(statement).await?;
+    let rows = rows(db, statement).await?;
     if let Some(first) = rows.first() {
         check_columns::<M>(first)?;
     }
@@ -103,12 +250,12 @@ pub(crate) async fn all<M: FromRow>(
 
 /// Runs `select` limited to one row ([`page_statement`]) and decodes it as `M`.
 pub(crate) async fn one<M: FromRow>(
-    db: &impl ConnectionTrait,
+    db: &impl Reader,
     mut select: SelectStatement,
 ) -> Result<Option<M>, DbErr> {
     select.limit(1);
     let statement = page_statement(db.get_database_backend(), &select);
-    let Some(row) = db.query_one_raw(statement).await? else {
+    let Some(row) = row(db, statement).await? else {
         return Ok(None);
     };
     check_columns::<M>(&row)?;
@@ -116,12 +263,9 @@ pub(crate) async fn one<M: FromRow>(
 }
 
 /// Runs `select`, a `count(*)` ([`page_statement`]), and reads its one value.
-pub(crate) async fn count(
-    db: &impl ConnectionTrait,
-    select: SelectStatement,
-) -> Result<Option<i64>, DbErr> {
+pub(crate) async fn count(db: &impl Reader, select: SelectStatement) -> Result<Option<i64>, DbErr> {
     let statement = page_statement(db.get_database_backend(), &select);
-    db.query_one_raw(statement)
+    row(db, statement)
         .await?
         .map(|row| row.try_get_by_index(0))
         .transpose()
@@ -131,7 +275,7 @@ pub(crate) async fn count(
 /// count(*) FROM (select LIMIT limit + 1)`, so the database stops after that many matching
 /// rows whatever the filter (see [`super::Count`]). `select` should select a constant.
 pub(crate) async fn count_up_to(
-    db: &impl ConnectionTrait,
+    db: &impl Reader,
     mut select: SelectStatement,
     limit: u64,
 ) -> Result<super::Count, DbErr> {
@@ -148,12 +292,9 @@ pub(crate) async fn count_up_to(
 }
 
 /// Runs `select`, whose first column is an id ([`page_statement`]), and reads the ids.
-pub(crate) async fn ids(
-    db: &impl ConnectionTrait,
-    select: SelectStatement,
-) -> Result<Vec<i64>, DbErr> {
+pub(crate) async fn ids(db: &impl Reader, select: SelectStatement) -> Result<Vec<i64>, DbErr> {
     let statement = page_statement(db.get_database_backend(), &select);
-    db.query_all_raw(statement)
+    rows(db, statement)
         .await?
         .iter()
         .map(|row| row.try_get_by_index(0))

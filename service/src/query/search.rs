@@ -11,7 +11,7 @@ use sea_orm::{
     QueryFilter, QuerySelect, QueryTrait, RuntimeErr, Select, TransactionTrait,
 };
 
-use super::{ListOrder, Page, Window, keyset_page, run};
+use super::{ListOrder, Page, Reader, Window, keyset_page, run};
 use crate::access::Viewer;
 use crate::error::{Error, Result};
 use crate::normalize::{self, Region};
@@ -237,7 +237,7 @@ fn newest_ids(
 /// next to the window's edge, and how many there are (fewer than `span`: every message
 /// past the edge). `None` when there are none.
 pub async fn walk_span(
-    conn: &impl ConnectionTrait,
+    conn: &impl Reader,
     region: Region,
     filter: &SearchFilter,
     window: &Window,
@@ -334,7 +334,7 @@ fn keys_page(
 /// page is empty (then the caller counts: it cannot tell a rare word found nowhere the
 /// viewer looks from a common word whose first matches were all filtered out).
 async fn few_matches_page(
-    conn: &impl ConnectionTrait,
+    conn: &impl Reader,
     viewer: &Viewer,
     region: Region,
     query: &SearchQuery,
@@ -408,11 +408,7 @@ fn matching(backend: DbBackend, query: &SearchQuery) -> SelectStatement {
 
 /// How many messages match `query`, counted up to [`FEW_MATCHES`] (one read of the index
 /// per match; on SQLite the FTS5 doclist alone).
-async fn count_matches(
-    conn: &impl ConnectionTrait,
-    backend: DbBackend,
-    query: &SearchQuery,
-) -> Result<u64> {
+async fn count_matches(conn: &impl Reader, backend: DbBackend, query: &SearchQuery) -> Result<u64> {
     let mut probe = Query::select();
     probe.expr(Expr::val(1)).limit(FEW_MATCHES);
     match backend {
@@ -522,7 +518,7 @@ pub async fn search_messages(
 /// `messages_sent_at_id` too cheaply for a rare word (40,000 rows, 180 ms, at 1,000
 /// matches in 1,000,000 messages).
 async fn page_rows(
-    conn: &impl ConnectionTrait,
+    conn: &impl Reader,
     backend: DbBackend,
     viewer: &Viewer,
     region: Region,
@@ -575,7 +571,7 @@ async fn page_rows(
 /// its own messages each looked up in FTS5 ([`search_page_visible_first`]); many, the
 /// walk in sets of [`sqlite_walk`], as for an admin.
 async fn sqlite_principal_page(
-    conn: &impl ConnectionTrait,
+    conn: &impl Reader,
     viewer: &Viewer,
     region: Region,
     query: &SearchQuery,
@@ -608,7 +604,7 @@ async fn sqlite_principal_page(
 /// in it match `query` (then one range read of the FTS5 index checks them all; otherwise
 /// each message is looked up).
 pub async fn few_span_matches(
-    conn: &impl ConnectionTrait,
+    conn: &impl Reader,
     query: &SearchQuery,
     ids: &[i64],
 ) -> Result<Option<(i64, i64)>> {
@@ -638,7 +634,7 @@ pub async fn few_span_matches(
 /// The ids of the messages of the conversations of `inboxes` under `filter`, when there
 /// are fewer than [`VISIBLE_FEW`] (`messages_conversation_id_sent_at_id`, in no order).
 pub async fn visible_ids(
-    conn: &impl ConnectionTrait,
+    conn: &impl Reader,
     backend: DbBackend,
     inboxes: &[String],
     region: Region,
@@ -669,7 +665,7 @@ pub async fn visible_ids(
 /// ([`search_page_span`]) over growing spans ([`WALK_SPANS`]), then, should none hold the
 /// page, by the matches-first walk of [`search_page`].
 async fn sqlite_walk(
-    conn: &impl ConnectionTrait,
+    conn: &impl Reader,
     viewer: &Viewer,
     region: Region,
     query: &SearchQuery,
@@ -692,7 +688,7 @@ async fn sqlite_walk(
 
 /// Runs `keys` ([`search_page_keys`]) and reads the messages it names, in its order.
 async fn page_by_keys(
-    conn: &impl ConnectionTrait,
+    conn: &impl Reader,
     keys: Select<message_text::Entity>,
 ) -> Result<Vec<message::Model>> {
     let ids = run::ids(conn, keys.into_query())
@@ -702,7 +698,7 @@ async fn page_by_keys(
 }
 
 /// The messages `ids`, in that order.
-async fn by_ids(conn: &impl ConnectionTrait, ids: Vec<i64>) -> Result<Vec<message::Model>> {
+async fn by_ids(conn: &impl Reader, ids: Vec<i64>) -> Result<Vec<message::Model>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
