@@ -42,6 +42,7 @@ on_both_engines!(
     migrations_go_down_and_up_again,
     unknown_stored_channel_is_an_error_not_a_guess,
     pages_decode_rows_as_seaorm_does,
+    one_connection_runs_every_statement_on_one_connection,
 );
 
 async fn outbound_then_inbound_reply_share_one_conversation(t: &TestDb) {
@@ -1149,4 +1150,70 @@ async fn pages_decode_rows_as_seaorm_does(t: &TestDb) {
     .await
     .unwrap();
     assert_eq!(page.items, unassigned);
+}
+
+/// `query::OneConnection` (what `conversation(id:)` runs its lookup and thread page on) runs
+/// every statement given to it on one pooled connection until it is dropped: a TEMP table,
+/// private to the connection that made it, is seen by each of its later statements although
+/// the pool holds other idle connections an acquire per statement would hand out. The read
+/// side's own functions run through it too, and the pool serves again once it is dropped.
+async fn one_connection_runs_every_statement_on_one_connection(t: &TestDb) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let backend = t.db.get_database_backend();
+    let s = Settings::default();
+    record_message(
+        &t.db,
+        &s,
+        sms(Direction::Inbound, "+18045551234", "+12016661234", "hi", 1),
+    )
+    .await
+    .unwrap();
+    // Open several connections at once, so the pool has idle ones to hand out.
+    let warm: Vec<_> = (0..4).map(|_| query::OneConnection::new(&t.db)).collect();
+    let select_one = || Statement::from_string(backend, "SELECT 1");
+    futures::future::try_join_all(warm.iter().map(|w| w.query_one_raw(select_one())))
+        .await
+        .unwrap();
+    drop(warm);
+
+    let one = query::OneConnection::new(&t.db);
+    one.execute_unprepared("CREATE TEMP TABLE one_connection_probe (x BIGINT)")
+        .await
+        .unwrap();
+    one.execute_unprepared("INSERT INTO one_connection_probe VALUES (7)")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let row = one
+            .query_one_raw(Statement::from_string(
+                backend,
+                "SELECT x FROM one_connection_probe",
+            ))
+            .await
+            .unwrap()
+            .expect("a row");
+        assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), 7);
+        let id = t.ids("conversations").await[0];
+        let found = query::find_conversation(&one, &service::Viewer::Everyone, id)
+            .await
+            .unwrap()
+            .expect("the conversation");
+        let page = query::list_messages_batch(
+            &one,
+            &[found.id],
+            &MessageFilter::default(),
+            &Window::new(
+                service::cursor::CursorKind::Message,
+                &PageRequest::default(),
+                &s.limits,
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(page[&found.id].items.len(), 1);
+    }
+    drop(one);
+    // The connection went back: the pool answers (its acquire timeout would fail this).
+    t.db.query_one_raw(select_one()).await.unwrap();
 }

@@ -128,7 +128,7 @@ pub async fn conversation_page(
 /// Loads ahead what the selection of one conversation field (`conversation(id:)`) asks for.
 pub async fn prefetch_one(
     ctx: &Context<'_>,
-    db: &DatabaseConnection,
+    db: &impl query::Reader,
     conversation: &conversation::Model,
 ) -> Result<Option<Arc<Prefetched>>> {
     let nodes = [ctx.look_ahead()];
@@ -148,7 +148,7 @@ pub async fn prefetch_one(
 /// rows of `states` come from `joined` when the page's statement read them.
 async fn prefetch_for(
     ctx: &Context<'_>,
-    db: &DatabaseConnection,
+    db: &impl query::Reader,
     page: &[conversation::Model],
     nodes: &[Lookahead<'_>],
     states: StateSelection,

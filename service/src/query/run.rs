@@ -41,13 +41,152 @@ pub trait Reader: ConnectionTrait + Sync {
     }
 }
 
-/// The sqlx pool behind a [`DatabaseConnection`].
+/// Where a [`Reader`] runs its statements directly.
 #[derive(Clone, Copy)]
 pub enum Pool<'a> {
-    /// PostgreSQL.
+    /// PostgreSQL's pool: a connection acquired and released for each statement.
     Postgres(&'a PgPool),
-    /// SQLite.
+    /// SQLite's pool, likewise.
     Sqlite(&'a SqlitePool),
+    /// One connection for several statements ([`OneConnection`]).
+    One(&'a OneConnection),
+}
+
+/// A [`Reader`] that runs every statement given to it on one pooled connection, acquired by
+/// its first statement and given back to the pool when it is dropped.
+///
+/// sqlx pings a connection as it goes back to its pool (`Sync`, then a wait for
+/// `ReadyForQuery`: a round trip to the database, in a task of its own), so each statement
+/// run on the pool costs two round trips. Statements that follow one another in one
+/// resolver (a conversation looked up, then its thread page) share one release here. Every
+/// statement goes through the held connection, SeaORM's included, so none waits for a second
+/// connection from a pool the first one may have exhausted (SQLite in memory has one). Hold
+/// it only for statements run one after the other, and drop it before anything else waits.
+pub struct OneConnection {
+    db: DatabaseConnection,
+    held: tokio::sync::Mutex<Option<Held>>,
+}
+
+/// A connection taken from the pool.
+enum Held {
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+}
+
+/// Runs `$statement` (a SeaORM [`Statement`]) on `$conn` (a sqlx connection): its rows, at
+/// most one when `$one`, as SeaORM's `query_all_raw` gives them.
+macro_rules! fetch_on {
+    ($conn:expr, $statement:expr, $one:expr) => {{
+        let statement: Statement = $statement;
+        let values = SqlxValues(statement.values.unwrap_or(sea_orm::Values(Vec::new())));
+        let query = sqlx::query_with(sqlx::AssertSqlSafe(statement.sql), values);
+        let rows = if $one {
+            query.fetch_optional($conn).await.map(Vec::from_iter)
+        } else {
+            query.fetch_all($conn).await
+        };
+        rows.map_err(query_err).map(|rows| {
+            rows.into_iter()
+                .map(Into::into)
+                .collect::<Vec<QueryResult>>()
+        })
+    }};
+}
+
+impl OneConnection {
+    /// Statements on `db`'s pool, on one connection from the first until this is dropped.
+    pub fn new(db: &DatabaseConnection) -> Self {
+        OneConnection {
+            db: db.clone(),
+            held: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The held connection, acquired from the pool (as [`Pool::fetch`] does) if not yet;
+    /// counts the statement about to run on it ([`crate::db::counting`]).
+    async fn connection(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Held>>, DbErr> {
+        let mut held = self.held.lock().await;
+        if held.is_none() {
+            *held = Some(match self.db.get_database_backend() {
+                DbBackend::Postgres => Held::Postgres(
+                    self.db
+                        .get_postgres_connection_pool()
+                        .acquire()
+                        .await
+                        .map_err(acquire_err)?,
+                ),
+                _ => Held::Sqlite(
+                    self.db
+                        .get_sqlite_connection_pool()
+                        .acquire()
+                        .await
+                        .map_err(acquire_err)?,
+                ),
+            });
+        }
+        crate::db::direct_statement_ran(|| crate::db::pool_id(&self.db));
+        Ok(held)
+    }
+
+    /// Runs `statement` on the held connection.
+    async fn fetch(&self, statement: Statement, one: bool) -> Result<Vec<QueryResult>, DbErr> {
+        match self.connection().await?.as_mut() {
+            Some(Held::Postgres(conn)) => fetch_on!(&mut **conn, statement, one),
+            Some(Held::Sqlite(conn)) => fetch_on!(&mut **conn, statement, one),
+            None => Err(DbErr::Custom("no connection held".into())),
+        }
+    }
+
+    /// Executes `statement` on the held connection.
+    async fn execute(&self, statement: Statement) -> Result<sea_orm::ExecResult, DbErr> {
+        use sqlx::Executor as _;
+        let exec_err = |e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e)));
+        let values = SqlxValues(statement.values.unwrap_or(sea_orm::Values(Vec::new())));
+        let sql = sqlx::AssertSqlSafe(statement.sql);
+        match self.connection().await?.as_mut() {
+            Some(Held::Postgres(conn)) => (&mut **conn)
+                .execute(sqlx::query_with(sql, values))
+                .await
+                .map(Into::into)
+                .map_err(exec_err),
+            Some(Held::Sqlite(conn)) => (&mut **conn)
+                .execute(sqlx::query_with(sql, values))
+                .await
+                .map(Into::into)
+                .map_err(exec_err),
+            None => Err(DbErr::Custom("no connection held".into())),
+        }
+    }
+}
+
+#[sea_orm::prelude::async_trait::async_trait]
+impl ConnectionTrait for OneConnection {
+    fn get_database_backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<sea_orm::ExecResult, DbErr> {
+        Box::pin(self.execute(stmt)).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, DbErr> {
+        let stmt = Statement::from_string(self.get_database_backend(), sql.to_owned());
+        Box::pin(self.execute(stmt)).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        Ok(Box::pin(self.fetch(stmt, true)).await?.pop())
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        Box::pin(self.fetch(stmt, false)).await
+    }
+}
+
+impl Reader for OneConnection {
+    fn pool(&self) -> Option<Pool<'_>> {
+        Some(Pool::One(self))
+    }
 }
 
 impl Reader for DatabaseConnection {
@@ -68,44 +207,25 @@ impl Pool<'_> {
         match self {
             Pool::Postgres(p) => std::ptr::from_ref(p.options()) as usize,
             Pool::Sqlite(p) => std::ptr::from_ref(p.options()) as usize,
+            Pool::One(one) => crate::db::pool_id(&one.db),
         }
     }
 
     /// Runs `statement` and returns its rows (at most one when `one`), as SeaORM's
     /// `query_all_raw` would: the same acquire, the same errors.
     async fn fetch(self, statement: Statement, one: bool) -> Result<Vec<QueryResult>, DbErr> {
-        crate::db::direct_statement_ran(|| self.id());
-        let values = SqlxValues(statement.values.unwrap_or(sea_orm::Values(Vec::new())));
-        let sql = sqlx::AssertSqlSafe(statement.sql);
         match self {
             Pool::Postgres(pool) => {
+                crate::db::direct_statement_ran(|| self.id());
                 let mut conn = pool.acquire().await.map_err(acquire_err)?;
-                let query = sqlx::query_with(sql, values);
-                let rows = if one {
-                    query.fetch_optional(&mut *conn).await.map(Vec::from_iter)
-                } else {
-                    query.fetch_all(&mut *conn).await
-                };
-                Ok(rows
-                    .map_err(query_err)?
-                    .into_iter()
-                    .map(Into::into)
-                    .collect())
+                fetch_on!(&mut *conn, statement, one)
             }
             Pool::Sqlite(pool) => {
+                crate::db::direct_statement_ran(|| self.id());
                 let mut conn = pool.acquire().await.map_err(acquire_err)?;
-                let query = sqlx::query_with(sql, values);
-                let rows = if one {
-                    query.fetch_optional(&mut *conn).await.map(Vec::from_iter)
-                } else {
-                    query.fetch_all(&mut *conn).await
-                };
-                Ok(rows
-                    .map_err(query_err)?
-                    .into_iter()
-                    .map(Into::into)
-                    .collect())
+                fetch_on!(&mut *conn, statement, one)
             }
+            Pool::One(held) => held.fetch(statement, one).await,
         }
     }
 }

@@ -152,13 +152,14 @@ impl QueryRoot {
             return Ok(None);
         };
         // Directly, not through the loader (a lone root field has no siblings to batch
-        // with), with its last message or thread page loaded ahead.
-        let db = ctx.data::<DatabaseConnection>()?;
+        // with), with its last message or thread page loaded ahead: one after the other, on
+        // one connection (each connection given back to the pool costs a round trip).
+        let db = query::OneConnection::new(ctx.data::<DatabaseConnection>()?);
         let viewer = ctx.data::<Viewer>()?;
-        let Some(model) = query::find_conversation(db, viewer, n).await.gql(ctx)? else {
+        let Some(model) = query::find_conversation(&db, viewer, n).await.gql(ctx)? else {
             return Ok(None);
         };
-        let prefetched = prefetch_one(ctx, db, &model).await?;
+        let prefetched = prefetch_one(ctx, &db, &model).await?;
         Ok(Some(Conversation(model, prefetched)))
     }
 
