@@ -62,6 +62,8 @@ pub enum Pool<'a> {
 /// statement goes through the held connection, SeaORM's included, so none waits for a second
 /// connection from a pool the first one may have exhausted (SQLite in memory has one). Hold
 /// it only for statements run one after the other, and drop it before anything else waits.
+/// It is for reads: a write on SQLite takes the process's turn to write
+/// ([`crate::db::begin_write`]), which this does not.
 pub struct OneConnection {
     db: DatabaseConnection,
     held: tokio::sync::Mutex<Option<Held>>,
