@@ -138,7 +138,9 @@ pub struct Args {
     pub search_record_rounds: u32,
     /// Measure only parley against PostGraphile 4 (the peer) on one seeded PostgreSQL
     /// database: list, edges and thread saturated with --concurrency clients, req/s and
-    /// server CPU per request side by side. Needs Node.js (skipped with a note without it)
+    /// server CPU per request side by side, with the whole machine's CPU per request by part
+    /// (the server's kernel time, PostgreSQL, the generator) and the throughput bound that
+    /// leaves any server on these cores. Needs Node.js (skipped with a note without it)
     /// and PostGraphile installed in --peer-dir (`npm ci --prefix bench/peer`; the runner
     /// tries that itself when it is missing).
     #[arg(long)]
