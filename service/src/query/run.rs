@@ -66,7 +66,7 @@ pub enum Pool<'a> {
 /// ([`crate::db::begin_write`]), which this does not.
 pub struct OneConnection {
     db: DatabaseConnection,
-    held: tokio::sync::Mutex<Option<Held>>,
+    held: tokio::sync::OnceCell<tokio::sync::Mutex<Held>>,
 }
 
 /// A connection taken from the pool.
@@ -100,42 +100,44 @@ impl OneConnection {
     pub fn new(db: &DatabaseConnection) -> Self {
         OneConnection {
             db: db.clone(),
-            held: tokio::sync::Mutex::new(None),
+            held: tokio::sync::OnceCell::new(),
         }
     }
 
-    /// The held connection, acquired from the pool (as [`Pool::fetch`] does) if not yet;
-    /// counts the statement about to run on it ([`crate::db::counting`]).
-    async fn connection(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Held>>, DbErr> {
-        let mut held = self.held.lock().await;
-        if held.is_none() {
-            *held = Some(match self.db.get_database_backend() {
-                DbBackend::Postgres => Held::Postgres(
-                    self.db
-                        .get_postgres_connection_pool()
-                        .acquire()
-                        .await
-                        .map_err(acquire_err)?,
-                ),
-                _ => Held::Sqlite(
-                    self.db
-                        .get_sqlite_connection_pool()
-                        .acquire()
-                        .await
-                        .map_err(acquire_err)?,
-                ),
-            });
-        }
+    /// The held connection, acquired from the pool (as [`Pool::fetch`] does) by the first
+    /// statement; counts the statement about to run on it ([`crate::db::counting`]).
+    async fn connection(&self) -> Result<tokio::sync::MutexGuard<'_, Held>, DbErr> {
+        let held = self
+            .held
+            .get_or_try_init(|| async {
+                let held = match self.db.get_database_backend() {
+                    DbBackend::Postgres => Held::Postgres(
+                        self.db
+                            .get_postgres_connection_pool()
+                            .acquire()
+                            .await
+                            .map_err(acquire_err)?,
+                    ),
+                    _ => Held::Sqlite(
+                        self.db
+                            .get_sqlite_connection_pool()
+                            .acquire()
+                            .await
+                            .map_err(acquire_err)?,
+                    ),
+                };
+                Ok::<_, DbErr>(tokio::sync::Mutex::new(held))
+            })
+            .await?;
         crate::db::direct_statement_ran(|| crate::db::pool_id(&self.db));
-        Ok(held)
+        Ok(held.lock().await)
     }
 
     /// Runs `statement` on the held connection.
     async fn fetch(&self, statement: Statement, one: bool) -> Result<Vec<QueryResult>, DbErr> {
-        match self.connection().await?.as_mut() {
-            Some(Held::Postgres(conn)) => fetch_on!(&mut **conn, statement, one),
-            Some(Held::Sqlite(conn)) => fetch_on!(&mut **conn, statement, one),
-            None => Err(DbErr::Custom("no connection held".into())),
+        match &mut *self.connection().await? {
+            Held::Postgres(conn) => fetch_on!(&mut **conn, statement, one),
+            Held::Sqlite(conn) => fetch_on!(&mut **conn, statement, one),
         }
     }
 
@@ -145,18 +147,17 @@ impl OneConnection {
         let exec_err = |e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e)));
         let values = SqlxValues(statement.values.unwrap_or(sea_orm::Values(Vec::new())));
         let sql = sqlx::AssertSqlSafe(statement.sql);
-        match self.connection().await?.as_mut() {
-            Some(Held::Postgres(conn)) => (&mut **conn)
+        match &mut *self.connection().await? {
+            Held::Postgres(conn) => (&mut **conn)
                 .execute(sqlx::query_with(sql, values))
                 .await
                 .map(Into::into)
                 .map_err(exec_err),
-            Some(Held::Sqlite(conn)) => (&mut **conn)
+            Held::Sqlite(conn) => (&mut **conn)
                 .execute(sqlx::query_with(sql, values))
                 .await
                 .map(Into::into)
                 .map_err(exec_err),
-            None => Err(DbErr::Custom("no connection held".into())),
         }
     }
 }
