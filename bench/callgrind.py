@@ -13,6 +13,8 @@ Seed a database first (e.g. `parley-bench ... --keep-db` prints its URL), then:
         --shape list --requests 300
 
 Shapes: list (conversations(first: 50) nodes), edges (the same with edges/cursor/pageInfo),
+inbox (the list with each conversation's lastMessage: the page and the last messages, two
+statements),
 thread (conversation(id) messages(last: 50)), record (recordMessage into a random seeded
 conversation, half inbound and half outbound, as `parley-bench --scenario record` sends them,
 each with a fresh provider id: a database seeded by `parley-bench --keep-db`). Needs valgrind (callgrind_control) and Python 3.
@@ -36,6 +38,10 @@ LIST = "{ conversations(first: 50) { nodes { participants messageCount snippet l
 EDGES = (
     "{ conversations(first: 50) { edges { cursor node { id channel participants messageCount "
     "snippet lastMessageAt } } pageInfo { endCursor hasNextPage } } }"
+)
+INBOX = (
+    "{ conversations(first: 50) { nodes { participants snippet lastMessageAt "
+    "lastMessage { body sentAt direction } } } }"
 )
 THREAD = (
     "query T($id: ID!) { conversation(id: $id) { messages(last: 50) "
@@ -61,6 +67,8 @@ def body_for(shape, rng, conversations):
         return json.dumps({"query": LIST})
     if shape == "edges":
         return json.dumps({"query": EDGES})
+    if shape == "inbox":
+        return json.dumps({"query": INBOX})
     cid = 1 + rng.randrange(conversations)
     if shape == "record":
         SEQ[0] += 1
@@ -91,7 +99,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parley-bin", required=True)
     ap.add_argument("--database-url", required=True)
-    ap.add_argument("--shape", choices=["list", "edges", "thread", "record"], default="list")
+    ap.add_argument("--shape", choices=["list", "edges", "inbox", "thread", "record"], default="list")
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--conversations", type=int, default=10_000, help="ids 1..N for thread and record")

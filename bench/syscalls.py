@@ -8,7 +8,7 @@ one at a time over one keep-alive connection. Prints strace's table and the call
     bench/syscalls.py --parley-bin target/release/parley \\
         --database-url postgres://postgres@127.0.0.1:5432/parley_bench_xyz --shape thread
 
-Shapes and seeding as for `bench/callgrind.py` (list, edges, thread, record). Needs strace.
+Shapes and seeding as for `bench/callgrind.py` (list, edges, inbox, thread, record). Needs strace.
 """
 
 import argparse
@@ -32,7 +32,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parley-bin", required=True)
     ap.add_argument("--database-url", required=True)
-    ap.add_argument("--shape", choices=["list", "edges", "thread", "record"], default="thread")
+    ap.add_argument("--shape", choices=["list", "edges", "inbox", "thread", "record"], default="thread")
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--conversations", type=int, default=10_000, help="ids 1..N for thread and record")
     args = ap.parse_args()

@@ -81,7 +81,9 @@ impl PageStates {
 /// A page of conversations and what its selection asks of each of them, loaded ahead.
 /// When the selection reads the state of one inbox (the usual case: one `viewerState` or
 /// `unreadCount` argument), the page's own statement reads it (a join on the state's
-/// primary key), so state costs no statement of its own.
+/// primary key), so state costs no statement of its own. The page and what is loaded ahead
+/// (the last messages, say) run one after the other on one connection
+/// ([`query::OneConnection`]: each connection given back to the pool costs a round trip).
 pub async fn conversation_page(
     ctx: &Context<'_>,
     db: &DatabaseConnection,
@@ -90,6 +92,7 @@ pub async fn conversation_page(
     filter: &ConversationFilter,
     window: &Window,
 ) -> Result<(Page<conversation::Model>, Option<Arc<Prefetched>>)> {
+    let db = &query::OneConnection::new(db);
     let look = ctx.look_ahead();
     let nodes = [look.field("nodes"), look.field("edges").field("node")];
     let selection = state_selection(ctx, &nodes)?;
