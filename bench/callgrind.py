@@ -91,6 +91,35 @@ def send(conn, body):
         sys.exit(f"request failed: HTTP {resp.status}: {data[:300]!r}")
 
 
+SHAPES = ["list", "edges", "inbox", "thread", "record"]
+
+
+def start_server(parley_bin, database_url, wrapper=(), server_env=()):
+    """Starts `parley serve` (under `wrapper`, e.g. valgrind) on `database_url` and a free
+    port, without migrating; returns (process, connection) once it answers `/healthz`, the
+    connection kept alive for the requests to come."""
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=database_url, PARLEY_BIND=f"127.0.0.1:{port}",
+               RUST_LOG="warn", PARLEY_NO_MIGRATE="true")
+    for kv in server_env:
+        k, _, v = kv.partition("=")
+        env[k] = v
+    server = subprocess.Popen([*wrapper, parley_bin, "serve"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            return server, conn
+        except OSError:
+            if server.poll() is not None or time.time() > deadline:
+                server.kill()
+                sys.exit("server did not start: " + server.stderr.read().decode()[-2000:])
+            time.sleep(0.5)
+
+
 def callgrind_control(*args):
     subprocess.run(["callgrind_control", *args], check=True, stdout=subprocess.DEVNULL)
 
@@ -99,7 +128,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parley-bin", required=True)
     ap.add_argument("--database-url", required=True)
-    ap.add_argument("--shape", choices=["list", "edges", "inbox", "thread", "record"], default="list")
+    ap.add_argument("--shape", choices=SHAPES, default="list")
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--conversations", type=int, default=10_000, help="ids 1..N for thread and record")
@@ -109,30 +138,14 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"{tool} not found: install valgrind")
 
-    port = free_port()
     out_dir = tempfile.mkdtemp(prefix="parley-callgrind-")
     out = os.path.join(out_dir, "callgrind.out")
-    env = dict(os.environ, DATABASE_URL=args.database_url, PARLEY_BIND=f"127.0.0.1:{port}",
-               RUST_LOG="warn", PARLEY_NO_MIGRATE="true")
-    for kv in args.server_env:
-        k, _, v = kv.partition("=")
-        env[k] = v
-    server = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-         args.parley_bin, "serve"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server, conn = start_server(
+        args.parley_bin, args.database_url,
+        wrapper=["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                 f"--callgrind-out-file={out}"],
+        server_env=args.server_env)
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                conn.request("GET", "/healthz")
-                conn.getresponse().read()
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    sys.exit("server did not start: " + server.stderr.read().decode()[-2000:])
-                time.sleep(0.5)
         rng = random.Random(7)
         for _ in range(args.warmup):
             send(conn, body_for(args.shape, rng, args.conversations))

@@ -12,11 +12,11 @@ Shapes and seeding as for `bench/callgrind.py` (list, edges, inbox, thread, reco
 """
 
 import argparse
-import http.client
 import importlib.util
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,30 +32,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parley-bin", required=True)
     ap.add_argument("--database-url", required=True)
-    ap.add_argument("--shape", choices=["list", "edges", "inbox", "thread", "record"], default="thread")
+    ap.add_argument("--shape", choices=cg.SHAPES, default="thread")
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--conversations", type=int, default=10_000, help="ids 1..N for thread and record")
     args = ap.parse_args()
+    if not shutil.which("strace"):
+        sys.exit("strace not found: install strace")
 
-    port = cg.free_port()
-    env = dict(os.environ, DATABASE_URL=args.database_url, PARLEY_BIND=f"127.0.0.1:{port}",
-               RUST_LOG="warn", PARLEY_NO_MIGRATE="true")
-    server = subprocess.Popen([args.parley_bin, "serve"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, conn = cg.start_server(args.parley_bin, args.database_url)
     try:
-        for _ in range(300):
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                c.request("GET", "/readyz")
-                if c.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        else:
-            sys.exit("the server did not become ready")
         rng = random.Random(1)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         for _ in range(200):
             cg.send(conn, cg.body_for(args.shape, rng, args.conversations))
         out = tempfile.NamedTemporaryFile(prefix="parley-strace-", suffix=".txt", delete=False).name

@@ -287,14 +287,15 @@ async fn measure(
                 let machine_before = machine::snapshot();
                 let mut w = Workload::new(mix, args.scale, "peer", 11);
                 let stats = load::run(client, &url, &mut w, mode, duration).await;
-                let server_cpu_us = cpu_before
-                    .zip(server.cpu_seconds())
-                    .filter(|_| stats.requests > 0)
-                    .map(|(a, b)| (b - a) * 1e6 / stats.requests as f64);
-                let server_kernel_cpu_us = kernel_before
-                    .zip(server.kernel_cpu_seconds())
-                    .filter(|_| stats.requests > 0)
-                    .map(|(a, b)| (b - a) * 1e6 / stats.requests as f64);
+                // Seconds before and after, as µs per request answered.
+                let per_request = |before: Option<f64>, after: Option<f64>| {
+                    before
+                        .zip(after)
+                        .filter(|_| stats.requests > 0)
+                        .map(|(a, b)| (b - a) * 1e6 / stats.requests as f64)
+                };
+                let server_cpu_us = per_request(cpu_before, server.cpu_seconds());
+                let server_kernel_cpu_us = per_request(kernel_before, server.kernel_cpu_seconds());
                 let machine = machine_before
                     .zip(machine::snapshot())
                     .and_then(|(a, b)| a.share_until(&b, stats.requests));
