@@ -43,6 +43,7 @@ on_both_engines!(
     unknown_stored_channel_is_an_error_not_a_guess,
     pages_decode_rows_as_seaorm_does,
     one_connection_runs_every_statement_on_one_connection,
+    warm_connections_are_used_again_only_when_clean_fresh_and_spare,
 );
 
 async fn outbound_then_inbound_reply_share_one_conversation(t: &TestDb) {
@@ -1216,4 +1217,98 @@ async fn one_connection_runs_every_statement_on_one_connection(t: &TestDb) {
     drop(one);
     // The connection went back: the pool answers (its acquire timeout would fail this).
     t.db.query_one_raw(select_one()).await.unwrap();
+}
+
+/// A `query::Warm` keeps the connection a `OneConnection::warm` ran its statements on, and
+/// the next one takes it (a TEMP table, private to its connection, is still there) instead of
+/// one from the pool. It keeps none after a statement that failed or was dropped half-way,
+/// none idle for longer than `WARM_IDLE` (a task gives those back), at most half the pool,
+/// and none while the pool has no connection to spare.
+async fn warm_connections_are_used_again_only_when_clean_fresh_and_spare(t: &TestDb) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let backend = t.db.get_database_backend();
+    let sql = |s: &str| Statement::from_string(backend, s.to_owned());
+    let warm = query::Warm::new(&t.db);
+    let max = parley_tests::test_db_options().max_connections as usize;
+
+    // Kept, and taken again: the TEMP table made through the first is seen by the second.
+    let first = query::OneConnection::warm(&t.db, &warm);
+    first
+        .execute_unprepared("CREATE TEMP TABLE warm_probe (x BIGINT)")
+        .await
+        .unwrap();
+    first
+        .execute_unprepared("INSERT INTO warm_probe VALUES (7)")
+        .await
+        .unwrap();
+    drop(first);
+    assert_eq!(warm.len(), 1);
+    for _ in 0..3 {
+        let again = query::OneConnection::warm(&t.db, &warm);
+        let row = again
+            .query_one_raw(sql("SELECT x FROM warm_probe"))
+            .await
+            .unwrap()
+            .expect("the warm connection's TEMP table");
+        assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), 7);
+        assert!(warm.is_empty(), "taken out while in use");
+        drop(again);
+        assert_eq!(warm.len(), 1);
+    }
+
+    // A failed statement: back to the pool, not kept.
+    let failed = query::OneConnection::warm(&t.db, &warm);
+    assert!(
+        failed
+            .query_one_raw(sql("SELECT nope FROM nowhere"))
+            .await
+            .is_err()
+    );
+    drop(failed);
+    assert!(warm.is_empty(), "kept after a failed statement");
+
+    // A statement dropped half-way: not kept either.
+    let cut = query::OneConnection::warm(&t.db, &warm);
+    let slow = match backend {
+        sea_orm::DbBackend::Postgres => "SELECT pg_sleep(1)",
+        _ => {
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000000) \
+             SELECT count(*) FROM n"
+        }
+    };
+    let timed_out = tokio::time::timeout(
+        std::time::Duration::from_millis(100),
+        cut.query_one_raw(sql(slow)),
+    )
+    .await;
+    assert!(timed_out.is_err(), "the slow statement ended within 100 ms");
+    drop(cut);
+    assert!(warm.is_empty(), "kept after a statement dropped half-way");
+
+    // At most half the pool, and none idle past WARM_IDLE.
+    let many: Vec<_> = (0..max / 2 + 3)
+        .map(|_| query::OneConnection::warm(&t.db, &warm))
+        .collect();
+    futures::future::try_join_all(many.iter().map(|c| c.query_one_raw(sql("SELECT 1"))))
+        .await
+        .unwrap();
+    drop(many);
+    assert_eq!(warm.len(), max / 2);
+    tokio::time::sleep(query::WARM_IDLE * 3).await;
+    assert!(warm.is_empty(), "kept past WARM_IDLE");
+
+    // While the pool has nothing to spare (another request may be waiting), a connection
+    // goes back to it.
+    let mut all: Vec<_> = (0..max)
+        .map(|_| query::OneConnection::warm(&t.db, &warm))
+        .collect();
+    futures::future::try_join_all(all.iter().map(|c| c.query_one_raw(sql("SELECT 1"))))
+        .await
+        .unwrap();
+    assert!(service::db::pool_saturated(&t.db));
+    drop(all.pop());
+    assert!(warm.is_empty(), "kept while the pool was saturated");
+    drop(all);
+    drop(warm);
+    t.db.query_one_raw(sql("SELECT 1")).await.unwrap();
 }

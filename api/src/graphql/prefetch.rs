@@ -92,7 +92,7 @@ pub async fn conversation_page(
     filter: &ConversationFilter,
     window: &Window,
 ) -> Result<(Page<conversation::Model>, Option<Arc<Prefetched>>)> {
-    let db = &query::OneConnection::new(db);
+    let db = &query::OneConnection::warm(db, ctx.data::<Arc<query::Warm>>()?);
     let look = ctx.look_ahead();
     let nodes = [look.field("nodes"), look.field("edges").field("node")];
     let selection = state_selection(ctx, &nodes)?;

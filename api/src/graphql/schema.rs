@@ -4,7 +4,7 @@
 use async_graphql::dataloader::DataLoader;
 use async_graphql::extensions::Analyzer;
 use async_graphql::{Schema, SchemaBuilder};
-use service::{DatabaseConnection, Principal, Viewer};
+use service::{DatabaseConnection, Principal, Viewer, query};
 
 use super::cost::{DocumentCache, Probe};
 use super::loaders::{ConversationLoader, MessageLoader, ThreadCountLoader, ThreadPageLoader};
@@ -71,6 +71,7 @@ fn builder(
         .data(loader(SubjectLoader(db.clone())))
         .data(loader(RfcIdLoader(db.clone())))
         .data(loader(StateLoader(db.clone())))
+        .data(query::Warm::new(&db))
         .data(db)
         .data(config);
     // Without authentication, an operation run without a principal (the schema used

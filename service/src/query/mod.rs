@@ -25,7 +25,7 @@ pub use messages::{
     find_message, list_messages, list_messages_batch, message_batch_pages, message_page,
     messages_after_sequence, messages_after_sequence_page, messages_by_ids,
 };
-pub use run::{OneConnection, Pool, Reader, page_statement};
+pub use run::{OneConnection, Pool, Reader, WARM_FOR_AT_MOST, WARM_IDLE, Warm, page_statement};
 pub use search::{
     FEW_MATCHES, OwnMessages, SearchFilter, VISIBLE_FEW, WALK_SPANS, few_span_matches,
     search_messages, search_page, search_page_keys, search_page_span, search_page_visible_first,

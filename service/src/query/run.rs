@@ -16,6 +16,7 @@ use sea_orm::sea_query::{
     SqlWriter, SqliteQueryBuilder, Value,
 };
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sea_orm::sqlx::{self, PgPool, SqlitePool};
 use sea_orm::{
@@ -64,15 +65,198 @@ pub enum Pool<'a> {
 /// it only for statements run one after the other, and drop it before anything else waits.
 /// It is for reads: a write on SQLite takes the process's turn to write
 /// ([`crate::db::begin_write`]), which this does not.
+///
+/// Made with [`OneConnection::warm`], it takes its connection from a [`Warm`] when one is
+/// kept there and leaves it there when dropped, and neither acquire nor release costs a
+/// round trip.
 pub struct OneConnection {
     db: DatabaseConnection,
-    held: tokio::sync::OnceCell<tokio::sync::Mutex<Held>>,
+    warm: Option<Arc<Warm>>,
+    held: tokio::sync::OnceCell<tokio::sync::Mutex<Holding>>,
 }
 
 /// A connection taken from the pool.
 enum Held {
     Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
     Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+}
+
+/// The connection a [`OneConnection`] holds, and what [`Warm`] needs to know of it.
+struct Holding {
+    conn: Held,
+    /// Every statement run on it has run to its end without an error: nothing of one is
+    /// left on the wire, so it can be used again without sqlx's ping. A statement whose
+    /// future was dropped half-way, or that failed, leaves it `false`.
+    clean: bool,
+    /// When it left the pool: it goes back after [`WARM_FOR_AT_MOST`], whatever its use.
+    since: Instant,
+}
+
+/// How long a connection kept by [`Warm`] may wait there unused. The pool pings a
+/// connection idle for 250 ms before handing it out (see [`crate::db::connect`]); one
+/// idle in a [`Warm`] for longer goes back to the pool instead of being used.
+pub const WARM_IDLE: Duration = Duration::from_millis(100);
+
+/// How long a connection may go from one [`Warm`] use to the next before it is given back
+/// to the pool, where its lifetime and idle limits apply.
+pub const WARM_FOR_AT_MOST: Duration = Duration::from_secs(30);
+
+/// Connections the read side keeps between requests, so that the next request's
+/// statements run on one without a round trip spent on handing it over.
+///
+/// sqlx pings every connection it takes back into its pool (`Sync`, then a wait for
+/// `ReadyForQuery`, in a task of its own): a round trip to the database and two wake-ups
+/// per request, about as much as the statement itself for a small page. A
+/// [`OneConnection::warm`] that ran its statements to the end leaves its connection here
+/// instead, and the next one takes it (newest first).
+///
+/// It keeps at most half of the pool's maximum, none while the pool has none to spare
+/// (another request may be waiting for one), none idle for longer than [`WARM_IDLE`] (a
+/// task gives those back), and none for longer than [`WARM_FOR_AT_MOST`] in all. A
+/// connection dropped half-way through a statement, or after a failed one, goes back to
+/// the pool as before, through sqlx's ping. SQLite in memory (one connection) keeps none.
+pub struct Warm {
+    db: DatabaseConnection,
+    cap: usize,
+    kept: std::sync::Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    /// Oldest first; each with when it was left here.
+    idle: Vec<(Holding, Instant)>,
+    /// A task is giving back the connections idle too long.
+    reaping: bool,
+}
+
+impl Warm {
+    /// Warm connections of `db`'s pool.
+    pub fn new(db: &DatabaseConnection) -> Arc<Warm> {
+        let max = match db.get_database_backend() {
+            DbBackend::Postgres => db
+                .get_postgres_connection_pool()
+                .options()
+                .get_max_connections(),
+            DbBackend::Sqlite => db
+                .get_sqlite_connection_pool()
+                .options()
+                .get_max_connections(),
+            _ => 0,
+        };
+        Arc::new(Warm {
+            db: db.clone(),
+            cap: usize::try_from(max / 2).unwrap_or(0),
+            kept: std::sync::Mutex::default(),
+        })
+    }
+
+    /// How many connections are kept now.
+    pub fn len(&self) -> usize {
+        self.lock().idle.len()
+    }
+
+    /// Whether none is kept now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection left here last, unless it has idled too long (then it and every
+    /// older one go back to the pool).
+    fn take(&self) -> Option<Holding> {
+        let mut kept = self.lock();
+        let (holding, left) = kept.idle.pop()?;
+        if left.elapsed() < WARM_IDLE {
+            metrics::counter!("parley_db_warm_reused_total").increment(1);
+            return Some(holding);
+        }
+        let stale = std::mem::take(&mut kept.idle);
+        drop(kept);
+        drop((holding, stale));
+        None
+    }
+
+    /// Keeps `holding` if it may be kept; otherwise it is dropped, back to the pool.
+    fn keep(self: &Arc<Self>, holding: Holding) {
+        if !holding.clean
+            || self.cap == 0
+            || holding.since.elapsed() >= WARM_FOR_AT_MOST
+            || crate::db::pool_saturated(&self.db)
+        {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut kept = self.lock();
+        if kept.idle.len() >= self.cap {
+            drop(kept);
+            return;
+        }
+        kept.idle.push((holding, Instant::now()));
+        if !kept.reaping {
+            kept.reaping = true;
+            runtime.spawn(reap(Arc::downgrade(self)));
+        }
+    }
+}
+
+/// Gives back to the pool, every [`WARM_IDLE`], the connections a [`Warm`] kept that long
+/// unused (all of them while the pool has none to spare), until it keeps none.
+async fn reap(warm: std::sync::Weak<Warm>) {
+    loop {
+        tokio::time::sleep(WARM_IDLE).await;
+        let Some(warm) = warm.upgrade() else {
+            return;
+        };
+        let saturated = crate::db::pool_saturated(&warm.db);
+        let mut kept = warm.lock();
+        let fresh = if saturated {
+            kept.idle.len()
+        } else {
+            kept.idle
+                .iter()
+                .position(|(_, left)| left.elapsed() < WARM_IDLE)
+                .unwrap_or(kept.idle.len())
+        };
+        let stale: Vec<_> = kept.idle.drain(..fresh).collect();
+        let done = kept.idle.is_empty();
+        if done {
+            kept.reaping = false;
+        }
+        drop(kept);
+        drop(stale);
+        if done {
+            return;
+        }
+    }
+}
+
+impl Drop for Warm {
+    fn drop(&mut self) {
+        let kept = std::mem::take(&mut self.lock().idle);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return; // each back to its pool as it is dropped
+        }
+        // No runtime to give them back on (sqlx spawns that): close them as they are.
+        for (holding, _) in kept {
+            match holding.conn {
+                Held::Postgres(conn) => drop(conn.leak()),
+                Held::Sqlite(conn) => drop(conn.leak()),
+            }
+        }
+    }
+}
+
+impl Drop for OneConnection {
+    fn drop(&mut self) {
+        if let (Some(warm), Some(held)) = (&self.warm, self.held.take()) {
+            warm.keep(held.into_inner());
+        }
+    }
 }
 
 /// Runs `$statement` (a SeaORM [`Statement`]) on `$conn` (a sqlx connection): its rows, at
@@ -100,17 +284,31 @@ impl OneConnection {
     pub fn new(db: &DatabaseConnection) -> Self {
         OneConnection {
             db: db.clone(),
+            warm: None,
+            held: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The same, taking its connection from `warm` when one is kept there, and leaving it
+    /// there when dropped ([`Warm`]).
+    pub fn warm(db: &DatabaseConnection, warm: &Arc<Warm>) -> Self {
+        OneConnection {
+            db: db.clone(),
+            warm: Some(warm.clone()),
             held: tokio::sync::OnceCell::new(),
         }
     }
 
     /// The held connection, acquired from the pool (as [`Pool::fetch`] does) by the first
     /// statement; counts the statement about to run on it ([`crate::db::counting`]).
-    async fn connection(&self) -> Result<tokio::sync::MutexGuard<'_, Held>, DbErr> {
+    async fn connection(&self) -> Result<tokio::sync::MutexGuard<'_, Holding>, DbErr> {
         let held = self
             .held
             .get_or_try_init(|| async {
-                let held = match self.db.get_database_backend() {
+                if let Some(kept) = self.warm.as_ref().and_then(|warm| warm.take()) {
+                    return Ok(tokio::sync::Mutex::new(kept));
+                }
+                let conn = match self.db.get_database_backend() {
                     DbBackend::Postgres => Held::Postgres(
                         self.db
                             .get_postgres_connection_pool()
@@ -126,7 +324,11 @@ impl OneConnection {
                             .map_err(acquire_err)?,
                     ),
                 };
-                Ok::<_, DbErr>(tokio::sync::Mutex::new(held))
+                Ok::<_, DbErr>(tokio::sync::Mutex::new(Holding {
+                    conn,
+                    clean: true,
+                    since: Instant::now(),
+                }))
             })
             .await?;
         crate::db::direct_statement_ran(|| crate::db::pool_id(&self.db));
@@ -135,10 +337,14 @@ impl OneConnection {
 
     /// Runs `statement` on the held connection.
     async fn fetch(&self, statement: Statement, one: bool) -> Result<Vec<QueryResult>, DbErr> {
-        match &mut *self.connection().await? {
+        let mut holding = self.connection().await?;
+        holding.clean = false;
+        let rows = match &mut holding.conn {
             Held::Postgres(conn) => fetch_on!(&mut **conn, statement, one),
             Held::Sqlite(conn) => fetch_on!(&mut **conn, statement, one),
-        }
+        };
+        holding.clean = rows.is_ok();
+        rows
     }
 
     /// Executes `statement` on the held connection.
@@ -147,7 +353,9 @@ impl OneConnection {
         let exec_err = |e| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e)));
         let values = SqlxValues(statement.values.unwrap_or(sea_orm::Values(Vec::new())));
         let sql = sqlx::AssertSqlSafe(statement.sql);
-        match &mut *self.connection().await? {
+        let mut holding = self.connection().await?;
+        holding.clean = false;
+        let done = match &mut holding.conn {
             Held::Postgres(conn) => (&mut **conn)
                 .execute(sqlx::query_with(sql, values))
                 .await
@@ -158,7 +366,9 @@ impl OneConnection {
                 .await
                 .map(Into::into)
                 .map_err(exec_err),
-        }
+        };
+        holding.clean = done.is_ok();
+        done
     }
 }
 

@@ -1,5 +1,7 @@
 //! The query root.
 
+use std::sync::Arc;
+
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, Object, Result};
 use service::cursor::CursorKind;
@@ -154,7 +156,10 @@ impl QueryRoot {
         // Directly, not through the loader (a lone root field has no siblings to batch
         // with), with its last message or thread page loaded ahead: one after the other, on
         // one connection (each connection given back to the pool costs a round trip).
-        let db = query::OneConnection::new(ctx.data::<DatabaseConnection>()?);
+        let db = query::OneConnection::warm(
+            ctx.data::<DatabaseConnection>()?,
+            ctx.data::<Arc<query::Warm>>()?,
+        );
         let viewer = ctx.data::<Viewer>()?;
         let Some(model) = query::find_conversation(&db, viewer, n).await.gql(ctx)? else {
             return Ok(None);
