@@ -18,6 +18,7 @@ use service::{
 on_both_engines!(
     conversation_pages_walk_the_activity_index,
     thread_pages_walk_the_thread_index,
+    a_conversation_with_its_thread_walks_the_thread_index,
     batched_thread_page_walks_the_thread_index_per_conversation,
     batched_thread_pages_of_600_conversations,
     reads_by_70000_ids,
@@ -402,6 +403,42 @@ async fn thread_pages_walk_the_thread_index(t: &TestDb) {
                     assert_range(t, &plan, "sent_at, id");
                 }
             }
+        }
+    }
+}
+
+/// `conversation(id:) { messages(..) }` in one statement: the conversation by its primary
+/// key, and its page along the thread's index (a range of it after a cursor), for a viewer
+/// who sees everything and for one restricted to an inbox.
+async fn a_conversation_with_its_thread_walks_the_thread_index(t: &TestDb) {
+    seed(&t.db, 2000, 10).await;
+    analyze(t).await;
+    let backend = t.db.get_database_backend();
+    let c = 7;
+    let at = |k: i64| base() + Duration::minutes(c) + Duration::seconds(k);
+    let mid = Some(Cursor {
+        at: at(0),
+        id: message_id(c, 1),
+    });
+    let inbox = service::Viewer::Inboxes(vec!["+12016661234".to_owned()].into());
+    for viewer in [&service::Viewer::Everyone, &inbox] {
+        for w in [
+            window(true, None, None),
+            window(true, mid, None),
+            window(false, None, None),
+            window(false, None, mid),
+        ] {
+            let select = query::conversation_with_thread(viewer, c, &MessageFilter::default(), &w);
+            let plan = plan(t, query::page_statement(backend, &select)).await;
+            assert_walks(t, &plan, THREAD_INDEX);
+            if w.after.is_some() || w.before.is_some() {
+                assert_range(t, &plan, "sent_at, id");
+            }
+            let by_key = match t.engine {
+                Engine::Postgres => plan.contains("conversations_pkey"),
+                Engine::Sqlite => plan.contains("INTEGER PRIMARY KEY"),
+            };
+            assert!(by_key, "the conversation by its primary key:\n{plan}");
         }
     }
 }

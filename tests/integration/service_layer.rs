@@ -44,6 +44,7 @@ on_both_engines!(
     pages_decode_rows_as_seaorm_does,
     one_connection_runs_every_statement_on_one_connection,
     warm_connections_are_used_again_only_when_clean_fresh_and_spare,
+    a_conversation_with_its_thread_in_one_statement_equals_the_two,
 );
 
 async fn outbound_then_inbound_reply_share_one_conversation(t: &TestDb) {
@@ -1311,4 +1312,162 @@ async fn warm_connections_are_used_again_only_when_clean_fresh_and_spare(t: &Tes
     drop(all);
     drop(warm);
     t.db.query_one_raw(sql("SELECT 1")).await.unwrap();
+}
+
+/// `query::find_conversation_with_thread` (the lookup and the thread page in one statement,
+/// what `conversation(id:) { messages(..) }` runs) answers what `find_conversation` and then
+/// `list_messages_batch` answer, for every window shape, filters matching some and none,
+/// viewers who see the conversation and one who does not, and an unknown id.
+async fn a_conversation_with_its_thread_in_one_statement_equals_the_two(t: &TestDb) {
+    let s = Settings::default();
+    let mut ids = Vec::new();
+    for (c, n) in [(0u32, 7u32), (1, 1)] {
+        for i in 0..n {
+            let direction = if i % 3 == 1 {
+                Direction::Inbound
+            } else {
+                Direction::Outbound
+            };
+            let (from, to) = match direction {
+                Direction::Inbound => (
+                    format!("+1804555{:04}", 3000 + c),
+                    "+12016661234".to_owned(),
+                ),
+                Direction::Outbound => (
+                    "+12016661234".to_owned(),
+                    format!("+1804555{:04}", 3000 + c),
+                ),
+            };
+            // Two messages of the first thread share a minute: the page's ties go by id.
+            let minute = if c == 0 && i == 4 { 3 } else { i };
+            let r = record_message(
+                &t.db,
+                &s,
+                sms(direction, &from, &to, &format!("c{c}m{i}"), minute),
+            )
+            .await
+            .unwrap();
+            if i == 0 {
+                ids.push(r.conversation.unwrap().id);
+            }
+        }
+    }
+    let all = query::list_messages(
+        &t.db,
+        &service::Viewer::Everyone,
+        MessageScope::Conversation(ids[0]),
+        &MessageFilter::default(),
+        &Window::new(
+            service::cursor::CursorKind::Message,
+            &PageRequest::default(),
+            &s.limits,
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap()
+    .items;
+    assert_eq!(all.len(), 7);
+    let cursor = |i: usize| Some(query::message_cursor(&all[i]));
+    let requests = [
+        PageRequest::default(),
+        PageRequest {
+            first: Some(2),
+            ..Default::default()
+        },
+        PageRequest {
+            last: Some(3),
+            ..Default::default()
+        },
+        PageRequest {
+            first: Some(50),
+            ..Default::default()
+        },
+        PageRequest {
+            last: Some(50),
+            ..Default::default()
+        },
+        PageRequest {
+            first: Some(2),
+            after: cursor(1),
+            ..Default::default()
+        },
+        PageRequest {
+            last: Some(2),
+            before: cursor(6),
+            ..Default::default()
+        },
+        PageRequest {
+            first: Some(3),
+            after: cursor(6),
+            ..Default::default()
+        },
+    ];
+    let filters = [
+        MessageFilter::default(),
+        MessageFilter {
+            direction: Some(Direction::Inbound),
+            ..Default::default()
+        },
+        MessageFilter {
+            kind: Some(Kind::Mms),
+            ..Default::default()
+        },
+    ];
+    let viewers = [
+        service::Viewer::Everyone,
+        service::Viewer::Inboxes(vec!["+18045553000".to_owned()].into()),
+        service::Viewer::Inboxes(vec!["+19995550000".to_owned()].into()),
+    ];
+    let mut compared = 0;
+    for req in &requests {
+        let w = Window::new(service::cursor::CursorKind::Message, req, &s.limits).unwrap();
+        for f in &filters {
+            for viewer in &viewers {
+                for id in ids.iter().copied().chain([i64::MAX]) {
+                    let one = query::find_conversation_with_thread(&t.db, viewer, id, f, &w)
+                        .await
+                        .unwrap();
+                    let two = match query::find_conversation(&t.db, viewer, id).await.unwrap() {
+                        None => None,
+                        Some(c) => {
+                            let mut pages = query::list_messages_batch(&t.db, &[id], f, &w)
+                                .await
+                                .unwrap();
+                            Some((c, pages.remove(&id).unwrap()))
+                        }
+                    };
+                    assert_eq!(one, two, "{req:?} {f:?} {viewer:?} {id}");
+                    compared += usize::from(one.as_ref().is_some_and(|(_, p)| !p.items.is_empty()));
+                }
+            }
+        }
+    }
+    // Not every comparison was of nothing: pages with messages were among them.
+    assert!(compared > 20, "{compared}");
+    // The second viewer sees the first conversation only, the third neither.
+    let w = Window::new(
+        service::cursor::CursorKind::Message,
+        &PageRequest::default(),
+        &s.limits,
+    )
+    .unwrap();
+    let f = MessageFilter::default();
+    assert!(
+        query::find_conversation_with_thread(&t.db, &viewers[1], ids[1], &f, &w)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let (c, page) = query::find_conversation_with_thread(&t.db, &viewers[1], ids[0], &f, &w)
+        .await
+        .unwrap()
+        .expect("visible");
+    assert_eq!((c.id, page.items.len()), (ids[0], 7));
+    assert!(
+        query::find_conversation_with_thread(&t.db, &viewers[2], ids[0], &f, &w)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -124,15 +124,18 @@ pub async fn conversation_page(
             (page, None)
         }
     };
-    let prefetched = prefetch_for(ctx, db, &page.items, &nodes, selection, joined).await?;
+    let prefetched = prefetch_for(ctx, db, &page.items, &nodes, selection, joined, None).await?;
     Ok((page, prefetched))
 }
 
-/// Loads ahead what the selection of one conversation field (`conversation(id:)`) asks for.
+/// Loads ahead what the selection of one conversation field (`conversation(id:)`) asks for;
+/// its thread page is `known_page` when it was read with the conversation
+/// ([`query::find_conversation_with_thread`] for [`wanted_thread`]).
 pub async fn prefetch_one(
     ctx: &Context<'_>,
     db: &impl query::Reader,
     conversation: &conversation::Model,
+    known_page: Option<Page<message::Model>>,
 ) -> Result<Option<Arc<Prefetched>>> {
     let nodes = [ctx.look_ahead()];
     let selection = state_selection(ctx, &nodes)?;
@@ -143,12 +146,14 @@ pub async fn prefetch_one(
         &nodes,
         selection,
         None,
+        known_page.map(|p| HashMap::from([(conversation.id, p)])),
     )
     .await
 }
 
 /// Loads ahead for `page` what the `nodes` selections ask of each conversation; the state
-/// rows of `states` come from `joined` when the page's statement read them.
+/// rows of `states` come from `joined` when the page's statement read them, and the thread
+/// pages ([`wanted_thread`]) from `known_pages` when they were read already.
 async fn prefetch_for(
     ctx: &Context<'_>,
     db: &impl query::Reader,
@@ -156,6 +161,7 @@ async fn prefetch_for(
     nodes: &[Lookahead<'_>],
     states: StateSelection,
     joined: Option<HashMap<(i64, usize), InboxState>>,
+    known_pages: Option<HashMap<i64, Page<message::Model>>>,
 ) -> Result<Option<Arc<Prefetched>>> {
     if page.is_empty() {
         return Ok(None);
@@ -198,33 +204,41 @@ async fn prefetch_for(
         });
     }
 
+    if let Some((filter, window)) = wanted_thread(ctx, nodes) {
+        let pages = match known_pages {
+            Some(pages) => pages,
+            None => {
+                let ids: Vec<i64> = page.iter().map(|c| c.id).collect();
+                query::list_messages_batch(db, &ids, &filter, &window)
+                    .await
+                    .gql(ctx)?
+            }
+        };
+        out.threads = Some((filter, window, pages));
+    }
+    Ok(Some(Arc::new(out)))
+}
+
+/// The one page of messages every `messages` selection of `nodes` asks for, if they all ask
+/// for the same (aliases with different arguments fall back to the loader); arguments that
+/// do not validate are left for the resolver to reject with its proper error.
+pub fn wanted_thread(
+    ctx: &Context<'_>,
+    nodes: &[Lookahead<'_>],
+) -> Option<(MessageFilter, Window)> {
     let threads: Vec<_> = nodes
         .iter()
         .flat_map(|n| n.field("messages").selection_fields())
         .collect();
-    // Only when every `messages` selection asks for the same page (aliases with different
-    // arguments fall back to the loader); arguments that do not validate are left for the
-    // resolver to reject with its proper error.
     let mut wanted: Option<(MessageFilter, Window)> = None;
     for field in threads {
-        let Some(args) = field.arguments().ok().and_then(|a| thread_args(ctx, a)) else {
-            wanted = None;
-            break;
-        };
+        let args = field.arguments().ok().and_then(|a| thread_args(ctx, a))?;
         if wanted.is_some_and(|w| w != args) {
-            wanted = None;
-            break;
+            return None;
         }
         wanted = Some(args);
     }
-    if let Some((filter, window)) = wanted {
-        let ids: Vec<i64> = page.iter().map(|c| c.id).collect();
-        let pages = query::list_messages_batch(db, &ids, &filter, &window)
-            .await
-            .gql(ctx)?;
-        out.threads = Some((filter, window, pages));
-    }
-    Ok(Some(Arc::new(out)))
+    wanted
 }
 
 fn thread_args(

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, Query, SelectStatement};
+use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, JoinType, Query, SelectStatement};
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect, QueryTrait, Select};
 
 use super::rows::{self, FromRow};
@@ -53,6 +53,65 @@ pub async fn find_conversation(
 ) -> Result<Option<conversation::Model>> {
     let select = visible(conversations().filter(Column::Id.eq(id)), viewer);
     Ok(run::one(db, select.into_query()).await?)
+}
+
+/// A conversation by id (as [`find_conversation`]) with a page of its thread (as
+/// [`super::list_messages_batch`] gives it), in one statement: the lookup, and the page
+/// left-joined to it. A thread request is then one round trip to the database, where the
+/// lookup and the page one after the other are two. The page is read only when the lookup
+/// finds the conversation visible to `viewer`; `None` when it does not.
+pub async fn find_conversation_with_thread(
+    db: &impl Reader,
+    viewer: &Viewer,
+    id: i64,
+    filter: &super::MessageFilter,
+    window: &Window,
+) -> Result<Option<(conversation::Model, Page<crate::message::Model>)>> {
+    let rows = run::raw(db, conversation_with_thread(viewer, id, filter, window)).await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    rows::check_conversation_then_message(first)?;
+    let conversation = conversation::Model::from_row(first)?;
+    let mut messages = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if let Some(m) = rows::message_after_conversation(row)? {
+            messages.push(m);
+        }
+    }
+    // A join does not promise the subquery's order: put it back as the batch does.
+    messages.sort_by_key(|m| (m.sent_at, m.id));
+    if !window.forward {
+        messages.reverse();
+    }
+    Ok(Some((conversation, Page::from_probe(messages, window))))
+}
+
+/// The statement of [`find_conversation_with_thread`]: the lookup (one row by primary key,
+/// if `viewer` sees it) left-joined to the thread's page ([`super::message_page`], one range
+/// of the thread's index); a row per message, or one with the message's columns NULL.
+pub fn conversation_with_thread(
+    viewer: &Viewer,
+    id: i64,
+    filter: &super::MessageFilter,
+    window: &Window,
+) -> SelectStatement {
+    let mut lookup = visible(conversations().filter(Column::Id.eq(id)), viewer).into_query();
+    lookup.limit(1);
+    let page = super::messages::message_page(
+        &Viewer::Everyone,
+        super::MessageScope::Conversation(id),
+        filter,
+        window,
+    )
+    .into_query();
+    let (c, m) = (Alias::new("c"), Alias::new("m"));
+    Query::select()
+        .column((c.clone(), Asterisk))
+        .column((m.clone(), Asterisk))
+        .from_subquery(lookup, c)
+        .join_subquery(JoinType::LeftJoin, page, m, Expr::cust("1 = 1"))
+        .to_owned()
 }
 
 /// `conversations` as the read side selects it: every column but `participants`, which the

@@ -16,9 +16,9 @@ mod search;
 pub(crate) use conversations::filter_address;
 pub use conversations::{
     ConversationFilter, InboxState, conversation_page, conversation_page_with_state,
-    conversations_by_ids, count_conversations, count_reads_counters, counted_scope,
-    find_conversation, find_conversation_by_participants, list_conversations,
-    list_conversations_with_state,
+    conversation_with_thread, conversations_by_ids, count_conversations, count_reads_counters,
+    counted_scope, find_conversation, find_conversation_by_participants,
+    find_conversation_with_thread, list_conversations, list_conversations_with_state,
 };
 pub use messages::{
     MessageFilter, MessageScope, count_messages_batch, count_unassigned, count_unassigned_up_to,

@@ -377,24 +377,77 @@ pub(crate) fn state_at(
 }
 
 fn message_at(r: &impl Columns) -> Result<message::Model, DbErr> {
+    message_from(r, 0)
+}
+
+/// A message row's columns, starting at column `at`.
+fn message_from(r: &impl Columns, at: usize) -> Result<message::Model, DbErr> {
     Ok(message::Model {
-        id: r.int(0)?,
-        conversation_id: r.opt_int(1)?,
-        channel: r.parsed(2, str::parse::<Channel>)?,
-        kind: r.parsed(3, str::parse::<Kind>)?,
-        direction: r.parsed(4, str::parse::<Direction>)?,
-        from_raw: r.text(5)?,
-        to_raw: r.json(6)?,
-        from_address: r.opt_text(7)?,
-        to_addresses: r.opt_json(8)?,
-        body: r.text(9)?,
-        attachments: r.json(10)?,
-        provider_message_id: r.opt_text(11)?,
-        sent_at: r.time(12)?,
-        recorded_at: r.time(13)?,
-        assignment_error: r.opt_text(14)?,
-        sequence: r.opt_int(15)?,
+        id: r.int(at)?,
+        conversation_id: r.opt_int(at + 1)?,
+        channel: r.parsed(at + 2, str::parse::<Channel>)?,
+        kind: r.parsed(at + 3, str::parse::<Kind>)?,
+        direction: r.parsed(at + 4, str::parse::<Direction>)?,
+        from_raw: r.text(at + 5)?,
+        to_raw: r.json(at + 6)?,
+        from_address: r.opt_text(at + 7)?,
+        to_addresses: r.opt_json(at + 8)?,
+        body: r.text(at + 9)?,
+        attachments: r.json(at + 10)?,
+        provider_message_id: r.opt_text(at + 11)?,
+        sent_at: r.time(at + 12)?,
+        recorded_at: r.time(at + 13)?,
+        assignment_error: r.opt_text(at + 14)?,
+        sequence: r.opt_int(at + 15)?,
     })
+}
+
+/// The message that follows a conversation's columns in a row of
+/// [`super::find_conversation_with_thread`]; `None` when they are NULL (the thread's page is
+/// empty, and the conversation came alone).
+pub(crate) fn message_after_conversation(
+    row: &QueryResult,
+) -> Result<Option<message::Model>, DbErr> {
+    fn read(r: &impl Columns) -> Result<Option<message::Model>, DbErr> {
+        match r.opt_int(CONVERSATION_COLUMNS)? {
+            None => Ok(None),
+            Some(_) => message_from(r, CONVERSATION_COLUMNS).map(Some),
+        }
+    }
+    if let Some(r) = row.try_as_pg_row() {
+        read(r)
+    } else if let Some(r) = row.try_as_sqlite_row() {
+        read(r)
+    } else {
+        Err(DbErr::Type("not an SQL row".into()))
+    }
+}
+
+/// Checks that `row` holds a conversation's columns followed by a message's, in order
+/// ([`super::find_conversation_with_thread`]).
+pub(crate) fn check_conversation_then_message(row: &QueryResult) -> Result<(), DbErr> {
+    fn names<R: Row>(row: &R) -> Vec<&str> {
+        row.columns().iter().map(|c| c.name()).collect()
+    }
+    let found = if let Some(r) = row.try_as_pg_row() {
+        names(r)
+    } else if let Some(r) = row.try_as_sqlite_row() {
+        names(r)
+    } else {
+        return Ok(());
+    };
+    let wanted = conversation::Model::columns()
+        .iter()
+        .chain(message::Model::columns());
+    if found.len() == CONVERSATION_COLUMNS + message::Model::columns().len()
+        && found.iter().zip(wanted).all(|(f, w)| *f == w)
+    {
+        Ok(())
+    } else {
+        Err(DbErr::Type(format!(
+            "a conversation and its thread: the statement selects {found:?}"
+        )))
+    }
 }
 
 impl FromRow for message::Model {

@@ -581,6 +581,16 @@ pub(crate) async fn all<M: FromRow>(
     rows.iter().map(M::from_row).collect()
 }
 
+/// Runs `select` ([`page_statement`]) and returns its rows as they are, for a decoder of
+/// its own.
+pub(crate) async fn raw(
+    db: &impl Reader,
+    select: SelectStatement,
+) -> Result<Vec<QueryResult>, DbErr> {
+    let statement = page_statement(db.get_database_backend(), &select);
+    rows(db, statement).await
+}
+
 /// Runs `select` limited to one row ([`page_statement`]) and decodes it as `M`.
 pub(crate) async fn one<M: FromRow>(
     db: &impl Reader,

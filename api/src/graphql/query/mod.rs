@@ -12,7 +12,7 @@ use super::error::{ServiceResultExt, gql_err};
 use super::ids::{NodeType, decode_any, decode_id};
 use super::loaders::{ConversationLoader, MessageLoader};
 use super::paging::page_window;
-use super::prefetch::{conversation_page, prefetch_one};
+use super::prefetch::{conversation_page, prefetch_one, wanted_thread};
 use super::types::conversation::ConversationConnection;
 use super::types::enums::Channel;
 use super::types::filter::ConversationFilter;
@@ -160,11 +160,24 @@ impl QueryRoot {
             ctx.data::<DatabaseConnection>()?,
             ctx.data::<Arc<query::Warm>>()?,
         );
+        // A selection of one thread page reads it with the conversation, in one statement.
         let viewer = ctx.data::<Viewer>()?;
-        let Some(model) = query::find_conversation(&db, viewer, n).await.gql(ctx)? else {
+        let found = match wanted_thread(ctx, &[ctx.look_ahead()]) {
+            Some((filter, window)) => {
+                query::find_conversation_with_thread(&db, viewer, n, &filter, &window)
+                    .await
+                    .gql(ctx)?
+                    .map(|(model, page)| (model, Some(page)))
+            }
+            None => query::find_conversation(&db, viewer, n)
+                .await
+                .gql(ctx)?
+                .map(|model| (model, None)),
+        };
+        let Some((model, page)) = found else {
             return Ok(None);
         };
-        let prefetched = prefetch_one(ctx, &db, &model).await?;
+        let prefetched = prefetch_one(ctx, &db, &model, page).await?;
         Ok(Some(Conversation(model, prefetched)))
     }
 
