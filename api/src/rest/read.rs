@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use service::cursor::CursorKind;
-use service::query::{self, MessageScope, Page, Window};
+use service::query::{self, Page, Window};
 use service::{Error, Principal, conversation, message, normalize};
 
 use super::error::RestError;
@@ -186,21 +186,18 @@ pub(super) async fn conversation_messages(
         &state.config.settings.limits,
     )
     .map_err(|e| RestError::service(&e, &headers))?;
-    let viewer = principal.viewer();
-    // An invisible conversation answers 404 exactly like an unknown one.
-    query::find_conversation(&state.db, &viewer, conversation_id)
-        .await
-        .map_err(|e| RestError::service_on(e, &state.db, &headers))?
-        .ok_or_else(not_found)?;
-    let page = query::list_messages(
+    // The conversation and its page in one statement; an invisible conversation answers
+    // 404 exactly like an unknown one.
+    let (_, page) = query::find_conversation_with_thread(
         &state.db,
-        &viewer,
-        MessageScope::Conversation(conversation_id),
+        &principal.viewer(),
+        conversation_id,
         &Default::default(),
         &window,
     )
     .await
-    .map_err(|e| RestError::service_on(e, &state.db, &headers))?;
+    .map_err(|e| RestError::service_on(e, &state.db, &headers))?
+    .ok_or_else(not_found)?;
     Ok(Json(PageBody::new(
         page,
         query::message_cursor,
