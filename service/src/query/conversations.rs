@@ -71,7 +71,8 @@ pub async fn find_conversation_with_thread(
     let Some(first) = rows.first() else {
         return Ok(None);
     };
-    rows::check_conversation_then_message(first)?;
+    rows::check_columns::<conversation::Model>(first)?;
+    rows::check_columns_at::<crate::message::Model>(first, rows::CONVERSATION_COLUMNS)?;
     let conversation = conversation::Model::from_row(first)?;
     let mut messages = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -79,12 +80,9 @@ pub async fn find_conversation_with_thread(
             messages.push(m);
         }
     }
-    // A join does not promise the subquery's order: put it back as the batch does.
-    messages.sort_by_key(|m| (m.sent_at, m.id));
-    if !window.forward {
-        messages.reverse();
-    }
-    Ok(Some((conversation, Page::from_probe(messages, window))))
+    // A join does not promise the subquery's order.
+    let page = super::messages::thread_page(messages, window);
+    Ok(Some((conversation, page)))
 }
 
 /// The statement of [`find_conversation_with_thread`]: the lookup (one row by primary key,

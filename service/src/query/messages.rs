@@ -246,17 +246,22 @@ pub async fn list_messages_batch(
             }
         }
     }
-    // UNION ALL does not promise to keep each branch's order: restore it.
+    // UNION ALL does not promise to keep each branch's order.
     Ok(grouped
         .into_iter()
-        .map(|(id, mut rows)| {
-            rows.sort_by_key(|m| (m.sent_at, m.id));
-            if !window.forward {
-                rows.reverse();
-            }
-            (id, Page::from_probe(rows, window))
-        })
+        .map(|(id, rows)| (id, thread_page(rows, window)))
         .collect())
+}
+
+/// The page of `window` made of one thread's `rows` (its page statement's rows, in any
+/// order): put back in the statement's order (along `(sent_at, id)`, backwards for a
+/// backward window), then cut at the page's size ([`Page::from_probe`]).
+pub(crate) fn thread_page(mut rows: Vec<message::Model>, window: &Window) -> Page<message::Model> {
+    rows.sort_by_key(|m| (m.sent_at, m.id));
+    if !window.forward {
+        rows.reverse();
+    }
+    Page::from_probe(rows, window)
 }
 
 /// How many messages of each conversation match `filter`, each counted up to `limit`

@@ -37,6 +37,11 @@ pub(crate) trait FromRow: Sized {
 
 /// Checks that `row` (the first of a statement's rows) starts with `T`'s columns, in order.
 pub(crate) fn check_columns<T: FromRow>(row: &QueryResult) -> Result<(), DbErr> {
+    check_columns_at::<T>(row, 0)
+}
+
+/// Checks that `row` has `T`'s columns, in order, from column `at` on.
+pub(crate) fn check_columns_at<T: FromRow>(row: &QueryResult, at: usize) -> Result<(), DbErr> {
     fn names<R: Row>(row: &R) -> Vec<&str> {
         row.columns().iter().map(|c| c.name()).collect()
     }
@@ -48,11 +53,12 @@ pub(crate) fn check_columns<T: FromRow>(row: &QueryResult) -> Result<(), DbErr> 
         return Ok(());
     };
     let wanted = T::columns();
-    if found.len() >= wanted.len() && found.iter().zip(wanted).all(|(f, w)| *f == w) {
+    let read = found.get(at..).unwrap_or_default();
+    if read.len() >= wanted.len() && read.iter().zip(wanted).all(|(f, w)| *f == w) {
         Ok(())
     } else {
         Err(DbErr::Type(format!(
-            "a page's statement selects {found:?}, its decoder reads {wanted:?} first"
+            "a page's statement selects {found:?}, its decoder reads {wanted:?} from column {at}"
         )))
     }
 }
@@ -420,33 +426,6 @@ pub(crate) fn message_after_conversation(
         read(r)
     } else {
         Err(DbErr::Type("not an SQL row".into()))
-    }
-}
-
-/// Checks that `row` holds a conversation's columns followed by a message's, in order
-/// ([`super::find_conversation_with_thread`]).
-pub(crate) fn check_conversation_then_message(row: &QueryResult) -> Result<(), DbErr> {
-    fn names<R: Row>(row: &R) -> Vec<&str> {
-        row.columns().iter().map(|c| c.name()).collect()
-    }
-    let found = if let Some(r) = row.try_as_pg_row() {
-        names(r)
-    } else if let Some(r) = row.try_as_sqlite_row() {
-        names(r)
-    } else {
-        return Ok(());
-    };
-    let wanted = conversation::Model::columns()
-        .iter()
-        .chain(message::Model::columns());
-    if found.len() == CONVERSATION_COLUMNS + message::Model::columns().len()
-        && found.iter().zip(wanted).all(|(f, w)| *f == w)
-    {
-        Ok(())
-    } else {
-        Err(DbErr::Type(format!(
-            "a conversation and its thread: the statement selects {found:?}"
-        )))
     }
 }
 
