@@ -1229,7 +1229,11 @@ async fn warm_connections_are_used_again_only_when_clean_fresh_and_spare(t: &Tes
     use sea_orm::{ConnectionTrait, Statement};
     let backend = t.db.get_database_backend();
     let sql = |s: &str| Statement::from_string(backend, s.to_owned());
-    let warm = query::Warm::new(&t.db);
+    let warm = query::Warm::of(&t.db);
+    assert!(
+        std::sync::Arc::ptr_eq(&warm, &query::Warm::of(&t.db)),
+        "one per pool"
+    );
     let max = parley_tests::test_db_options().max_connections as usize;
 
     // Kept, and taken again: the TEMP table made through the first is seen by the second.
@@ -1267,6 +1271,20 @@ async fn warm_connections_are_used_again_only_when_clean_fresh_and_spare(t: &Tes
     );
     drop(failed);
     assert!(warm.is_empty(), "kept after a failed statement");
+    // Nor after a failed statement followed by a good one.
+    let failed = query::OneConnection::warm(&t.db, &warm);
+    assert!(
+        failed
+            .query_one_raw(sql("SELECT nope FROM nowhere"))
+            .await
+            .is_err()
+    );
+    failed.query_one_raw(sql("SELECT 1")).await.unwrap();
+    drop(failed);
+    assert!(
+        warm.is_empty(),
+        "kept after a failed statement and a good one"
+    );
 
     // A statement dropped half-way: not kept either.
     let cut = query::OneConnection::warm(&t.db, &warm);
@@ -1293,10 +1311,21 @@ async fn warm_connections_are_used_again_only_when_clean_fresh_and_spare(t: &Tes
     futures::future::try_join_all(many.iter().map(|c| c.query_one_raw(sql("SELECT 1"))))
         .await
         .unwrap();
+    let kept_at = std::time::Instant::now();
     drop(many);
     assert_eq!(warm.len(), max / 2);
-    tokio::time::sleep(query::WARM_IDLE * 3).await;
-    assert!(warm.is_empty(), "kept past WARM_IDLE");
+    while !warm.is_empty() {
+        assert!(
+            kept_at.elapsed() < std::time::Duration::from_secs(5),
+            "still kept {:?} after WARM_IDLE",
+            kept_at.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        kept_at.elapsed() >= query::WARM_IDLE,
+        "given back before WARM_IDLE"
+    );
 
     // While the pool has nothing to spare (another request may be waiting), a connection
     // goes back to it.

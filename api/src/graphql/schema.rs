@@ -71,7 +71,7 @@ fn builder(
         .data(loader(SubjectLoader(db.clone())))
         .data(loader(RfcIdLoader(db.clone())))
         .data(loader(StateLoader(db.clone())))
-        .data(query::Warm::new(&db))
+        .data(query::Warm::of(&db))
         .data(db)
         .data(config);
     // Without authentication, an operation run without a principal (the schema used

@@ -110,11 +110,12 @@ pub const WARM_FOR_AT_MOST: Duration = Duration::from_secs(30);
 /// [`OneConnection::warm`] that ran its statements to the end leaves its connection here
 /// instead, and the next one takes it (newest first).
 ///
-/// It keeps at most half of the pool's maximum, none while the pool has none to spare
-/// (another request may be waiting for one), none idle for longer than [`WARM_IDLE`] (a
-/// task gives those back), and none for longer than [`WARM_FOR_AT_MOST`] in all. A
-/// connection dropped half-way through a statement, or after a failed one, goes back to
-/// the pool as before, through sqlx's ping. SQLite in memory (one connection) keeps none.
+/// One per pool ([`Warm::of`]). It keeps at most half of the pool's maximum, none while
+/// the pool has none to spare (another request may be waiting for one: all go back then),
+/// none idle for longer than [`WARM_IDLE`] (a task gives each back as it gets there), and
+/// none for longer than [`WARM_FOR_AT_MOST`] in all. A connection on which a statement
+/// failed or was dropped half-way goes back to the pool as before, through sqlx's ping. A
+/// pool with a minimum of connections (SQLite in memory: one) keeps none.
 pub struct Warm {
     db: DatabaseConnection,
     cap: usize,
@@ -130,24 +131,46 @@ struct Kept {
 }
 
 impl Warm {
-    /// Warm connections of `db`'s pool.
-    pub fn new(db: &DatabaseConnection) -> Arc<Warm> {
-        let max = match db.get_database_backend() {
-            DbBackend::Postgres => db
-                .get_postgres_connection_pool()
-                .options()
-                .get_max_connections(),
-            DbBackend::Sqlite => db
-                .get_sqlite_connection_pool()
-                .options()
-                .get_max_connections(),
-            _ => 0,
+    /// The warm connections of `db`'s pool: the same [`Warm`] for every caller while one
+    /// is alive, so that what it keeps is bounded per pool.
+    pub fn of(db: &DatabaseConnection) -> Arc<Warm> {
+        static LIVE: std::sync::Mutex<Vec<(usize, std::sync::Weak<Warm>)>> =
+            std::sync::Mutex::new(Vec::new());
+        let pool = crate::db::pool_id(db);
+        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        live.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(warm) = live
+            .iter()
+            .find(|(p, _)| *p == pool)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return warm;
+        }
+        let (max, min) = match db.get_database_backend() {
+            DbBackend::Postgres => {
+                let o = db.get_postgres_connection_pool().options();
+                (o.get_max_connections(), o.get_min_connections())
+            }
+            DbBackend::Sqlite => {
+                let o = db.get_sqlite_connection_pool().options();
+                (o.get_max_connections(), o.get_min_connections())
+            }
+            _ => (0, 0),
         };
-        Arc::new(Warm {
+        let warm = Arc::new(Warm {
             db: db.clone(),
-            cap: usize::try_from(max / 2).unwrap_or(0),
+            // A pool that keeps a minimum spawns a task for every connection that leaves it
+            // (to replace it), which `Drop for Warm` may not do: none kept there (SQLite in
+            // memory is such a pool, of one connection).
+            cap: if min > 0 {
+                0
+            } else {
+                usize::try_from(max / 2).unwrap_or(0)
+            },
             kept: std::sync::Mutex::default(),
-        })
+        });
+        live.push((pool, Arc::downgrade(&warm)));
+        warm
     }
 
     /// How many connections are kept now.
@@ -179,13 +202,15 @@ impl Warm {
         None
     }
 
-    /// Keeps `holding` if it may be kept; otherwise it is dropped, back to the pool.
+    /// Keeps `holding` if it may be kept; otherwise it is dropped, back to the pool. While
+    /// the pool has no connection to spare, every kept one goes back with it.
     fn keep(self: &Arc<Self>, holding: Holding) {
-        if !holding.clean
-            || self.cap == 0
-            || holding.since.elapsed() >= WARM_FOR_AT_MOST
-            || crate::db::pool_saturated(&self.db)
-        {
+        if !holding.clean || self.cap == 0 || holding.since.elapsed() >= WARM_FOR_AT_MOST {
+            return;
+        }
+        if crate::db::pool_saturated(&self.db) {
+            let all = std::mem::take(&mut self.lock().idle);
+            drop((holding, all));
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -204,11 +229,12 @@ impl Warm {
     }
 }
 
-/// Gives back to the pool, every [`WARM_IDLE`], the connections a [`Warm`] kept that long
+/// Gives back to the pool each connection a [`Warm`] kept as it reaches [`WARM_IDLE`]
 /// unused (all of them while the pool has none to spare), until it keeps none.
 async fn reap(warm: std::sync::Weak<Warm>) {
+    let mut next = Instant::now() + WARM_IDLE;
     loop {
-        tokio::time::sleep(WARM_IDLE).await;
+        tokio::time::sleep_until(next.into()).await;
         let Some(warm) = warm.upgrade() else {
             return;
         };
@@ -224,8 +250,9 @@ async fn reap(warm: std::sync::Weak<Warm>) {
         };
         let stale: Vec<_> = kept.idle.drain(..fresh).collect();
         let done = kept.idle.is_empty();
-        if done {
-            kept.reaping = false;
+        match kept.idle.first() {
+            Some((_, left)) => next = *left + WARM_IDLE,
+            None => kept.reaping = false,
         }
         drop(kept);
         drop(stale);
@@ -241,11 +268,13 @@ impl Drop for Warm {
         if tokio::runtime::Handle::try_current().is_ok() {
             return; // each back to its pool as it is dropped
         }
-        // No runtime to give them back on (sqlx spawns that): close them as they are.
+        // No runtime for sqlx to give them back on (it spawns that): detached from the pool
+        // (its count and permit given back, nothing spawned: a pool with a minimum has no
+        // `Warm` connections, see [`Warm::of`]) and dropped, which closes their sockets.
         for (holding, _) in kept {
             match holding.conn {
-                Held::Postgres(conn) => drop(conn.leak()),
-                Held::Sqlite(conn) => drop(conn.leak()),
+                Held::Postgres(conn) => drop(conn.detach()),
+                Held::Sqlite(conn) => drop(conn.detach()),
             }
         }
     }
@@ -292,6 +321,7 @@ impl OneConnection {
     /// The same, taking its connection from `warm` when one is kept there, and leaving it
     /// there when dropped ([`Warm`]).
     pub fn warm(db: &DatabaseConnection, warm: &Arc<Warm>) -> Self {
+        debug_assert_eq!(crate::db::pool_id(db), crate::db::pool_id(&warm.db));
         OneConnection {
             db: db.clone(),
             warm: Some(warm.clone()),
@@ -338,12 +368,12 @@ impl OneConnection {
     /// Runs `statement` on the held connection.
     async fn fetch(&self, statement: Statement, one: bool) -> Result<Vec<QueryResult>, DbErr> {
         let mut holding = self.connection().await?;
-        holding.clean = false;
+        let clean = std::mem::replace(&mut holding.clean, false);
         let rows = match &mut holding.conn {
             Held::Postgres(conn) => fetch_on!(&mut **conn, statement, one),
             Held::Sqlite(conn) => fetch_on!(&mut **conn, statement, one),
         };
-        holding.clean = rows.is_ok();
+        holding.clean = clean && rows.is_ok();
         rows
     }
 
@@ -354,7 +384,7 @@ impl OneConnection {
         let values = SqlxValues(statement.values.unwrap_or(sea_orm::Values(Vec::new())));
         let sql = sqlx::AssertSqlSafe(statement.sql);
         let mut holding = self.connection().await?;
-        holding.clean = false;
+        let clean = std::mem::replace(&mut holding.clean, false);
         let done = match &mut holding.conn {
             Held::Postgres(conn) => (&mut **conn)
                 .execute(sqlx::query_with(sql, values))
@@ -367,7 +397,7 @@ impl OneConnection {
                 .map(Into::into)
                 .map_err(exec_err),
         };
-        holding.clean = done.is_ok();
+        holding.clean = clean && done.is_ok();
         done
     }
 }
