@@ -292,6 +292,21 @@ fn by_position<T: FromQueryResult>(
     }
 }
 
+/// `row` read by `pg` or `sqlite`, whichever engine it came from.
+fn sql_row<T>(
+    row: &QueryResult,
+    pg: fn(&PgRow) -> Result<T, DbErr>,
+    sqlite: fn(&SqliteRow) -> Result<T, DbErr>,
+) -> Result<T, DbErr> {
+    if let Some(r) = row.try_as_pg_row() {
+        pg(r)
+    } else if let Some(r) = row.try_as_sqlite_row() {
+        sqlite(r)
+    } else {
+        Err(DbErr::Type("not an SQL row".into()))
+    }
+}
+
 fn column_names<C: Iden>(columns: impl IntoIterator<Item = C>) -> Vec<String> {
     columns.into_iter().map(|c| c.to_string()).collect()
 }
@@ -373,13 +388,7 @@ pub(crate) fn state_at(
             }),
         })
     }
-    if let Some(r) = row.try_as_pg_row() {
-        read(r)
-    } else if let Some(r) = row.try_as_sqlite_row() {
-        read(r)
-    } else {
-        Err(DbErr::Type("not an SQL row".into()))
-    }
+    sql_row(row, read, read)
 }
 
 fn message_at(r: &impl Columns) -> Result<message::Model, DbErr> {
@@ -420,13 +429,7 @@ pub(crate) fn message_after_conversation(
             Some(_) => message_from(r, CONVERSATION_COLUMNS).map(Some),
         }
     }
-    if let Some(r) = row.try_as_pg_row() {
-        read(r)
-    } else if let Some(r) = row.try_as_sqlite_row() {
-        read(r)
-    } else {
-        Err(DbErr::Type("not an SQL row".into()))
-    }
+    sql_row(row, read, read)
 }
 
 impl FromRow for message::Model {
