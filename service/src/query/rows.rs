@@ -283,28 +283,30 @@ fn by_position<T: FromQueryResult>(
     pg: fn(&PgRow) -> Result<T, DbErr>,
     sqlite: fn(&SqliteRow) -> Result<T, DbErr>,
 ) -> Result<T, DbErr> {
-    if let Some(r) = row.try_as_pg_row() {
-        pg(r)
-    } else if let Some(r) = row.try_as_sqlite_row() {
-        sqlite(r)
-    } else {
-        T::from_query_result(row, "")
-    }
+    sql_row(row, pg, sqlite).unwrap_or_else(|| T::from_query_result(row, ""))
 }
 
-/// `row` read by `pg` or `sqlite`, whichever engine it came from.
+/// `row` read by `pg` or `sqlite`, whichever engine it came from; `None` when it came from
+/// neither.
 fn sql_row<T>(
     row: &QueryResult,
     pg: fn(&PgRow) -> Result<T, DbErr>,
     sqlite: fn(&SqliteRow) -> Result<T, DbErr>,
-) -> Result<T, DbErr> {
+) -> Option<Result<T, DbErr>> {
     if let Some(r) = row.try_as_pg_row() {
-        pg(r)
-    } else if let Some(r) = row.try_as_sqlite_row() {
-        sqlite(r)
+        Some(pg(r))
     } else {
-        Err(DbErr::Type("not an SQL row".into()))
+        row.try_as_sqlite_row().map(sqlite)
     }
+}
+
+/// `row` read by `pg` or `sqlite`; an error when it is not an SQL row.
+fn sql_row_only<T>(
+    row: &QueryResult,
+    pg: fn(&PgRow) -> Result<T, DbErr>,
+    sqlite: fn(&SqliteRow) -> Result<T, DbErr>,
+) -> Result<T, DbErr> {
+    sql_row(row, pg, sqlite).unwrap_or_else(|| Err(DbErr::Type("not an SQL row".into())))
 }
 
 fn column_names<C: Iden>(columns: impl IntoIterator<Item = C>) -> Vec<String> {
@@ -388,7 +390,7 @@ pub(crate) fn state_at(
             }),
         })
     }
-    sql_row(row, read, read)
+    sql_row_only(row, read, read)
 }
 
 fn message_at(r: &impl Columns) -> Result<message::Model, DbErr> {
@@ -429,7 +431,7 @@ pub(crate) fn message_after_conversation(
             Some(_) => message_from(r, CONVERSATION_COLUMNS).map(Some),
         }
     }
-    sql_row(row, read, read)
+    sql_row_only(row, read, read)
 }
 
 impl FromRow for message::Model {
